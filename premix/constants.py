@@ -1,0 +1,22 @@
+"""Names shared by the enqueue side and the workers: Redis keys, job names, units."""
+
+from typing import Final
+
+LAMPORTS_PER_SOL: Final = 1_000_000_000
+MAX_BUYER_WALLETS: Final = 73
+TOTAL_PHASES: Final = 6
+
+# arq
+QUEUE_NAME: Final = "premix:queue"
+JOB_FUNCTION: Final = "premix_funds"
+JOB_TYPE: Final = "premix_funds"
+
+# Redis key prefixes (suffix: user id or job id)
+USER_LOCK_PREFIX: Final = "premix:user-lock:"
+PROGRESS_CHANNEL_PREFIX: Final = "premix:progress:"
+PROGRESS_ALL_CHANNEL: Final = "premix:progress"
+PROGRESS_STATE_PREFIX: Final = "premix:progress-state:"
+
+# Mongo collections
+WALLETS_COLLECTION: Final = "wallets"
+RUNS_COLLECTION: Final = "premix_runs"

@@ -1,0 +1,62 @@
+"""All configuration, read once from `PREMIX_*` environment variables and passed down."""
+
+from decimal import Decimal
+from functools import lru_cache
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from premix.constants import MAX_BUYER_WALLETS
+
+MEMORY_STORE_URI = "memory://"
+
+
+class Settings(BaseSettings):
+    """premix configuration. Every field is `PREMIX_<FIELD NAME IN CAPITALS>` in the environment."""
+
+    model_config = SettingsConfigDict(env_prefix="PREMIX_", extra="ignore", frozen=True)
+
+    redis_url: str = "redis://127.0.0.1:6379/0"
+    # "memory://" selects the embedded in-process store (tests and demo only).
+    mongodb_uri: str = "mongodb://127.0.0.1:27017"
+    mongodb_database: str = "premix"
+    rpc_url: str = "http://127.0.0.1:8899"
+    rpc_timeout_seconds: float = Field(default=10.0, gt=0)
+    # Comma-separated "key_id:base64(32 bytes)"; the first key encrypts, every key decrypts.
+    encryption_keys: SecretStr = SecretStr("")
+    telegram_bot_token: SecretStr | None = None
+    telegram_api_url: str = "https://api.telegram.org"
+    fee_buffer_sol: Decimal = Field(default=Decimal("0.01"), ge=0)
+    max_wallets: int = Field(default=MAX_BUYER_WALLETS, ge=1, le=MAX_BUYER_WALLETS)
+    min_wallet_sol: Decimal = Field(default=Decimal("0.01"), gt=0)
+    # Per-position caps in SOL overriding the default tier table (comma-separated or JSON list).
+    tier_caps_sol: tuple[Decimal, ...] | None = None
+    default_mode: Literal["standard", "fast"] = "standard"
+    priority_fee_micro_lamports: int = Field(default=0, ge=0)
+    compute_unit_limit: int = Field(default=0, ge=0)
+    progress_ttl_seconds: int = Field(default=86_400, gt=0)
+    job_timeout_seconds: int = Field(default=900, gt=0)
+    job_max_tries: int = Field(default=5, ge=1)
+    user_lock_ttl_seconds: int = Field(default=1_200, gt=0)
+    worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
+    log_level: str = "INFO"
+    log_json: bool = False
+
+    @field_validator("tier_caps_sol", mode="before")
+    @classmethod
+    def _split_caps(cls, value: object) -> object:
+        if isinstance(value, str) and not value.strip().startswith("["):
+            return tuple(part.strip() for part in value.split(",") if part.strip())
+        return value
+
+    @property
+    def uses_memory_store(self) -> bool:
+        """True when `mongodb_uri` selects the embedded in-process store."""
+        return self.mongodb_uri.startswith(MEMORY_STORE_URI)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """Return the process-wide settings, read from the environment on first use."""
+    return Settings()
