@@ -4,6 +4,7 @@ This module is the single source of validation for a premix request; everything 
 trusts a `PremixFundsJob`.
 """
 
+import re
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Annotated, Any, Literal
@@ -15,41 +16,59 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
-    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
-from premix.amounts import parse_sol
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
+from premix.amounts import parse_sol, sol_to_lamports
+from premix.constants import MAX_BUYER_WALLETS
 
 Mode = Literal["standard", "fast"]
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+_USER_ID_RE = re.compile(USER_ID_PATTERN)
+_CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
 
 def _parse_amount(value: object) -> Decimal:
-    try:
-        return parse_sol(value)
-    except ValueError as e:
-        # pydantic turns a ValueError into a validation error naming the field.
-        raise ValueError(str(e)) from e
+    # AmountError is a ValueError: pydantic reports it against the field with our sentence.
+    return parse_sol(value)
 
 
-def _user_id_to_str(value: object) -> object:
-    # Telegram ids are ints; they are stored and keyed as strings. Anything else must be a str.
+def _check_user_id(value: object) -> str:
+    # Telegram ids are ints; they are stored and keyed as strings. Anything else must be a str
+    # (a dict such as {"$ne": None} never reaches MongoDB).
     if isinstance(value, int) and not isinstance(value, bool):
-        return str(value)
+        value = str(value)
+    if not isinstance(value, str) or not _USER_ID_RE.fullmatch(value):
+        raise ValueError("must be 1 to 128 letters, digits or _.:@- characters")
+    return value
+
+
+def _check_chat_id(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ValueError("must be an integer Telegram chat id")
+    if not _CHAT_ID_MIN <= value <= _CHAT_ID_MAX:
+        raise ValueError("must be a Telegram chat id (a 64-bit integer)")
+    return value
+
+
+def _check_wallet_count(value: object) -> int | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= MAX_BUYER_WALLETS:
+        raise ValueError(f"must be a whole number from 1 to {MAX_BUYER_WALLETS}")
     return value
 
 
 SolAmount = Annotated[
     Decimal,
     BeforeValidator(_parse_amount),
-    PlainSerializer(lambda amount: str(amount), return_type=str, when_used="json"),
+    PlainSerializer(lambda amount: f"{amount:f}", return_type=str, when_used="json"),
 ]
-UserId = Annotated[
-    str, BeforeValidator(_user_id_to_str), Field(strict=True, pattern=USER_ID_PATTERN)
-]
+UserId = Annotated[str, BeforeValidator(_check_user_id)]
+ChatId = Annotated[int, BeforeValidator(_check_chat_id)]
+WalletCount = Annotated[int | None, BeforeValidator(_check_wallet_count)]
+SocketUserId = Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
@@ -65,9 +84,9 @@ class PremixOptions(BaseModel):
 
     model_config = _MODEL_CONFIG
 
-    max_wallets: int | None = Field(default=None, ge=1, le=MAX_BUYER_WALLETS, strict=True)
+    max_wallets: WalletCount = None
     mode: Mode = "standard"
-    socket_user_id: str | None = Field(default=None, min_length=1, max_length=128, strict=True)
+    socket_user_id: SocketUserId = None
 
 
 class PremixFundsJob(BaseModel):
@@ -76,23 +95,16 @@ class PremixFundsJob(BaseModel):
     model_config = _MODEL_CONFIG
 
     user_id: UserId
-    user_chat_id: int = Field(strict=True)
+    user_chat_id: ChatId
     mix_amount: SolAmount
-    max_wallets: int | None = Field(default=None, ge=1, le=MAX_BUYER_WALLETS, strict=True)
+    max_wallets: WalletCount = None
     mode: Mode = "standard"
-    socket_user_id: str | None = Field(default=None, min_length=1, max_length=128, strict=True)
-
-    @field_validator("user_chat_id", mode="before")
-    @classmethod
-    def _chat_id_not_bool(cls, value: object) -> object:
-        if isinstance(value, bool):
-            raise ValueError("must be an integer chat id, not a boolean")
-        return value
+    socket_user_id: SocketUserId = None
 
     @property
     def amount_lamports(self) -> int:
         """The mix amount in integer lamports (exact)."""
-        return int(self.mix_amount * LAMPORTS_PER_SOL)
+        return sol_to_lamports(self.mix_amount)
 
     @classmethod
     def from_request(
@@ -142,11 +154,14 @@ def describe_validation_error(error: ValidationError) -> str:
     """Return a one-line, user-safe account of what is wrong, naming each field (camelCase)."""
     parts = []
     for item in error.errors(include_input=False, include_url=False):
-        field = ".".join(
-            to_camel(str(loc)) if isinstance(loc, str) else str(loc) for loc in item["loc"]
-        )
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
+            # An unknown key is named as the caller spelt it (bounded: it is caller input).
+            field = ".".join(str(loc) for loc in item["loc"])[:64]
             message = "unknown field"
+        else:
+            field = ".".join(
+                to_camel(loc) if isinstance(loc, str) else str(loc) for loc in item["loc"]
+            )
         parts.append(f"{field or 'request'}: {message}")
     return "; ".join(parts)
