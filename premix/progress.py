@@ -1,0 +1,312 @@
+"""Progress of a premix job: the six phases, the event, its emitter and its readers.
+
+Each event goes out in one Redis round trip (MULTI): published on the job's channel
+(`PROGRESS_CHANNEL_PREFIX + job_id`) and on the all-jobs channel (`PROGRESS_ALL_CHANNEL`) for
+live listeners, and stored as the job's latest state (`PROGRESS_STATE_PREFIX + job_id`, TTL
+`settings.progress_ttl_seconds`) for late readers. Events are JSON with camelCase keys, like the
+job payload the bot already speaks.
+
+A `completed` or `failed` event is terminal: the job has ended and no retry follows.
+"""
+
+from collections.abc import AsyncIterator, Mapping
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+from typing import Any, Final
+
+from pydantic import BaseModel, ConfigDict, Field, JsonValue
+from pydantic.alias_generators import to_camel
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from premix.constants import (
+    JOB_TYPE,
+    PROGRESS_ALL_CHANNEL,
+    PROGRESS_CHANNEL_PREFIX,
+    PROGRESS_STATE_PREFIX,
+    TOTAL_PHASES,
+)
+from premix.jobs import PremixFundsJob
+from premix.logs import get_logger, redact_value
+from premix.settings import Settings
+
+log = get_logger(__name__)
+
+
+class Phase(IntEnum):
+    """The six phases of a premix job (SPEC section 3), in order."""
+
+    JOB_STARTED = 1  # job accepted, ledger entry opened (or resumed)
+    VALIDATING_PARAMETERS = 2  # funding and buyer wallets exist and decrypt; options valid
+    CALCULATING_DISTRIBUTION = 3  # the wallet plan is computed
+    CHECKING_BALANCES = 4  # funding balance covers amount + fees + buffer
+    INITIALIZING_MIXER = 5  # the transfer engine runs; sub-progress between 70 and 99
+    PREMIX_COMPLETE = 6  # balances verified on chain; user notified
+
+    @property
+    def title(self) -> str:
+        """The phase's title as the user sees it ("Checking Balances")."""
+        return PHASE_TITLES[self]
+
+    @property
+    def percent(self) -> int:
+        """The progress percentage reached when the phase starts."""
+        return PHASE_PERCENTS[self]
+
+
+PHASE_TITLES: Final[Mapping[Phase, str]] = {
+    Phase.JOB_STARTED: "Job Started",
+    Phase.VALIDATING_PARAMETERS: "Validating Parameters",
+    Phase.CALCULATING_DISTRIBUTION: "Calculating Distribution",
+    Phase.CHECKING_BALANCES: "Checking Balances",
+    Phase.INITIALIZING_MIXER: "Initializing Mixer",
+    Phase.PREMIX_COMPLETE: "Premix Complete",
+}
+PHASE_PERCENTS: Final[Mapping[Phase, int]] = {
+    Phase.JOB_STARTED: 10,
+    Phase.VALIDATING_PARAMETERS: 20,
+    Phase.CALCULATING_DISTRIBUTION: 35,
+    Phase.CHECKING_BALANCES: 50,
+    Phase.INITIALIZING_MIXER: 70,
+    Phase.PREMIX_COMPLETE: 100,
+}
+MIXER_LAST_PERCENT: Final = 99  # phase 5 sub-progress stays below "complete"
+
+
+class ProgressStatus(StrEnum):
+    """Where a job stands in the event's phase."""
+
+    STARTED = "started"  # the job has just been picked up (phase 1)
+    IN_PROGRESS = "in_progress"  # a phase is running
+    COMPLETED = "completed"  # terminal: the premix finished (phase 6)
+    FAILED = "failed"  # terminal: the job ended with an error and will not be retried
+
+
+TERMINAL_STATUSES: Final = frozenset({ProgressStatus.COMPLETED, ProgressStatus.FAILED})
+
+
+class ProgressEvent(BaseModel):
+    """One progress event. JSON keys are camelCase (`jobId`, `totalPhases`, `socketUserId`).
+
+    `sequence` increases by one per event of a job (also across retries of the job), so a
+    reader can order events and drop ones it has already seen.
+    """
+
+    model_config = ConfigDict(
+        alias_generator=to_camel, populate_by_name=True, extra="ignore", frozen=True
+    )
+
+    job_id: str
+    job_type: str = JOB_TYPE
+    user_id: str
+    chat_id: int
+    socket_user_id: str | None = None
+    phase: int = Field(ge=1, le=TOTAL_PHASES)
+    total_phases: int = TOTAL_PHASES
+    title: str
+    description: str = ""
+    percent: int = Field(ge=0, le=100)
+    status: ProgressStatus
+    timestamp: datetime
+    sequence: int = Field(default=0, ge=0)
+    details: dict[str, JsonValue] | None = None
+
+    @property
+    def is_terminal(self) -> bool:
+        """True for `completed` and `failed`: no further event follows for this job."""
+        return self.status in TERMINAL_STATUSES
+
+    def to_json(self) -> str:
+        """Return the event as compact camelCase JSON (what Redis carries)."""
+        return self.model_dump_json(by_alias=True)
+
+
+def progress_channel(job_id: str) -> str:
+    """Return the pub/sub channel carrying one job's events."""
+    return PROGRESS_CHANNEL_PREFIX + job_id
+
+
+def progress_state_key(job_id: str) -> str:
+    """Return the key holding one job's latest event."""
+    return PROGRESS_STATE_PREFIX + job_id
+
+
+def _utc_now() -> datetime:
+    return datetime.now(UTC)
+
+
+class ProgressEmitter:
+    """Publishes one job's progress events; one emitter per job run.
+
+    Emitting is best-effort: a Redis error is logged and the event is returned anyway, because a
+    progress display must never abort a run that is moving money.
+    """
+
+    def __init__(self, redis: Redis, settings: Settings, job_id: str, job: PremixFundsJob) -> None:
+        self._redis = redis
+        self._ttl_seconds = settings.progress_ttl_seconds
+        self._job_id = job_id
+        self._job = job
+        self._sequence: int | None = None
+        self._last_phase = Phase.JOB_STARTED
+        self._last_percent = 0
+        self._log = log.bind(job_id=job_id, user_id=job.user_id)
+
+    @property
+    def last_percent(self) -> int:
+        """The percentage of the most recent event (0 before the first)."""
+        return self._last_percent
+
+    async def started(
+        self, description: str = "Premix job accepted", **details: Any
+    ) -> ProgressEvent:
+        """Emit phase 1, status `started`."""
+        return await self.phase(
+            Phase.JOB_STARTED, ProgressStatus.STARTED, description, details=details or None
+        )
+
+    async def phase(
+        self,
+        phase: Phase | int,
+        status: ProgressStatus | str = ProgressStatus.IN_PROGRESS,
+        description: str = "",
+        *,
+        percent: int | None = None,
+        details: Mapping[str, Any] | None = None,
+    ) -> ProgressEvent:
+        """Emit an event for `phase` (percent defaults to the phase's own) and return it."""
+        phase = Phase(phase)
+        event = ProgressEvent(
+            job_id=self._job_id,
+            user_id=self._job.user_id,
+            chat_id=self._job.user_chat_id,
+            socket_user_id=self._job.socket_user_id,
+            phase=phase,
+            title=phase.title,
+            description=description,
+            percent=phase.percent if percent is None else percent,
+            status=ProgressStatus(status),
+            timestamp=_utc_now(),
+            sequence=await self._next_sequence(),
+            details=redact_value(dict(details)) if details else None,
+        )
+        await self._publish(event)
+        self._last_phase, self._last_percent = phase, event.percent
+        return event
+
+    async def mixer_progress(
+        self, done: int, total: int, description: str = "", **details: Any
+    ) -> ProgressEvent:
+        """Emit phase-5 sub-progress: `done` of `total` transfers maps onto 70..99 percent."""
+        start = Phase.INITIALIZING_MIXER.percent
+        fraction_span = (MIXER_LAST_PERCENT - start) * max(0, min(done, total))
+        percent = start + (fraction_span // total if total > 0 else 0)
+        return await self.phase(
+            Phase.INITIALIZING_MIXER,
+            ProgressStatus.IN_PROGRESS,
+            description or f"{done} of {total} transfers confirmed",
+            percent=percent,
+            details={"done": done, "total": total, **details},
+        )
+
+    async def completed(
+        self, description: str = "Premix complete", **details: Any
+    ) -> ProgressEvent:
+        """Emit the terminal phase-6 event, status `completed`, 100 percent."""
+        return await self.phase(
+            Phase.PREMIX_COMPLETE,
+            ProgressStatus.COMPLETED,
+            description,
+            details=details or None,
+        )
+
+    async def failed(
+        self, phase: Phase | int | None, message: str, **details: Any
+    ) -> ProgressEvent:
+        """Emit the terminal `failed` event for `phase` (default: the last phase reached).
+
+        The percentage stays where the job stopped. Emit it only when no retry follows.
+        """
+        return await self.phase(
+            self._last_phase if phase is None else phase,
+            ProgressStatus.FAILED,
+            message,
+            percent=self._last_percent,
+            details=details or None,
+        )
+
+    async def _next_sequence(self) -> int:
+        if self._sequence is None:
+            # A retried job continues the numbering of the previous attempt.
+            previous = await self._latest_or_none()
+            self._sequence = previous.sequence if previous is not None else 0
+        self._sequence += 1
+        return self._sequence
+
+    async def _latest_or_none(self) -> ProgressEvent | None:
+        try:
+            return await latest_progress(self._redis, self._job_id)
+        except (RedisError, OSError, ValueError) as e:
+            self._log.warning("progress_state_unreadable", error=type(e).__name__)
+            return None
+
+    async def _publish(self, event: ProgressEvent) -> None:
+        payload = event.to_json()
+        try:
+            async with self._redis.pipeline(transaction=True) as pipe:
+                pipe.set(progress_state_key(self._job_id), payload, ex=self._ttl_seconds)
+                pipe.publish(progress_channel(self._job_id), payload)
+                pipe.publish(PROGRESS_ALL_CHANNEL, payload)
+                await pipe.execute()
+        except (RedisError, OSError) as e:
+            self._log.warning(
+                "progress_not_published",
+                phase=event.phase,
+                status=event.status,
+                error=type(e).__name__,
+            )
+
+
+async def latest_progress(redis: Redis, job_id: str) -> ProgressEvent | None:
+    """Return the job's latest event, or None when there is none (unknown job or expired).
+
+    Raises pydantic `ValidationError` if the stored state is not a progress event.
+    """
+    raw = await redis.get(progress_state_key(job_id))
+    if raw is None:
+        return None
+    return ProgressEvent.model_validate_json(raw)
+
+
+async def subscribe_progress(
+    redis: Redis, job_id: str, *, poll_interval_seconds: float = 1.0
+) -> AsyncIterator[ProgressEvent]:
+    """Yield the job's events in order, starting with its latest state; end after a terminal one.
+
+    Subscribes first, then reads the latest state, so an event published in between is not
+    lost and a job that already finished yields its final event and ends. Events already seen
+    (by `sequence`) are skipped. Without a deadline this waits as long as the job takes; wrap it
+    in `asyncio.timeout` to bound it.
+    """
+    async with redis.pubsub() as pubsub:
+        await pubsub.subscribe(progress_channel(job_id))
+        last_sequence = 0
+        latest = await latest_progress(redis, job_id)
+        if latest is not None:
+            yield latest
+            if latest.is_terminal:
+                return
+            last_sequence = latest.sequence
+        while True:
+            message = await pubsub.get_message(
+                ignore_subscribe_messages=True, timeout=poll_interval_seconds
+            )
+            if message is None or message.get("type") != "message":
+                continue
+            event = ProgressEvent.model_validate_json(message["data"])
+            if event.sequence <= last_sequence:
+                continue
+            last_sequence = event.sequence
+            yield event
+            if event.is_terminal:
+                return
