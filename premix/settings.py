@@ -46,8 +46,19 @@ class Settings(BaseSettings):
     @field_validator("tier_caps_sol", mode="before")
     @classmethod
     def _split_caps(cls, value: object) -> object:
+        # A comma-separated string, or a lone number (pydantic-settings reads "0.5" as JSON).
         if isinstance(value, str) and not value.strip().startswith("["):
             return tuple(part.strip() for part in value.split(",") if part.strip())
+        if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
+            return (str(value),)
+        return value
+
+    @field_validator("telegram_bot_token", mode="before")
+    @classmethod
+    def _empty_token_is_none(cls, value: object) -> object:
+        # docker-compose passes an unset variable as "": that means "no bot".
+        if isinstance(value, str) and not value.strip():
+            return None
         return value
 
     @property
