@@ -1,0 +1,267 @@
+"""The enqueue side: `enqueue_premix_funds`, called by the bot backend, and the per-user lock.
+
+One premix per user at a time: enqueueing takes a Redis marker `USER_LOCK_PREFIX + user_id`
+(SET NX EX `settings.user_lock_ttl_seconds`) holding the job id. The worker refreshes it while
+the job runs and releases it when the run ends; if a worker dies, the marker expires on its own.
+Lock operations compare the job id first (in a Lua script), so a job never frees or extends a
+marker that another job holds.
+
+The Redis connection pool is created on first use and reused (one per Redis URL and event
+loop); `close_queue()` closes them.
+"""
+
+import asyncio
+import time
+from collections.abc import Awaitable
+from dataclasses import dataclass
+from typing import Any, Final, cast
+
+from arq.connections import ArqRedis
+from arq.constants import job_key_prefix
+from pydantic import ValidationError
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from premix.amounts import format_sol
+from premix.constants import JOB_FUNCTION, QUEUE_NAME, USER_LOCK_PREFIX
+from premix.distribution import DistributionError, TierTable, wallets_needed
+from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
+from premix.logs import get_logger
+from premix.serialization import job_deserializer, job_serializer
+from premix.settings import Settings, get_settings
+
+log = get_logger(__name__)
+
+# Short, so an unreachable Redis answers the bot within about a second instead of hanging it.
+CONNECT_TIMEOUT_SECONDS: Final = 1.0
+COMMAND_TIMEOUT_SECONDS: Final = 2.0
+
+QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
+
+# KEYS[1] = lock key, ARGV[1] = job id: delete the lock only if this job holds it.
+_RELEASE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# KEYS[1] = lock key, ARGV[1] = job id, ARGV[2] = ttl seconds: extend the lock if this job
+# holds it, take it again if it expired meanwhile; refuse if another job holds it.
+_REFRESH_SCRIPT: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    return 1
+end
+if holder == ARGV[1] then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
+def user_lock_key(user_id: str) -> str:
+    """Return the Redis key of a user's one-premix-at-a-time marker."""
+    return USER_LOCK_PREFIX + user_id
+
+
+def new_job_id(user_id: str) -> str:
+    """Return a job id `premix-{userId}-{unix_ms}`."""
+    return f"premix-{user_id}-{time.time_ns() // 1_000_000}"
+
+
+async def user_lock_holder(redis: Redis, user_id: str) -> str | None:
+    """Return the id of the job holding the user's marker, or None if no premix holds it."""
+    holder = await redis.get(user_lock_key(user_id))
+    return holder.decode() if isinstance(holder, bytes) else holder
+
+
+async def release_user_lock(redis: Redis, user_id: str, job_id: str) -> bool:
+    """Delete the user's marker if `job_id` holds it; return True if it was deleted."""
+    deleted = await cast(
+        Awaitable[int], redis.eval(_RELEASE_SCRIPT, 1, user_lock_key(user_id), job_id)
+    )
+    return bool(deleted)
+
+
+async def refresh_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> bool:
+    """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired).
+
+    Returns False when another job holds the marker: the caller must not run.
+    """
+    refreshed = await cast(
+        Awaitable[int],
+        redis.eval(_REFRESH_SCRIPT, 1, user_lock_key(user_id), job_id, str(ttl_seconds)),
+    )
+    return bool(refreshed)
+
+
+@dataclass
+class _Pool:
+    loop: asyncio.AbstractEventLoop
+    connections: ConnectionPool
+    redis: ArqRedis
+
+
+_pools: dict[str, _Pool] = {}
+
+
+def _arq_redis(connections: ConnectionPool) -> ArqRedis:
+    return ArqRedis(
+        connections,
+        job_serializer=job_serializer,
+        job_deserializer=job_deserializer,
+        default_queue_name=QUEUE_NAME,
+    )
+
+
+def queue_pool(redis_url: str) -> ArqRedis:
+    """Return the shared arq client for `redis_url` in this event loop (created on first use).
+
+    Creating it does not connect; the first command does.
+    """
+    loop = asyncio.get_running_loop()
+    pool = _pools.get(redis_url)
+    if pool is None or pool.loop is not loop:
+        # A pool belongs to the loop it was created in (tests run one loop per test).
+        connections = ConnectionPool.from_url(
+            redis_url,
+            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
+            socket_timeout=COMMAND_TIMEOUT_SECONDS,
+        )
+        pool = _Pool(loop, connections, _arq_redis(connections))
+        _pools[redis_url] = pool
+    return pool.redis
+
+
+async def close_queue() -> None:
+    """Close every pool `enqueue_premix_funds` opened in this event loop (and forget others)."""
+    loop = asyncio.get_running_loop()
+    pools = list(_pools.values())
+    _pools.clear()
+    for pool in pools:
+        if pool.loop is loop:
+            await pool.connections.disconnect()
+
+
+def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
+    """Return why no plan can hold the amount for the wallets allowed, or None if one can."""
+    wallet_limit = min(job.max_wallets or settings.max_wallets, settings.max_wallets)
+    try:
+        wallets_needed(job.amount_lamports, wallet_limit, TierTable.from_settings(settings))
+    except DistributionError as e:
+        return f"mixAmount: {e}"
+    return None
+
+
+async def enqueue_premix_funds(
+    user_id: object,
+    user_chat_id: object,
+    mix_amount: object,
+    options: PremixOptions | dict[str, Any] | None = None,
+    *,
+    settings: Settings | None = None,
+    redis: Redis | None = None,
+) -> EnqueueResult:
+    """Queue a premix of `mix_amount` SOL for `user_id`; report the outcome, never raise.
+
+    `options`: `PremixOptions` or a dict (`maxWallets`/`max_wallets`, `mode`,
+    `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid parameters, an
+    amount the allowed wallets cannot hold, a premix already queued or running for the user,
+    an unreachable Redis. `settings` defaults to `get_settings()`; `redis` defaults to the
+    shared pool for `settings.redis_url`.
+    """
+    settings = settings if settings is not None else get_settings()
+    try:
+        job = PremixFundsJob.from_request(user_id, user_chat_id, mix_amount, options)
+    except ValidationError as e:
+        return EnqueueResult(False, f"Invalid parameters: {describe_validation_error(e)}")
+    except TypeError as e:
+        return EnqueueResult(False, f"Invalid parameters: {e}")
+    problem = _wallets_needed_error(job, settings)
+    if problem is not None:
+        return EnqueueResult(False, f"Invalid parameters: {problem}")
+
+    job_id = new_job_id(job.user_id)
+    bound_log = log.bind(job_id=job_id, user_id=job.user_id)
+    if redis is None:
+        arq_redis = queue_pool(settings.redis_url)
+    elif isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
+        arq_redis = redis
+    else:
+        arq_redis = _arq_redis(redis.connection_pool)  # same connections, JSON serializer
+
+    lock_key = user_lock_key(job.user_id)
+    try:
+        locked = await arq_redis.set(lock_key, job_id, nx=True, ex=settings.user_lock_ttl_seconds)
+        if not locked:
+            holder = await user_lock_holder(arq_redis, job.user_id)
+            bound_log.info("premix_refused_user_busy", running_job_id=holder)
+            running = f" (job {holder})" if holder else ""
+            return EnqueueResult(
+                False,
+                f"A premix is already queued or running for this user{running}; "
+                "wait for it to finish",
+            )
+    except (RedisError, OSError) as e:
+        bound_log.warning("enqueue_redis_unreachable", error=type(e).__name__)
+        return EnqueueResult(False, _queue_error_message(e))
+
+    try:
+        queued = await arq_redis.enqueue_job(
+            JOB_FUNCTION, job.to_wire(), _job_id=job_id, _queue_name=QUEUE_NAME
+        )
+    except (RedisError, OSError) as e:
+        bound_log.warning("enqueue_failed", error=type(e).__name__)
+        await _undo_enqueue(arq_redis, job.user_id, job_id)
+        return EnqueueResult(False, _queue_error_message(e))
+    except BaseException:
+        await _undo_enqueue(arq_redis, job.user_id, job_id)
+        raise
+    if queued is None:  # arq refuses a job id it already knows
+        await _release_quietly(arq_redis, job.user_id, job_id)
+        return EnqueueResult(False, f"A job with id {job_id} already exists; nothing was enqueued")
+
+    bound_log.info(
+        "premix_enqueued",
+        amount_lamports=job.amount_lamports,
+        mode=job.mode,
+        max_wallets=job.max_wallets,
+    )
+    return EnqueueResult(
+        True, f"Premix of {format_sol(job.amount_lamports)} queued as job {job_id}", job_id
+    )
+
+
+def _queue_error_message(error: BaseException) -> str:
+    if isinstance(error, RedisConnectionError | RedisTimeoutError | OSError):
+        return QUEUE_UNAVAILABLE
+    return (
+        f"Queue unavailable: Redis refused the job ({type(error).__name__}); nothing was enqueued"
+    )
+
+
+async def _release_quietly(redis: Redis, user_id: str, job_id: str) -> None:
+    try:
+        await release_user_lock(redis, user_id, job_id)
+    except (RedisError, OSError) as e:
+        # The marker then expires after user_lock_ttl_seconds on its own.
+        log.warning(
+            "user_lock_not_released", job_id=job_id, user_id=user_id, error=type(e).__name__
+        )
+
+
+async def _undo_enqueue(redis: Redis, user_id: str, job_id: str) -> None:
+    # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
+    # written without its queue entry. Remove both, then the lock, so nothing is left behind.
+    try:
+        async with redis.pipeline(transaction=True) as pipe:
+            pipe.delete(job_key_prefix + job_id)
+            pipe.zrem(QUEUE_NAME, job_id)
+            await pipe.execute()
+    except (RedisError, OSError) as e:
+        log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
+    await _release_quietly(redis, user_id, job_id)
