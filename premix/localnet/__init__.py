@@ -1,0 +1,45 @@
+"""localnet: a Solana JSON-RPC node on loopback, backed by LiteSVM (the real SVM runtime).
+
+    from premix.localnet import Localnet
+    with Localnet(slot_ms=400, seed=0) as net:  # slot_ms=None: manual clock, call net.advance()
+        net.url                                  # "http://127.0.0.1:<port>" (port=0: a free one)
+        net.airdrop(pubkey, lamports)            # direct, no RPC; net.balance(pubkey) -> int
+        net.slot; net.block_height; net.advance(slots=1); net.expire_blockhashes()
+        net.faults.inject(kind, method=None, count=None, probability=None, **params) -> rule
+        net.faults.remove(rule); net.faults.clear()
+        net.stats.http_requests; net.stats.calls["sendTransaction"]; net.stats.reset()
+        net.transaction_log[signature]           # received_slot, landed_slot, outcome, err
+
+Modules: `chain` (LiteSVM + blocks, blockhash window, commitments, transaction log),
+`methods` (the JSON-RPC methods and their validator shapes), `server` (HTTP, faults applied,
+stats), `faults` (fault rules), `node` (`Localnet`, the slot clock, `serve_forever`).
+
+Fault kinds: latency (ms), http_429 (retry_after), http_5xx (status), drop_send,
+lose_response, expire_blockhash; see `premix.localnet.faults`.
+"""
+
+from premix.localnet.chain import (
+    Block,
+    Chain,
+    Commitment,
+    TransactionOutcome,
+    TransactionRecord,
+)
+from premix.localnet.faults import FaultKind, FaultRule, Faults
+from premix.localnet.node import DEFAULT_SLOT_MS, Localnet, serve_forever
+from premix.localnet.server import RpcStats
+
+__all__ = [
+    "DEFAULT_SLOT_MS",
+    "Block",
+    "Chain",
+    "Commitment",
+    "FaultKind",
+    "FaultRule",
+    "Faults",
+    "Localnet",
+    "RpcStats",
+    "TransactionOutcome",
+    "TransactionRecord",
+    "serve_forever",
+]

@@ -1,0 +1,210 @@
+"""The HTTP side of localnet: JSON-RPC 2.0 over HTTP POST (single and batch), faults, stats.
+
+A `ThreadingHTTPServer` speaking HTTP/1.1 with keep-alive; each request runs in its own thread
+and the chain serializes state changes behind its lock. `GET /health` answers "ok" like a
+validator. Faults (see `faults.py`) are applied here, around the JSON-RPC dispatch.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import socket
+import threading
+import time
+from collections import Counter
+from dataclasses import dataclass, field
+from http import HTTPStatus
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from premix.localnet.chain import Chain
+from premix.localnet.faults import FaultKind, Faults
+from premix.localnet.methods import (
+    INTERNAL_ERROR,
+    INVALID_REQUEST,
+    PARSE_ERROR,
+    RpcError,
+    RpcMethods,
+)
+
+MAX_BODY_BYTES = 50 * 1024 * 1024
+
+
+@dataclass
+class RpcStats:
+    """HTTP round trips and JSON-RPC calls received (faulted ones included; thread-safe)."""
+
+    http_requests: int = 0
+    calls: Counter[str] = field(default_factory=Counter)
+    _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+
+    def record(self, methods: list[str]) -> None:
+        with self._lock:
+            self.http_requests += 1
+            self.calls.update(methods)
+
+    def reset(self) -> None:
+        with self._lock:
+            self.http_requests = 0
+            self.calls.clear()
+
+    @property
+    def total_calls(self) -> int:
+        with self._lock:
+            return sum(self.calls.values())
+
+
+class RpcServer(ThreadingHTTPServer):
+    """Serves `RpcMethods` over HTTP with `Faults` applied and `RpcStats` counted."""
+
+    daemon_threads = True
+    allow_reuse_address = True
+    request_queue_size = 256  # fast mode opens many connections at once; 5 would drop SYNs
+
+    def __init__(
+        self, address: tuple[str, int], chain: Chain, faults: Faults, stats: RpcStats
+    ) -> None:
+        super().__init__(address, _Handler)
+        self.chain = chain
+        self.methods = RpcMethods(chain)
+        self.faults = faults
+        self.stats = stats
+
+
+class _Handler(BaseHTTPRequestHandler):
+    protocol_version = "HTTP/1.1"
+    disable_nagle_algorithm = True  # headers and body are separate writes: no 40 ms stalls
+    server: RpcServer
+    server_version = "premix-localnet"
+
+    def log_message(self, format: str, *args: Any) -> None:
+        pass  # quiet: tests and the demo print their own output
+
+    def do_GET(self) -> None:
+        if self.path.rstrip("/") == "/health":
+            self._reply(HTTPStatus.OK, b"ok", "text/plain")
+        else:
+            self._reply(HTTPStatus.NOT_FOUND, b"Not Found", "text/plain")
+
+    def do_POST(self) -> None:
+        length = int(self.headers.get("Content-Length") or 0)
+        if length > MAX_BODY_BYTES:
+            self._reply(HTTPStatus.REQUEST_ENTITY_TOO_LARGE, b"", "text/plain")
+            return
+        body = self.rfile.read(length)
+        try:
+            request: Any = json.loads(body)
+        except (ValueError, UnicodeDecodeError):
+            self.server.stats.record([])
+            self._reply_json(_error_response(None, RpcError(PARSE_ERROR, "Parse error")))
+            return
+        calls = request if isinstance(request, list) else [request]
+        methods = [
+            call["method"]
+            for call in calls
+            if isinstance(call, dict) and isinstance(call.get("method"), str)
+        ]
+        self.server.stats.record(methods)
+        if self._http_fault(methods):
+            return
+        if isinstance(request, list):
+            if not request:
+                response: Any = _error_response(None, RpcError(INVALID_REQUEST, "Invalid request"))
+            else:
+                responses = [self._call(call) for call in request]
+                response = [r for r in responses if r is not None]
+        else:
+            response = self._call(request)
+        if self.server.faults.take(FaultKind.LOSE_RESPONSE, methods):
+            self._drop_connection()
+            return
+        if response is None or response == []:
+            self._reply(HTTPStatus.OK, b"", "application/json")
+        else:
+            self._reply_json(response)
+
+    # -- JSON-RPC -----------------------------------------------------------------------------
+
+    def _call(self, call: Any) -> dict[str, Any] | None:
+        """One JSON-RPC call; None for a notification (no id)."""
+        if not isinstance(call, dict) or call.get("jsonrpc") != "2.0" or "method" not in call:
+            return _error_response(None, RpcError(INVALID_REQUEST, "Invalid request"))
+        call_id = call.get("id")
+        method = call["method"]
+        if not isinstance(method, str):
+            return _error_response(call_id, RpcError(INVALID_REQUEST, "Invalid request"))
+        faults = self.server.faults
+        if faults.take(FaultKind.EXPIRE_BLOCKHASH, [method]):
+            self.server.chain.expire_blockhashes()
+        drop = (
+            method == "sendTransaction" and faults.take(FaultKind.DROP_SEND, [method]) is not None
+        )
+        try:
+            result = self.server.methods.call(method, call.get("params"), drop_send=drop)
+        except RpcError as error:
+            response = _error_response(call_id, error)
+        except Exception as error:  # a bug here must not kill the connection silently
+            response = _error_response(
+                call_id, RpcError(INTERNAL_ERROR, f"Internal error: {error}")
+            )
+        else:
+            response = {"jsonrpc": "2.0", "result": result, "id": call_id}
+        return response if "id" in call else None
+
+    # -- faults -------------------------------------------------------------------------------
+
+    def _http_fault(self, methods: list[str]) -> bool:
+        """Apply latency, 429 and 5xx faults; True when the request was answered with one."""
+        faults = self.server.faults
+        latency = faults.take(FaultKind.LATENCY, methods)
+        if latency is not None:
+            time.sleep(float(latency.params["ms"]) / 1000)
+        too_many = faults.take(FaultKind.HTTP_429, methods)
+        if too_many is not None:
+            body = json.dumps(
+                {
+                    "jsonrpc": "2.0",
+                    "error": {"code": 429, "message": "Too many requests for a specific RPC call"},
+                    "id": None,
+                }
+            ).encode()
+            headers = {"Retry-After": str(too_many.params["retry_after"])}
+            self._reply(HTTPStatus.TOO_MANY_REQUESTS, body, "application/json", headers)
+            return True
+        server_error = faults.take(FaultKind.HTTP_5XX, methods)
+        if server_error is not None:
+            status = HTTPStatus(int(server_error.params["status"]))
+            self._reply(status, f"{status.value} {status.phrase}".encode(), "text/plain")
+            return True
+        return False
+
+    def _drop_connection(self) -> None:
+        self.close_connection = True
+        with contextlib.suppress(OSError):
+            self.connection.shutdown(socket.SHUT_RDWR)
+
+    # -- HTTP ---------------------------------------------------------------------------------
+
+    def _reply_json(self, payload: Any) -> None:
+        body = json.dumps(payload, separators=(",", ":")).encode()
+        self._reply(HTTPStatus.OK, body, "application/json")
+
+    def _reply(
+        self,
+        status: HTTPStatus,
+        body: bytes,
+        content_type: str,
+        headers: dict[str, str] | None = None,
+    ) -> None:
+        self.send_response(status)
+        self.send_header("Content-Type", content_type)
+        self.send_header("Content-Length", str(len(body)))
+        for name, value in (headers or {}).items():
+            self.send_header(name, value)
+        self.end_headers()
+        self.wfile.write(body)
+
+
+def _error_response(call_id: Any, error: RpcError) -> dict[str, Any]:
+    return {"jsonrpc": "2.0", "error": error.to_json(), "id": call_id}
