@@ -3,8 +3,9 @@ and `WalletStore`, each user's funding wallet and ordered buyer wallets with enc
 
 `memory://` (tests and the demo) is mongomock behind an async adapter with the subset of
 PyMongo's `AsyncCollection` premix uses. Every document, filter and update it is given goes
-through `bson.encode`/`bson.decode` first, so what a real server would refuse fails here too,
-with PyMongo's exception types; documents come back through BSON as they would from a server.
+through PyMongo's own argument checks and `bson.encode`/`bson.decode` first, so what PyMongo or
+a server would refuse fails here too, with PyMongo's exception types; documents come back
+through BSON as they would from a server.
 """
 
 import itertools
@@ -18,6 +19,7 @@ from bson import ObjectId
 from bson.codec_options import CodecOptions
 from pymongo import AsyncMongoClient, ReturnDocument
 from pymongo.asynchronous.database import AsyncDatabase
+from pymongo.common import validate_ok_for_replace, validate_ok_for_update
 from pymongo.errors import (
     BulkWriteError,
     ConfigurationError,
@@ -258,6 +260,7 @@ class MemoryCollection:
     async def update_one(
         self, filter: Mapping[str, Any], update: Mapping[str, Any], *, upsert: bool = False
     ) -> UpdateResult:
+        validate_ok_for_update(update)
         result: UpdateResult = self._collection.update_one(
             as_server_sees_it(filter), as_server_sees_it(update), upsert=upsert
         )
@@ -266,6 +269,7 @@ class MemoryCollection:
     async def update_many(
         self, filter: Mapping[str, Any], update: Mapping[str, Any], *, upsert: bool = False
     ) -> UpdateResult:
+        validate_ok_for_update(update)
         result: UpdateResult = self._collection.update_many(
             as_server_sees_it(filter), as_server_sees_it(update), upsert=upsert
         )
@@ -274,6 +278,7 @@ class MemoryCollection:
     async def replace_one(
         self, filter: Mapping[str, Any], replacement: Mapping[str, Any], *, upsert: bool = False
     ) -> UpdateResult:
+        validate_ok_for_replace(replacement)
         result: UpdateResult = self._collection.replace_one(
             as_server_sees_it(filter), as_server_sees_it(replacement), upsert=upsert
         )
@@ -289,6 +294,7 @@ class MemoryCollection:
         upsert: bool = False,
         return_document: bool = ReturnDocument.BEFORE,
     ) -> Document | None:
+        validate_ok_for_update(update)
         found = self._collection.find_one_and_update(
             as_server_sees_it(filter),
             as_server_sees_it(update),
@@ -593,7 +599,7 @@ class WalletStore:
         async for document in self.collection.find(stale):
             envelope = self._envelope(document)
             if not key_ring.needs_rotation(envelope):
-                continue
+                continue  # a server cursor may return a document again after we updated it
             keypair = self._keypair(document)
             result = await self.collection.update_one(
                 {"_id": document["_id"], f"{ENCRYPTED_KEY_FIELD}.ct": envelope["ct"]},
