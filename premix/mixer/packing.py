@@ -1,0 +1,156 @@
+"""How transfers become transactions: instructions, message, size limit and fee. No I/O.
+
+Every transfer is a plain System Program transfer from the funding wallet to one recipient.
+How many fit one legacy transaction is measured by serializing a worst-case transaction with
+solders (distinct recipients, one signature), never guessed: 21 without a priority fee, 20 with
+the two ComputeBudget instructions a priority fee needs.
+"""
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from functools import lru_cache
+
+from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
+from solders.hash import Hash
+from solders.instruction import Instruction
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
+
+from premix.settings import Settings
+
+PACKET_DATA_SIZE = 1232  # bytes: the largest transaction a validator accepts (IPv6 MTU - headers)
+LAMPORTS_PER_SIGNATURE = 5_000
+MICRO_LAMPORTS_PER_LAMPORT = 1_000_000
+# Measured runtime costs; the limit we request is twice that so a runtime change cannot starve us.
+SYSTEM_TRANSFER_COMPUTE_UNITS = 150
+COMPUTE_BUDGET_COMPUTE_UNITS = 150
+COMPUTE_UNIT_MARGIN = 2
+_MAX_U64 = 2**64 - 1
+
+
+class PackingError(ValueError):
+    """A transfer list that cannot become a valid transaction (too large, bad amount)."""
+
+
+@dataclass(frozen=True)
+class FeePolicy:
+    """The priority fee premix adds to every transaction (none when the price is 0)."""
+
+    # micro-lamports per compute unit; 0 = no ComputeBudget instructions at all
+    compute_unit_price: int = 0
+    # requested compute units per transaction; 0 = computed from the number of transfers
+    compute_unit_limit: int = 0
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "FeePolicy":
+        """Return the policy configured by `priority_fee_micro_lamports`/`compute_unit_limit`."""
+        return cls(settings.priority_fee_micro_lamports, settings.compute_unit_limit)
+
+    @property
+    def has_priority_fee(self) -> bool:
+        """True when transactions carry the ComputeBudget instructions."""
+        return self.compute_unit_price > 0
+
+    def compute_units(self, transfer_count: int) -> int:
+        """Return the compute-unit limit requested by a transaction of `transfer_count`."""
+        if self.compute_unit_limit:
+            return self.compute_unit_limit
+        used = transfer_count * SYSTEM_TRANSFER_COMPUTE_UNITS + 2 * COMPUTE_BUDGET_COMPUTE_UNITS
+        return used * COMPUTE_UNIT_MARGIN
+
+    def fee_lamports(self, transfer_count: int) -> int:
+        """Return the exact fee of one transaction (one signature) of `transfer_count` transfers."""
+        fee = LAMPORTS_PER_SIGNATURE
+        if self.has_priority_fee:
+            micro = self.compute_unit_price * self.compute_units(transfer_count)
+            fee += -(-micro // MICRO_LAMPORTS_PER_LAMPORT)  # the runtime rounds up
+        return fee
+
+
+def transfer_instructions(
+    funding: Pubkey, transfers: Sequence[tuple[Pubkey, int]], fees: FeePolicy
+) -> list[Instruction]:
+    """Return the instructions of one transaction: ComputeBudget (if priced), then transfers."""
+    instructions: list[Instruction] = []
+    if fees.has_priority_fee:
+        instructions.append(set_compute_unit_limit(fees.compute_units(len(transfers))))
+        instructions.append(set_compute_unit_price(fees.compute_unit_price))
+    for recipient, lamports in transfers:
+        if not 0 < lamports <= _MAX_U64:
+            raise PackingError(f"transfer of {lamports} lamports to {recipient} is not a u64 > 0")
+        instructions.append(
+            transfer(TransferParams(from_pubkey=funding, to_pubkey=recipient, lamports=lamports))
+        )
+    return instructions
+
+
+def build_message(
+    funding: Pubkey, transfers: Sequence[tuple[Pubkey, int]], blockhash: Hash, fees: FeePolicy
+) -> Message:
+    """Return the legacy message paying `transfers` from `funding`; raises `PackingError` if it
+    would not fit one packet."""
+    if not transfers:
+        raise PackingError("a transaction needs at least one transfer")
+    message = Message.new_with_blockhash(
+        transfer_instructions(funding, transfers, fees), funding, blockhash
+    )
+    size = serialized_size(message)
+    if size > PACKET_DATA_SIZE:
+        raise PackingError(
+            f"{len(transfers)} transfers make a {size}-byte transaction "
+            f"(limit {PACKET_DATA_SIZE} bytes)"
+        )
+    return message
+
+
+def sign(message: Message, funding: Keypair) -> Transaction:
+    """Return `message` signed by the funding wallet, its only signer."""
+    return Transaction([funding], message, message.recent_blockhash)
+
+
+def serialized_size(message: Message) -> int:
+    """Return the wire size in bytes of `message` once signed (signatures have a fixed size)."""
+    return len(bytes(Transaction.new_unsigned(message)))
+
+
+@lru_cache(maxsize=16)
+def max_transfers_per_transaction(fees: FeePolicy = FeePolicy()) -> int:
+    """Return how many transfers to distinct recipients fit one legacy transaction."""
+    funding = Pubkey.new_unique()
+    count = 0
+    while True:
+        recipients = [(Pubkey.new_unique(), _MAX_U64) for _ in range(count + 1)]
+        message = Message.new_with_blockhash(
+            transfer_instructions(funding, recipients, fees), funding, Hash.default()
+        )
+        if serialized_size(message) > PACKET_DATA_SIZE:
+            return count
+        count += 1
+
+
+def pack(positions: Sequence[int], fees: FeePolicy = FeePolicy()) -> list[list[int]]:
+    """Split `positions` (in order) into the fewest transactions that fit: full ones first."""
+    per_transaction = max_transfers_per_transaction(fees)
+    return [
+        list(positions[start : start + per_transaction])
+        for start in range(0, len(positions), per_transaction)
+    ]
+
+
+def transaction_count(mode: str, transfer_count: int, fees: FeePolicy = FeePolicy()) -> int:
+    """Return how many transactions `mode` ("standard" or "fast") uses for `transfer_count`."""
+    if mode == "standard":
+        return transfer_count
+    per_transaction = max_transfers_per_transaction(fees)
+    return -(-transfer_count // per_transaction)
+
+
+def estimate_fee_lamports(mode: str, transfer_count: int, fees: FeePolicy = FeePolicy()) -> int:
+    """Return the total fee of funding `transfer_count` wallets in `mode`, if nothing is retried."""
+    if mode == "standard":
+        return transfer_count * fees.fee_lamports(1)
+    groups = pack(range(transfer_count), fees)
+    return sum(fees.fee_lamports(len(group)) for group in groups)

@@ -1,0 +1,239 @@
+"""The run ledger: its state machine (no I/O) and its documents in the store."""
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from solders.pubkey import Pubkey
+
+from premix.constants import RUNS_COLLECTION
+from premix.ledger import (
+    Attempt,
+    AttemptState,
+    Ledger,
+    LedgerConflict,
+    LedgerError,
+    RunRecord,
+    RunStatus,
+    TransactionState,
+    run_from_document,
+    run_to_document,
+)
+from premix.store import Store, as_server_sees_it
+
+T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
+RECIPIENTS = [str(Pubkey.new_unique()) for _ in range(3)]
+AMOUNTS = [10_000_000, 20_000_000, 30_000_000]
+
+
+def attempt(name: str, *, valid_until: int = 500) -> Attempt:
+    return Attempt(
+        signature=f"sig-{name}",
+        blockhash=f"hash-{name}",
+        last_valid_block_height=valid_until,
+        wire="AQID",
+        signed_at=T0,
+        fee_lamports=5_000,
+    )
+
+
+def planned_run() -> RunRecord:
+    record = RunRecord("premix-u1-1", "u1", "fast", sum(AMOUNTS), created_at=T0, updated_at=T0)
+    assert record.set_plan(RECIPIENTS, AMOUNTS, now=T0)
+    return record
+
+
+# --- state machine ---
+
+
+def test_a_new_transaction_starts_signed_and_lands_once() -> None:
+    record = planned_run()
+    tx = record.add_transaction([0, 1], attempt("a"))
+    assert (record.status, tx.state) == (RunStatus.SENDING, TransactionState.SIGNED)
+    assert record.uncovered_positions() == [2]
+    record.settle("sig-a", AttemptState.LANDED_OK, now=T0, fee_lamports=5_000, slot=7)
+    assert tx.state is TransactionState.LANDED_OK
+    assert record.funded_positions() == [0, 1]
+    assert record.totals.sent_lamports == 30_000_000
+    assert (record.totals.fee_lamports, record.totals.transactions) == (5_000, 1)
+
+
+def test_an_open_attempt_forbids_a_new_signature() -> None:
+    record = planned_run()
+    record.add_transaction([0], attempt("a"))
+    with pytest.raises(LedgerError, match="transaction 0 is signed: it must not be signed again"):
+        record.add_attempt(0, attempt("b"))
+
+
+def test_a_refused_attempt_is_still_open_until_it_expires() -> None:
+    record = planned_run()
+    tx = record.add_transaction([0], attempt("a"))
+    record.settle("sig-a", AttemptState.REJECTED, now=T0, error="insufficient funds for the fee")
+    assert tx.state is TransactionState.SIGNED
+    assert not tx.may_sign_new_attempt
+    record.settle("sig-a", AttemptState.EXPIRED, now=T0)
+    assert tx.may_sign_new_attempt
+
+
+def test_only_an_expired_or_failed_attempt_allows_a_new_one() -> None:
+    record = planned_run()
+    tx = record.add_transaction([0], attempt("a"))
+    record.settle("sig-a", AttemptState.EXPIRED, now=T0)
+    assert tx.state is TransactionState.PENDING
+    record.add_attempt(0, attempt("b"))
+    record.settle("sig-b", AttemptState.LANDED_FAILED, now=T0, error="boom", fee_lamports=5_000)
+    assert tx.state is TransactionState.FAILED
+    record.add_attempt(0, attempt("c"))
+    record.settle("sig-c", AttemptState.LANDED_OK, now=T0, fee_lamports=5_000)
+    assert tx.state is TransactionState.LANDED_OK
+    with pytest.raises(LedgerError, match="is landed_ok: it must not be signed again"):
+        record.add_attempt(0, attempt("d"))
+    # both landed attempts paid their fee; only the successful one moved money
+    assert record.totals == type(record.totals)(10_000_000, 10_000, 2)
+
+
+@pytest.mark.parametrize(
+    "final", [AttemptState.LANDED_OK, AttemptState.LANDED_FAILED, AttemptState.EXPIRED]
+)
+@pytest.mark.parametrize("target", list(AttemptState))
+def test_final_attempt_states_never_change(final: AttemptState, target: AttemptState) -> None:
+    record = planned_run()
+    record.add_transaction([0], attempt("a"))
+    record.settle("sig-a", final, now=T0)
+    with pytest.raises(LedgerError, match=f"attempt sig-a: {final} -> {target} is not allowed"):
+        record.settle("sig-a", target, now=T0)
+
+
+def test_a_refused_attempt_accepted_on_a_later_send_is_signed_again() -> None:
+    record = planned_run()
+    record.add_transaction([0], attempt("a"))
+    record.settle("sig-a", AttemptState.REJECTED, now=T0, error="insufficient")
+    record.settle("sig-a", AttemptState.SIGNED, now=T0)
+    assert record.open_attempts()[0][1].state is AttemptState.SIGNED
+
+
+def test_positions_are_signed_in_one_transaction_only() -> None:
+    record = planned_run()
+    record.add_transaction([0, 1], attempt("a"))
+    with pytest.raises(LedgerError, match=r"positions \[1, 2\] are not all unsigned"):
+        record.add_transaction([1, 2], attempt("b"))
+    with pytest.raises(LedgerError, match="are not all unsigned"):
+        record.add_transaction([7], attempt("c"))
+
+
+def test_the_first_plan_wins() -> None:
+    record = planned_run()
+    assert not record.set_plan(RECIPIENTS[:1], [1], now=T0)
+    assert [e.lamports for e in record.plan] == AMOUNTS
+
+
+@pytest.mark.parametrize(
+    ("recipients", "amounts", "message"),
+    [
+        (RECIPIENTS, [1, 2], "as many amounts as recipients"),
+        ([], [], "at least one"),
+        (RECIPIENTS[:2], [1, 0], "positive integer lamports"),
+        (RECIPIENTS[:2], [1, True], "positive integer lamports"),
+        ([RECIPIENTS[0], RECIPIENTS[0]], [1, 2], "pays each recipient once"),
+    ],
+)
+def test_a_malformed_plan_is_refused(
+    recipients: list[str], amounts: list[int], message: str
+) -> None:
+    record = RunRecord("r", "u1", "fast", 3, created_at=T0, updated_at=T0)
+    with pytest.raises(LedgerError, match=message):
+        record.set_plan(recipients, amounts, now=T0)
+
+
+def test_a_run_completes_only_when_every_transfer_landed_and_then_stays_completed() -> None:
+    record = planned_run()
+    record.add_transaction([0, 1, 2], attempt("a"))
+    with pytest.raises(LedgerError, match="not every transfer landed"):
+        record.finish(RunStatus.COMPLETED, now=T0)
+    record.finish(RunStatus.FAILED, now=T0, error="stopped")
+    assert (record.status, record.error) == (RunStatus.FAILED, "stopped")
+    record.settle("sig-a", AttemptState.LANDED_OK, now=T0)
+    record.finish(RunStatus.COMPLETED, now=T0)
+    assert (record.status, record.error) == (RunStatus.COMPLETED, None)
+    with pytest.raises(LedgerError, match="is completed"):
+        record.finish(RunStatus.FAILED, now=T0)
+
+
+def test_the_document_round_trips_through_bson_with_derived_states_for_readers() -> None:
+    record = planned_run()
+    record.record_balance_before(0, 123)
+    record.record_balance_before(0, 999)  # first value wins
+    record.add_transaction([0, 1], attempt("a", valid_until=2**40))
+    record.settle("sig-a", AttemptState.LANDED_OK, now=T0 + timedelta(seconds=1), slot=9)
+    record.add_transaction([2], attempt("b"))
+    document = as_server_sees_it(run_to_document(record))
+    assert document["transactions"][0]["state"] == "landed_ok"
+    assert document["transactions"][1]["state"] == "signed"
+    assert document["totals"] == {"sent_lamports": 30_000_000, "fee_lamports": 0, "transactions": 1}
+    assert document["plan"][0] == {
+        "position": 0,
+        "recipient": RECIPIENTS[0],
+        "lamports": 10_000_000,
+        "balance_before": 123,
+    }
+    assert run_from_document(document) == record
+
+
+# --- persistence ---
+
+
+async def test_open_run_is_idempotent_and_keeps_the_stored_run(store: Store) -> None:
+    ledger = Ledger(store)
+    first = await ledger.open_run("premix-u1-1", user_id="u1", mode="fast", amount_lamports=7)
+    again = await ledger.open_run("premix-u1-1", user_id="u1", mode="standard", amount_lamports=9)
+    assert again == first
+    assert (again.mode, again.amount_lamports, again.status) == ("fast", 7, RunStatus.OPENED)
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+    with pytest.raises(LedgerError, match="belongs to another user"):
+        await ledger.open_run("premix-u1-1", user_id="u2", mode="fast", amount_lamports=7)
+
+
+async def test_record_plan_stores_the_first_plan_and_returns_it_on_a_rerun(store: Store) -> None:
+    ledger = Ledger(store.collection(RUNS_COLLECTION))
+    await ledger.open_run("run-1", user_id="u1", mode="fast", amount_lamports=60_000_000)
+    stored = await ledger.record_plan("run-1", RECIPIENTS, AMOUNTS)
+    rerun = await ledger.record_plan("run-1", RECIPIENTS[::-1], [1, 2, 3])
+    assert [(e.recipient, e.lamports) for e in rerun.plan] == list(
+        zip(RECIPIENTS, AMOUNTS, strict=True)
+    )
+    assert rerun == stored
+    document = await store.collection(RUNS_COLLECTION).find_one({"_id": "run-1"})
+    assert document is not None
+    assert (document["status"], document["user_id"], document["revision"]) == ("planned", "u1", 1)
+
+
+async def test_a_plan_for_a_run_never_opened_is_refused(store: Store) -> None:
+    with pytest.raises(LedgerError, match="run nope was never opened"):
+        await Ledger(store).record_plan("nope", RECIPIENTS, AMOUNTS)
+
+
+async def test_a_stale_writer_cannot_overwrite_the_run(store: Store) -> None:
+    ledger = Ledger(store)
+    await ledger.open_run("run-1", user_id="u1", mode="fast", amount_lamports=60_000_000)
+    await ledger.record_plan("run-1", RECIPIENTS, AMOUNTS)
+    mine, theirs = await ledger.require("run-1"), await ledger.require("run-1")
+    theirs.add_transaction([0], attempt("theirs"))
+    await ledger.save(theirs)
+    mine.add_transaction([0], attempt("mine"))
+    with pytest.raises(LedgerConflict, match="run run-1 changed since revision 1"):
+        await ledger.save(mine)
+    stored = await ledger.require("run-1")
+    assert [a.signature for tx in stored.transactions for a in tx.attempts] == ["sig-theirs"]
+
+
+async def test_finish_records_the_reason(store: Store) -> None:
+    ledger = Ledger(store)
+    await ledger.open_run("run-1", user_id="u1", mode="fast", amount_lamports=1)
+    await ledger.finish("run-1", RunStatus.FAILED, error="funding drained")
+    stored = await ledger.require("run-1")
+    assert (stored.status, stored.error) == (RunStatus.FAILED, "funding drained")
+
+
+@pytest.mark.parametrize("bad", [{"$ne": None}, 5, ""])
+async def test_run_ids_reach_the_store_only_as_strings(store: Store, bad: object) -> None:
+    with pytest.raises(TypeError, match="run_id must be a non-empty str"):
+        await Ledger(store).get(bad)  # type: ignore[arg-type]
