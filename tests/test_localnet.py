@@ -463,3 +463,24 @@ async def test_slot_clock_produces_blocks_on_its_own(fast_localnet: Localnet) ->
                 break
             await asyncio.sleep(0.01)
         assert (await rpc.get_block_height(Processed)).value >= start + 3
+
+
+def test_serve_forever_prints_its_url_answers_and_stops_on_ctrl_c() -> None:
+    import signal
+    import subprocess
+    import sys
+
+    script = "from premix.localnet import serve_forever; serve_forever(port=0, slot_ms=50)"
+    process = subprocess.Popen([sys.executable, "-c", script], stdout=subprocess.PIPE, text=True)
+    try:
+        assert process.stdout is not None
+        banner = process.stdout.readline()
+        url = banner.split()[3]
+        reply = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"}).json()
+        process.send_signal(signal.SIGINT)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+
+    assert banner.startswith("localnet listening on http://127.0.0.1:")
+    assert reply == {"jsonrpc": "2.0", "result": "ok", "id": 1}

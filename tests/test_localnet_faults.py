@@ -1,0 +1,258 @@
+"""Each localnet fault does what it says, as seen by the real solana-py AsyncClient."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import httpx2
+import pytest
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Processed
+from solana.rpc.core import RPCException
+from solana.rpc.models import TxOpts
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.rpc.errors import SendTransactionPreflightFailureMessage
+from solders.system_program import TransferParams, transfer
+from solders.transaction import Transaction
+
+from premix.localnet import Localnet, TransactionOutcome
+
+SOL = 1_000_000_000
+LAMPORTS = 10_000_000
+
+
+@pytest.fixture
+async def client(localnet: Localnet) -> AsyncIterator[AsyncClient]:
+    """A client that surfaces transport errors instead of retrying them once."""
+    async with AsyncClient(localnet.url, commitment=Processed, max_transport_retries=0) as rpc:
+        yield rpc
+
+
+async def signed_transfer(
+    localnet: Localnet, client: AsyncClient
+) -> tuple[Transaction, Keypair, Pubkey]:
+    sender, recipient = Keypair(), Keypair().pubkey()
+    localnet.airdrop(sender.pubkey(), SOL)
+    blockhash = (await client.get_latest_blockhash(Processed)).value.blockhash
+    ix = transfer(
+        TransferParams(from_pubkey=sender.pubkey(), to_pubkey=recipient, lamports=LAMPORTS)
+    )
+    return Transaction([sender], Message([ix], sender.pubkey()), blockhash), sender, recipient
+
+
+def http_error(raised: pytest.ExceptionInfo[SolanaRpcException]) -> httpx2.HTTPStatusError:
+    cause = raised.value.__cause__
+    assert isinstance(cause, httpx2.HTTPStatusError)
+    return cause
+
+
+async def test_http_429_carries_retry_after_and_processes_nothing(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _sender, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("http_429", method="sendTransaction", count=1, retry_after=3)
+
+    with pytest.raises(SolanaRpcException) as raised:
+        await client.send_transaction(tx)
+
+    response = http_error(raised).response
+    assert response.status_code == 429
+    assert response.headers["Retry-After"] == "3"
+    assert localnet.balance(recipient) == 0
+    assert tx.signatures[0] not in localnet.transaction_log
+
+    await client.send_transaction(tx)  # the next call goes through
+    assert localnet.balance(recipient) == LAMPORTS
+
+
+async def test_http_5xx_uses_the_given_status_for_the_next_n_calls(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    wallet = Keypair().pubkey()
+    localnet.airdrop(wallet, SOL)
+    localnet.faults.inject("http_5xx", method="getBalance", count=2, status=502)
+
+    for _ in range(2):
+        with pytest.raises(SolanaRpcException) as raised:
+            await client.get_balance(wallet)
+        assert http_error(raised).response.status_code == 502
+
+    assert (await client.get_balance(wallet)).value == SOL
+
+
+async def test_http_5xx_defaults_to_503_and_spares_other_methods(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    localnet.faults.inject("http_5xx", method="getSlot")
+
+    assert (await client.get_block_height(Processed)).value == 0
+    with pytest.raises(SolanaRpcException) as raised:
+        await client.get_slot()
+    assert http_error(raised).response.status_code == 503
+
+
+async def test_latency_delays_the_response_past_a_client_timeout(localnet: Localnet) -> None:
+    localnet.faults.inject("latency", method="getSlot", count=1, ms=1_000)
+
+    async with AsyncClient(localnet.url, timeout=0.1, max_transport_retries=0) as impatient:
+        with pytest.raises(SolanaRpcException) as raised:
+            await impatient.get_slot()
+        assert isinstance(raised.value.__cause__, httpx2.TimeoutException)
+
+        assert (await impatient.get_slot(Processed)).value == 0  # the rule is used up
+
+
+async def test_drop_send_returns_the_signature_but_the_transfer_never_lands(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, sender, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("drop_send", count=1)
+
+    signature = (await client.send_transaction(tx)).value
+    localnet.advance(40)
+
+    assert signature == tx.signatures[0]
+    assert (await client.get_signature_statuses([signature])).value == [None]
+    assert localnet.balance(recipient) == 0
+    assert localnet.balance(sender.pubkey()) == SOL
+    record = localnet.transaction_log[signature]
+    assert (record.outcome, record.landed_slot) == (TransactionOutcome.DROPPED, None)
+
+
+async def test_a_dropped_transaction_can_be_resent_while_its_blockhash_is_valid(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("drop_send", count=1)
+    await client.send_transaction(tx)
+
+    await client.send_transaction(tx)
+
+    assert localnet.balance(recipient) == LAMPORTS
+    assert localnet.transaction_log[tx.signatures[0]].landed
+
+
+async def test_lose_response_lands_the_transfer_but_the_client_sees_a_connection_error(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _sender, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("lose_response", method="sendTransaction", count=1)
+
+    with pytest.raises(SolanaRpcException) as raised:
+        await client.send_transaction(tx)
+
+    assert isinstance(raised.value.__cause__, httpx2.TransportError)
+    assert localnet.balance(recipient) == LAMPORTS
+    status = (await client.get_signature_statuses([tx.signatures[0]])).value[0]
+    assert status is not None and status.err is None
+
+
+async def test_lose_response_with_the_clients_default_retry_meets_already_processed(
+    localnet: Localnet,
+) -> None:
+    """solana-py retries a transport error once: the resend is refused, the transfer paid once."""
+    async with AsyncClient(localnet.url, commitment=Processed) as retrying:
+        tx, sender, recipient = await signed_transfer(localnet, retrying)
+        localnet.faults.inject("lose_response", method="sendTransaction", count=1)
+
+        with pytest.raises(RPCException) as raised:
+            await retrying.send_transaction(tx)
+
+    error = raised.value.args[0]
+    assert isinstance(error, SendTransactionPreflightFailureMessage)
+    assert (
+        error.message
+        == "Transaction simulation failed: This transaction has already been processed"
+    )
+    assert localnet.balance(recipient) == LAMPORTS
+    assert localnet.balance(sender.pubkey()) == SOL - LAMPORTS - 5_000
+    assert localnet.stats.calls["sendTransaction"] == 2
+
+
+async def test_expire_blockhash_makes_the_blockhash_in_hand_expire(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _, recipient = await signed_transfer(localnet, client)
+    last_valid = (await client.get_latest_blockhash(Processed)).value.last_valid_block_height
+    localnet.faults.inject("expire_blockhash", method="sendTransaction", count=1)
+
+    with pytest.raises(RPCException) as raised:
+        await client.send_transaction(tx)
+
+    assert raised.value.args[0].message == "Transaction simulation failed: Blockhash not found"
+    assert (await client.get_block_height(Processed)).value > last_valid
+    assert localnet.balance(recipient) == 0
+
+
+async def test_expire_blockhash_without_preflight_drops_the_transaction(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("expire_blockhash", method="sendTransaction", count=1)
+
+    signature = (await client.send_transaction(tx, opts=TxOpts(skip_preflight=True))).value
+
+    assert (await client.get_signature_statuses([signature])).value == [None]
+    assert localnet.transaction_log[signature].outcome is TransactionOutcome.DROPPED
+    assert localnet.balance(recipient) == 0
+
+
+async def test_probability_faults_repeat_for_the_same_seed() -> None:
+    def pattern(seed: int) -> list[int]:
+        with Localnet(slot_ms=None, seed=seed) as net:
+            net.faults.inject("http_5xx", method="getHealth", probability=0.5)
+            with httpx.Client() as http:
+                call = {"jsonrpc": "2.0", "id": 1, "method": "getHealth"}
+                return [http.post(net.url, json=call).status_code for _ in range(30)]
+
+    first, again = pattern(seed=7), pattern(seed=7)
+
+    assert first == again
+    assert set(first) == {200, 503}
+
+
+async def test_cleared_faults_stop_and_a_removed_rule_stops(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    rule = localnet.faults.inject("http_5xx", method="getSlot")
+    localnet.faults.inject("http_429", method="getBlockHeight")
+
+    localnet.faults.remove(rule)
+    assert (await client.get_slot(Processed)).value == 0
+    with pytest.raises(SolanaRpcException):
+        await client.get_block_height()
+
+    localnet.faults.clear()
+    assert (await client.get_block_height(Processed)).value == 0
+
+
+async def test_a_fault_on_one_method_hits_a_batch_that_contains_it(localnet: Localnet) -> None:
+    localnet.faults.inject("http_429", method="getSlot", count=1)
+    batch = [
+        {"jsonrpc": "2.0", "id": 1, "method": "getHealth"},
+        {"jsonrpc": "2.0", "id": 2, "method": "getSlot"},
+    ]
+
+    async with httpx.AsyncClient() as http:
+        refused = await http.post(localnet.url, json=batch)
+        answered = await http.post(localnet.url, json=batch)
+
+    assert refused.status_code == 429
+    assert [reply["result"] for reply in answered.json()] == ["ok", 0]
+    assert localnet.stats.http_requests == 2
+    assert localnet.stats.calls["getSlot"] == 2
+
+
+def test_unknown_fault_kinds_and_parameters_are_refused(localnet: Localnet) -> None:
+    with pytest.raises(ValueError):
+        localnet.faults.inject("meteor_strike")
+    with pytest.raises(ValueError, match="needs parameter"):
+        localnet.faults.inject("latency")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        localnet.faults.inject("http_429", status=500)
+    with pytest.raises(ValueError, match="between 500 and 599"):
+        localnet.faults.inject("http_5xx", status=404)
