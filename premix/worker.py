@@ -18,6 +18,7 @@ from typing import Any, Final, NoReturn
 from arq.connections import RedisSettings
 from arq.worker import Retry, func, get_kwargs
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from solders.keypair import Keypair
@@ -33,6 +34,7 @@ from premix.errors import (
     TransientError,
 )
 from premix.jobs import PremixFundsJob, describe_validation_error
+from premix.ledger import Ledger, LedgerError, RunStatus
 from premix.logs import configure_logging, get_logger
 from premix.notify import Notifier
 from premix.progress import Phase, ProgressEmitter
@@ -161,6 +163,8 @@ class PremixRun:
         self.progress = ProgressEmitter(self.redis, self.settings, job_id, job)
         self.log = log.bind(job_id=job_id, user_id=job.user_id, job_try=self.job_try)
         self.phase = Phase.JOB_STARTED
+        self.ledger = Ledger(self.store)
+        self.run_opened = False
 
     async def execute(self) -> dict[str, Any]:
         """Run the phases; return the result, or raise `Retry` for a transient failure."""
@@ -175,7 +179,7 @@ class PremixRun:
             if not e.permanent and self.job_try < self.settings.job_max_tries:
                 self._retry(e)
             return await self._fail(e)
-        except (RedisError, OSError) as e:
+        except (RedisError, OSError, PyMongoError) as e:
             transient = TransientError(f"{type(e).__name__} while talking to a service")
             if self.job_try < self.settings.job_max_tries:
                 self._retry(transient)
@@ -187,10 +191,16 @@ class PremixRun:
         return result
 
     async def _phases(self) -> dict[str, Any]:
-        # Phase 1: job accepted.
-        # TODO(lead): open (or resume) the ledger run here:
-        #   await Ledger(self.store).open_run(self.job_id, user_id=..., mode=...,
-        #                                     amount_lamports=self.job.amount_lamports)
+        # Phase 1: job accepted; the ledger run is opened, or resumed by a re-run.
+        run = await self.ledger.open_run(
+            self.job_id,
+            user_id=self.job.user_id,
+            mode=self.job.mode,
+            amount_lamports=self.job.amount_lamports,
+        )
+        self.run_opened = True
+        # TODO(lead): a run already COMPLETED (worker died after the last write) should go
+        # straight to phase 6 with the ledger's totals instead of planning again.
         await self.progress.started(
             "Resuming premix job" if self.job_try > 1 else "Premix job accepted",
             amount_sol=str(self.job.mix_amount),
@@ -206,10 +216,13 @@ class PremixRun:
         await self.progress.phase(
             self.phase, description=f"Planning {format_sol(self.job.amount_lamports)}"
         )
-        amounts = self._plan(len(buyers))
-        recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
-        # TODO(lead): await ledger.record_plan(self.job_id, recipients, amounts); a re-run
-        # keeps the plan the ledger already holds.
+        if run.plan:  # a re-run keeps the plan it started with
+            recipients = [entry.recipient for entry in run.plan]
+            amounts = [entry.lamports for entry in run.plan]
+        else:
+            amounts = self._plan(len(buyers))
+            recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
+            run = await self.ledger.record_plan(self.job_id, recipients, amounts)
 
         self.phase = Phase.CHECKING_BALANCES
         await self.progress.phase(
@@ -275,6 +288,8 @@ class PremixRun:
         funded = list(getattr(error, "funded", ()))
         self.log.warning("job_failed", phase=int(self.phase), reason=message)
         await self.progress.failed(self.phase, message)
+        if self.run_opened:
+            await self._finish_run_failed(message)
         await self.notifier.notify_failed(
             self.job.user_chat_id,
             job_id=self.job_id,
@@ -284,6 +299,12 @@ class PremixRun:
         )
         await _release_quietly(self.redis, self.job.user_id, self.job_id)
         return failure_result(self.job_id, message, job=self.job, funded=funded)
+
+    async def _finish_run_failed(self, message: str) -> None:
+        try:
+            await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
+        except (LedgerError, PremixError, PyMongoError) as e:
+            self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
 
     async def _hold_user_lock(self) -> bool:
         return await refresh_user_lock(
