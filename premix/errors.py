@@ -5,8 +5,12 @@ explain it. `permanent` failures end the job; transient ones are retried by the 
 """
 
 from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 from premix.amounts import format_sol
+
+if TYPE_CHECKING:
+    from premix.mixer.result import MixResult
 
 
 class PremixError(Exception):
@@ -68,10 +72,12 @@ class MixerFailed(PremixError):
         *,
         funded: Sequence[tuple[str, int]] = (),
         unfunded: Sequence[tuple[str, int]] = (),
+        result: "MixResult | None" = None,
     ) -> None:
         self.reason = reason
         self.funded = list(funded)
         self.unfunded = list(unfunded)
+        self.result = result  # the mixer's per-wallet report (signatures, errors), if it ran
         sent = sum(lamports for _, lamports in self.funded)
         detail = (
             f"{reason}. Sent {format_sol(sent)} to {len(self.funded)} wallet(s); "

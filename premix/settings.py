@@ -35,6 +35,8 @@ class Settings(BaseSettings):
     default_mode: Literal["standard", "fast"] = "standard"
     priority_fee_micro_lamports: int = Field(default=0, ge=0)
     compute_unit_limit: int = Field(default=0, ge=0)
+    # Seconds between signature-status polls while a transfer is in flight (fast mode backs off).
+    confirm_poll_seconds: float = Field(default=0.1, gt=0)
     progress_ttl_seconds: int = Field(default=86_400, gt=0)
     job_timeout_seconds: int = Field(default=900, gt=0)
     job_max_tries: int = Field(default=5, ge=1)

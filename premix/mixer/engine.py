@@ -1,0 +1,355 @@
+"""What both transfer modes share: sign (write-ahead), send, settle, report.
+
+`MixerRun` holds one run's ledger record and talks to the chain through `SolanaRpc`. Every
+signed attempt is saved in the ledger before its first send; every outcome is saved once seen.
+An attempt is settled as landed only at `confirmed`, and as expired only when the `finalized`
+block height, read *before* a status lookup that searches history, is above its last valid
+block height and the lookup does not find it. Until then it may land, so it is only re-sent as
+the same bytes.
+"""
+
+import asyncio
+import base64
+from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+from solana.rpc.commitment import Finalized
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
+
+from premix.amounts import format_sol
+from premix.errors import MixerFailed, TransientError
+from premix.ledger import (
+    Attempt,
+    AttemptState,
+    Ledger,
+    LedgerTransaction,
+    RunRecord,
+    RunStatus,
+    utc_now,
+)
+from premix.mixer.packing import FeePolicy, build_message, sign
+from premix.mixer.result import MixerProgress, MixResult, result_from_record
+from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
+
+log = structlog.get_logger(__name__)
+
+ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
+
+EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
+REBROADCAST_ROUNDS: Final = 8  # poll rounds between re-sends of an unseen tx (same bytes)
+BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its statuses
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """An attempt the node refused at its first send in this run (preflight failed)."""
+
+    transaction: LedgerTransaction
+    attempt: Attempt
+
+
+class MixerRun:
+    """One execution of a run: the ledger record in memory, saved after every change."""
+
+    def __init__(
+        self,
+        *,
+        record: RunRecord,
+        funding: Keypair,
+        rpc: SolanaRpc,
+        ledger: Ledger,
+        fees: FeePolicy,
+        poll_seconds: float,
+        on_progress: ProgressCallback | None,
+    ) -> None:
+        self.record = record
+        self.funding = funding
+        self.rpc = rpc
+        self.ledger = ledger
+        self.fees = fees
+        self.poll_seconds = poll_seconds
+        self.on_progress = on_progress
+        self.landed_here: list[int] = []  # plan positions funded by this execution
+        self.expiry_check_due = False  # a send saw "blockhash not found": check the height now
+        self.log = log.bind(run_id=record.run_id)
+
+    # --- ledger ---
+
+    async def save(self) -> None:
+        """Persist the record (compare-and-swap on its revision)."""
+        self.record = await self.ledger.save(self.record)
+
+    # --- sign and send ---
+
+    async def sign_attempts(
+        self, work: Sequence[tuple[LedgerTransaction | None, list[int]]]
+    ) -> list[tuple[LedgerTransaction, Attempt]]:
+        """Sign one new attempt per (transaction or None for a new one, positions) with one
+        fresh blockhash, and save them all in one ledger write before anything is sent."""
+        record = self.record
+        missing = [
+            p for _, positions in work for p in positions if record.plan[p].balance_before is None
+        ]
+        if missing:
+            balances = await self.rpc.balances([self._recipient(p) for p in missing])
+            for position, lamports in zip(missing, balances, strict=True):
+                record.record_balance_before(position, lamports)
+        latest = await self.rpc.latest_blockhash()
+        known = {a.signature for tx in record.transactions for a in tx.attempts}
+        now = utc_now()
+        signed: list[tuple[LedgerTransaction, Attempt]] = []
+        for tx, positions in work:
+            transfers = [(self._recipient(p), record.plan[p].lamports) for p in positions]
+            message = build_message(self.funding.pubkey(), transfers, latest.blockhash, self.fees)
+            transaction = sign(message, self.funding)
+            attempt = Attempt(
+                signature=str(transaction.signatures[0]),
+                blockhash=str(latest.blockhash),
+                last_valid_block_height=latest.last_valid_block_height,
+                wire=base64.b64encode(bytes(transaction)).decode("ascii"),
+                signed_at=now,
+                fee_lamports=self.fees.fee_lamports(len(positions)),
+            )
+            if attempt.signature in known:  # a node serving a blockhash we already used
+                raise TransientError("the RPC node returned a stale blockhash; retrying later")
+            if tx is None:
+                tx = record.add_transaction(positions, attempt)
+            else:
+                record.add_attempt(tx.index, attempt)
+            signed.append((tx, attempt))
+        record.funding = str(self.funding.pubkey())
+        await self.save()
+        for tx, attempt in signed:
+            self.log.info(
+                "transaction_signed",
+                transaction=tx.index,
+                transfers=len(tx.transfers),
+                signature=attempt.signature,
+                last_valid_block_height=attempt.last_valid_block_height,
+            )
+        return signed
+
+    async def send(self, sends: Sequence[tuple[LedgerTransaction, Attempt]]) -> list[Refusal]:
+        """Send each attempt's stored bytes concurrently; record and return the refused ones."""
+        results = await self.send_wires([attempt for _, attempt in sends])
+        refusals: list[Refusal] = []
+        now = utc_now()
+        changed = False
+        for (tx, attempt), result in zip(sends, results, strict=True):
+            if result.outcome is SendOutcome.REJECTED:
+                refusals.append(Refusal(tx, attempt))
+                if attempt.state is not AttemptState.REJECTED or attempt.error != result.error:
+                    if attempt.state is AttemptState.REJECTED:
+                        attempt.error = result.error
+                    else:
+                        attempt.move_to(AttemptState.REJECTED, now=now, error=result.error)
+                    changed = True
+                self.log.warning("transaction_refused", transaction=tx.index, reason=result.error)
+            elif attempt.state is AttemptState.REJECTED and result.outcome is SendOutcome.ACCEPTED:
+                attempt.move_to(AttemptState.SIGNED, now=now)  # accepted on a later send
+                changed = True
+        if changed:
+            await self.save()
+        return refusals
+
+    async def send_wires(self, attempts: Sequence[Attempt]) -> list[SendResult]:
+        """Send each attempt's stored bytes concurrently (never re-signed); return the results."""
+        results: list[SendResult] = await gather_all(
+            [self.rpc.send_raw(base64.b64decode(attempt.wire)) for attempt in attempts]
+        )
+        if any(r.outcome is SendOutcome.BLOCKHASH_NOT_FOUND for r in results):
+            self.expiry_check_due = True
+        return results
+
+    # --- settle ---
+
+    async def settle_recorded(self) -> None:
+        """Settle every attempt a previous execution left open: landed, expired or still open.
+
+        The block height is read first, then the statuses (searching history): a signature
+        missing from that lookup cannot land later once the height is past its validity.
+        """
+        open_attempts = [a for _, a in self.record.open_attempts()]
+        if not open_attempts:
+            return
+        height = await self.rpc.block_height(Finalized)
+        statuses = await self.rpc.signature_statuses(
+            [Signature.from_string(a.signature) for a in open_attempts], search_history=True
+        )
+        await self._apply(open_attempts, statuses, height)
+        self.log.info(
+            "recorded_attempts_settled",
+            attempts=len(open_attempts),
+            still_open=len(self.record.open_attempts()),
+        )
+
+    async def await_outcomes(self, attempts: Sequence[Attempt], *, backoff: bool) -> None:
+        """Poll until every attempt has landed (at `confirmed`) or expired.
+
+        Unseen attempts are re-sent (same bytes) every few rounds; the block height is read
+        only every few rounds, or at once after a send saw "blockhash not found".
+        """
+        pending = [a for a in attempts if a.is_open]
+        rounds = 0
+        delays = poll_delays(self.poll_seconds, backoff=backoff)
+        while pending:
+            await asyncio.sleep(next(delays))
+            rounds += 1
+            height = None
+            if self.expiry_check_due or rounds % EXPIRY_CHECK_ROUNDS == 0:
+                self.expiry_check_due = False
+                height = await self.rpc.block_height(Finalized)
+            statuses = await self.rpc.signature_statuses(
+                [Signature.from_string(a.signature) for a in pending],
+                search_history=height is not None,
+            )
+            await self._apply(pending, statuses, height)
+            unseen = [a for a, s in zip(pending, statuses, strict=True) if s is None and a.is_open]
+            pending = [a for a in pending if a.is_open]
+            if unseen and rounds % REBROADCAST_ROUNDS == 0:
+                # a refusal here proves nothing (an earlier copy may land): keep polling
+                await self.send_wires(unseen)
+
+    async def _apply(
+        self,
+        attempts: Sequence[Attempt],
+        statuses: Sequence[SignatureStatus | None],
+        height: int | None,
+    ) -> None:
+        """Record what `statuses` (read after `height`, if given) prove; save once."""
+        now = utc_now()
+        landed_ok: list[LedgerTransaction] = []
+        changed = False
+        for attempt, status in zip(attempts, statuses, strict=True):
+            tx, _ = self.record.find_attempt(attempt.signature)
+            if status is not None and status.is_confirmed:
+                state = (
+                    AttemptState.LANDED_OK if status.error is None else AttemptState.LANDED_FAILED
+                )
+                self.record.settle(
+                    attempt.signature,
+                    state,
+                    now=now,
+                    error=status.error,
+                    fee_lamports=attempt.fee_lamports,
+                    slot=status.slot,
+                )
+                changed = True
+                if state is AttemptState.LANDED_OK:
+                    landed_ok.append(tx)
+                self.log.info(
+                    "transaction_landed",
+                    transaction=tx.index,
+                    signature=attempt.signature,
+                    ok=status.error is None,
+                    error=status.error,
+                )
+            elif status is None and height is not None and height > attempt.last_valid_block_height:
+                self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
+                changed = True
+                self.log.info(
+                    "transaction_expired", transaction=tx.index, signature=attempt.signature
+                )
+        if changed:
+            await self.save()
+        for tx in landed_ok:
+            self.landed_here.extend(tx.transfers)
+            await self.report_progress(f"transaction {tx.index + 1} confirmed")
+
+    # --- checks and reports ---
+
+    async def verify_balances(self, positions: Sequence[int]) -> None:
+        """Check each recipient funded in this execution holds at least its balance before plus
+        its amount; raises `MixerFailed` if a node keeps showing less."""
+        expected = {
+            p: (self.record.plan[p].balance_before or 0) + self.record.plan[p].lamports
+            for p in positions
+        }
+        short: dict[int, int] = {}
+        for attempt in range(BALANCE_CHECK_TRIES):
+            keys = list(expected)
+            if len(keys) == 1:
+                balances = [await self.rpc.balance(self._recipient(keys[0]))]
+            else:
+                balances = await self.rpc.balances([self._recipient(p) for p in keys])
+            short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
+            if not short:
+                return
+            if attempt + 1 < BALANCE_CHECK_TRIES:
+                await asyncio.sleep(self.poll_seconds)
+        position, balance = next(iter(short.items()))
+        await self.fail(
+            f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
+            f"confirmed transfer, expected at least {format_sol(expected[position])}"
+        )
+
+    async def report_progress(self, message: str) -> None:
+        """Await the progress callback with the ledger's current counts."""
+        if self.on_progress is None:
+            return
+        totals = self.record.totals
+        await self.on_progress(
+            MixerProgress(
+                done_wallets=len(self.record.funded_positions()),
+                total_wallets=len(self.record.plan),
+                sent_lamports=totals.sent_lamports,
+                message=message,
+            )
+        )
+
+    async def complete(self) -> MixResult:
+        """Mark the run completed and return its result."""
+        self.record.finish(RunStatus.COMPLETED, now=utc_now())
+        await self.save()
+        result = result_from_record(self.record)
+        self.log.info(
+            "mixer_completed",
+            transactions=result.transactions,
+            sent_lamports=result.sent_lamports,
+            fee_lamports=result.fee_lamports,
+        )
+        return result
+
+    async def fail(self, reason: str) -> None:
+        """Mark the run failed with `reason` and raise `MixerFailed` with the per-wallet report."""
+        self.record.finish(RunStatus.FAILED, now=utc_now(), error=reason)
+        await self.save()
+        result = result_from_record(self.record)
+        self.log.warning("mixer_failed", reason=reason, funded=len(result.funded))
+        raise MixerFailed(reason, funded=result.funded, unfunded=result.unfunded, result=result)
+
+    async def fail_for(self, refusals: Sequence[Refusal]) -> None:
+        """Fail the run for the first on-chain failure or refusal of this execution."""
+        refusal = refusals[0]
+        await self.fail(
+            f"transaction {refusal.transaction.index + 1} was refused by the RPC node: "
+            f"{refusal.attempt.error}"
+        )
+
+    def _recipient(self, position: int) -> Pubkey:
+        return Pubkey.from_string(self.record.plan[position].recipient)
+
+
+def poll_delays(base_seconds: float, *, backoff: bool) -> Iterator[float]:
+    """Seconds between status polls: constant, or doubling up to 4x (fewer round trips)."""
+    delay = base_seconds
+    while True:
+        yield delay
+        if backoff:
+            delay = min(delay * 2, base_seconds * 4)
+
+
+async def gather_all(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
+    """Run `coroutines` concurrently; on the first failure cancel the rest and raise it."""
+    if len(coroutines) == 1:
+        return [await coroutines[0]]
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(c) for c in coroutines]
+    except BaseExceptionGroup as group_error:
+        raise group_error.exceptions[0] from None
+    return [task.result() for task in tasks]

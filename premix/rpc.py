@@ -1,0 +1,393 @@
+"""The one Solana JSON-RPC wrapper: solana-py's `AsyncClient` plus bounded retries.
+
+Transient failures (timeouts, connection errors, HTTP 429 honouring Retry-After, HTTP 5xx,
+an unhealthy node) are retried with exponential backoff; when the budget is spent the call
+raises `TransientError` and the queue retries the whole job, which resumes from the ledger.
+
+Retrying is safe for every method here, `sendTransaction` included, because premix only ever
+re-sends the same signed bytes: the same signature cannot land twice. A new blockhash (a new
+signature) is the ledger's decision, never this module's.
+
+Transactions are sent with preflight on, at `confirmed`: a transaction that would fail is
+refused without landing and without a fee. "Already processed" counts as sent.
+"""
+
+import asyncio
+import base64
+import email.utils
+from collections import Counter
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from enum import StrEnum
+from functools import partial
+from typing import Any, Final, TypeVar
+
+import httpx2
+import structlog
+from pydantic import ValidationError
+from solana.exceptions import SolanaRpcException
+from solana.rpc.async_api import AsyncClient
+from solana.rpc.commitment import Commitment, Confirmed
+from solana.rpc.core import RPCException
+from solana.rpc.jsonrpc import JsonRpcErrorCode, JsonRpcRequest, SolanaJsonRpcError
+from solders.hash import Hash
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.rpc.errors import (
+    BlockNotAvailableMessage,
+    InternalErrorMessage,
+    MinContextSlotNotReachedMessage,
+    NodeUnhealthyMessage,
+)
+from solders.signature import Signature
+from solders.transaction_status import (
+    TransactionConfirmationStatus,
+    TransactionErrorInstructionError,
+)
+
+from premix.errors import TransientError
+from premix.settings import Settings
+
+T = TypeVar("T")
+log = structlog.get_logger(__name__)
+
+MAX_SIGNATURES_PER_STATUS_CALL: Final = 256  # getSignatureStatuses limit
+MAX_ACCOUNTS_PER_CALL: Final = 100  # getMultipleAccounts limit
+_TRANSIENT_HTTP_STATUSES = frozenset({408, 425, 429, 500, 502, 503, 504})
+_TRANSIENT_RPC_ERRORS = (
+    NodeUnhealthyMessage,
+    BlockNotAvailableMessage,
+    MinContextSlotNotReachedMessage,
+    InternalErrorMessage,
+)
+_TRANSIENT_RPC_CODES = frozenset(
+    {
+        JsonRpcErrorCode.INTERNAL_ERROR,
+        JsonRpcErrorCode.SERVER_ERROR_NODE_UNHEALTHY,
+        JsonRpcErrorCode.SERVER_ERROR_BLOCK_NOT_AVAILABLE,
+        JsonRpcErrorCode.SERVER_ERROR_MIN_CONTEXT_SLOT_NOT_REACHED,
+    }
+)
+
+
+class RpcRequestError(Exception):
+    """The node answered a request with an error that retrying cannot fix (a bug or a
+    misconfigured endpoint, never a chain condition)."""
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """How long one RPC call keeps trying before it raises `TransientError`."""
+
+    attempts: int = 6
+    base_delay_seconds: float = 0.1
+    max_delay_seconds: float = 2.0
+    max_retry_after_seconds: float = 10.0
+
+    def delay(self, retry: int, retry_after: float | None) -> float:
+        """Seconds to wait before retry number `retry` (0-based)."""
+        if retry_after is not None:
+            return min(retry_after, self.max_retry_after_seconds)
+        return min(self.base_delay_seconds * float(2**retry), self.max_delay_seconds)
+
+
+@dataclass(frozen=True)
+class LatestBlockhash:
+    blockhash: Hash
+    last_valid_block_height: int  # the transaction can land in blocks up to this height
+
+
+class SendOutcome(StrEnum):
+    ACCEPTED = "accepted"  # the node took it; it may land
+    ALREADY_PROCESSED = "already_processed"  # an earlier copy of these bytes landed
+    BLOCKHASH_NOT_FOUND = "blockhash_not_found"  # not taken now (expired or node behind)
+    REJECTED = "rejected"  # preflight failed: this copy will not land (e.g. insufficient funds)
+
+
+@dataclass(frozen=True)
+class SendResult:
+    outcome: SendOutcome
+    error: str | None = None
+
+
+@dataclass(frozen=True)
+class SignatureStatus:
+    """Where a signature is on chain: its slot, commitment reached and error (None if ok)."""
+
+    slot: int
+    confirmation: str  # "processed" | "confirmed" | "finalized"
+    error: str | None
+
+    @property
+    def is_confirmed(self) -> bool:
+        """True at `confirmed` or `finalized`: the outcome will not change."""
+        return self.confirmation in ("confirmed", "finalized")
+
+
+class SolanaRpc:
+    """The Solana JSON-RPC client premix uses; every method retries transient failures and
+    raises `TransientError` when they persist, `RpcRequestError` for a request the node will
+    never accept."""
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        timeout_seconds: float = 10.0,
+        retry: RetryPolicy | None = None,
+        skip_preflight: bool = False,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self.url = url
+        self.retry = retry or RetryPolicy()
+        # Preflight on: a transaction that would fail is refused without a fee. Off only to
+        # reproduce on-chain failures in tests.
+        self.skip_preflight = skip_preflight
+        # solana-py's own transport retry is off: every retry is counted and bounded here.
+        self.client = AsyncClient(
+            url, commitment=Confirmed, timeout=timeout_seconds, max_transport_retries=0
+        )
+        self.calls: Counter[str] = Counter()  # HTTP round trips per JSON-RPC method
+        self._sleep = sleep
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> "SolanaRpc":
+        """Return a client for `settings.rpc_url` with `settings.rpc_timeout_seconds`."""
+        return cls(settings.rpc_url, timeout_seconds=settings.rpc_timeout_seconds)
+
+    async def close(self) -> None:
+        """Close the HTTP connections."""
+        await self.client.close()
+
+    async def __aenter__(self) -> "SolanaRpc":
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        await self.close()
+
+    @property
+    def round_trips(self) -> int:
+        """HTTP requests made so far, retries included."""
+        return sum(self.calls.values())
+
+    # --- reads ---
+
+    async def latest_blockhash(self) -> LatestBlockhash:
+        """Return the latest `confirmed` blockhash and the last block height it is valid for."""
+        response = await self._call("getLatestBlockhash", self.client.get_latest_blockhash)
+        return LatestBlockhash(response.value.blockhash, response.value.last_valid_block_height)
+
+    async def block_height(self, commitment: Commitment = Confirmed) -> int:
+        """Return the current block height at `commitment`."""
+        response = await self._call(
+            "getBlockHeight", lambda: self.client.get_block_height(commitment)
+        )
+        return response.value
+
+    async def balance(self, pubkey: Pubkey) -> int:
+        """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account)."""
+        response = await self._call("getBalance", lambda: self.client.get_balance(pubkey))
+        return response.value
+
+    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
+        """Return the `confirmed` balances of `pubkeys` in lamports, in order (0 for missing
+        accounts), with one getMultipleAccounts per 100 keys."""
+        result: list[int] = []
+        for start in range(0, len(pubkeys), MAX_ACCOUNTS_PER_CALL):
+            chunk = list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL])
+            response = await self._call(
+                "getMultipleAccounts", partial(self.client.get_multiple_accounts, chunk)
+            )
+            result.extend(0 if account is None else account.lamports for account in response.value)
+        return result
+
+    async def minimum_balance_for_rent_exemption(self, size: int = 0) -> int:
+        """Return the lamports an account of `size` data bytes needs to be rent-exempt."""
+        response = await self._call(
+            "getMinimumBalanceForRentExemption",
+            lambda: self.client.get_minimum_balance_for_rent_exemption(size),
+        )
+        return response.value
+
+    async def fee_for_message(self, message: Message) -> int:
+        """Return the fee in lamports the cluster charges for `message`; raises
+        `RpcRequestError` if the node cannot price it (its blockhash is unknown)."""
+        response = await self._call(
+            "getFeeForMessage",
+            lambda: self.client.get_fee_for_message(message),  # type: ignore[arg-type]
+        )
+        if response.value is None:
+            raise RpcRequestError("the node could not price the message (unknown blockhash)")
+        return response.value
+
+    async def signature_statuses(
+        self, signatures: Sequence[Signature], *, search_history: bool = False
+    ) -> list[SignatureStatus | None]:
+        """Return each signature's status, None when the node has not seen it; batched 256 per
+        call. `search_history` also searches beyond the recent status cache (use it before
+        concluding that an expired transaction never landed)."""
+        result: list[SignatureStatus | None] = []
+        for start in range(0, len(signatures), MAX_SIGNATURES_PER_STATUS_CALL):
+            chunk = list(signatures[start : start + MAX_SIGNATURES_PER_STATUS_CALL])
+            response = await self._call(
+                "getSignatureStatuses",
+                partial(self.client.get_signature_statuses, chunk, search_history),
+            )
+            for status in response.value:
+                if status is None:
+                    result.append(None)
+                    continue
+                confirmation = _confirmation_name(status.confirmation_status)
+                error = None if status.err is None else describe_transaction_error(status.err)
+                result.append(SignatureStatus(status.slot, confirmation, error))
+        return result
+
+    # --- send ---
+
+    async def send_raw(self, wire: bytes) -> SendResult:
+        """Send signed transaction bytes (preflight on, `confirmed`).
+
+        Returns ACCEPTED, ALREADY_PROCESSED (an earlier copy landed), BLOCKHASH_NOT_FOUND or
+        REJECTED (preflight failed; with the reason). Transient failures are retried with the
+        same bytes; raises `TransientError` when they persist.
+        """
+        request = JsonRpcRequest(
+            method="sendTransaction",
+            params=[
+                base64.b64encode(wire).decode("ascii"),
+                {
+                    "encoding": "base64",
+                    "skipPreflight": self.skip_preflight,
+                    "preflightCommitment": "confirmed",
+                },
+            ],
+        )
+        try:
+            await self._call("sendTransaction", lambda: self.client.send_rpc_request(request, str))
+        except SolanaJsonRpcError as e:
+            return _classify_send_error(e)
+        return SendResult(SendOutcome.ACCEPTED)
+
+    # --- retries ---
+
+    async def _call(self, method: str, request: Callable[[], Awaitable[T]]) -> T:
+        last_error = ""
+        for retry in range(self.retry.attempts):
+            self.calls[method] += 1
+            try:
+                return await request()
+            except SolanaRpcException as e:
+                retry_after = _transient_http(e)
+                last_error = _describe_http(e)
+            except RPCException as e:
+                error = e.args[0] if e.args else None
+                if not isinstance(error, _TRANSIENT_RPC_ERRORS):
+                    raise RpcRequestError(f"{method}: {error}") from e
+                retry_after, last_error = None, type(error).__name__
+            except SolanaJsonRpcError as e:
+                if e.code not in _TRANSIENT_RPC_CODES:
+                    raise
+                retry_after, last_error = None, f"JSON-RPC error {e.code}"
+            except (ValidationError, ValueError) as e:  # a body that is not a JSON-RPC answer
+                retry_after, last_error = None, f"unreadable response ({type(e).__name__})"
+            if retry + 1 < self.retry.attempts:
+                delay = self.retry.delay(retry, retry_after)
+                log.info("rpc_retry", method=method, error=last_error, delay_seconds=delay)
+                await self._sleep(delay)
+        raise TransientError(
+            f"Solana RPC {method} failed {self.retry.attempts} times; last error: {last_error}"
+        )
+
+
+def _transient_http(error: SolanaRpcException) -> float | None:
+    """Return the Retry-After hint of a transient HTTP failure; re-raise a permanent one."""
+    cause = error.__cause__
+    if isinstance(cause, httpx2.HTTPStatusError):
+        status = cause.response.status_code
+        if status not in _TRANSIENT_HTTP_STATUSES:
+            raise RpcRequestError(f"HTTP {status} from the Solana RPC endpoint") from error
+        return parse_retry_after(cause.response.headers.get("Retry-After"))
+    return None  # transport errors: timeouts, refused or reset connections
+
+
+def _describe_http(error: SolanaRpcException) -> str:
+    cause = error.__cause__
+    if isinstance(cause, httpx2.HTTPStatusError):
+        return f"HTTP {cause.response.status_code}"
+    return type(cause).__name__ if cause is not None else type(error).__name__
+
+
+def parse_retry_after(value: str | None, *, now: datetime | None = None) -> float | None:
+    """Return seconds to wait from a Retry-After header (delta-seconds or HTTP date)."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=UTC)
+    return max(0.0, (when - (now or datetime.now(UTC))).total_seconds())
+
+
+def _classify_send_error(error: SolanaJsonRpcError) -> SendResult:
+    data = error.data if isinstance(error.data, dict) else {}
+    err = data.get("err")
+    text = f"{err} {error.message}".lower()
+    if err == "AlreadyProcessed" or "already been processed" in text:
+        return SendResult(SendOutcome.ALREADY_PROCESSED)
+    if err == "BlockhashNotFound" or "blockhash not found" in text:
+        return SendResult(SendOutcome.BLOCKHASH_NOT_FOUND, "blockhash not found")
+    if error.code in (
+        JsonRpcErrorCode.SERVER_ERROR_SEND_TRANSACTION_PREFLIGHT_FAILURE,
+        JsonRpcErrorCode.SERVER_ERROR_TRANSACTION_SIGNATURE_VERIFICATION_FAILURE,
+        JsonRpcErrorCode.SERVER_ERROR_TRANSACTION_PRECOMPILE_VERIFICATION_FAILURE,
+    ):
+        reason = describe_transaction_error(err) if err is not None else error.message
+        return SendResult(SendOutcome.REJECTED, reason)
+    raise RpcRequestError(f"sendTransaction: JSON-RPC error {error.code}: {error.message}")
+
+
+def _confirmation_name(status: TransactionConfirmationStatus | None) -> str:
+    if status == TransactionConfirmationStatus.Finalized:
+        return "finalized"
+    if status == TransactionConfirmationStatus.Confirmed:
+        return "confirmed"
+    return "processed"
+
+
+_SYSTEM_ERRORS = {
+    0: "account already in use",
+    1: "insufficient lamports for the transfer",
+    2: "invalid program id",
+}
+_FIELDLESS = {
+    "InsufficientFundsForFee": "insufficient funds for the fee",
+    "AccountNotFound": "the paying account does not exist (no SOL)",
+    "BlockhashNotFound": "blockhash not found",
+}
+
+
+def describe_transaction_error(error: Any) -> str:
+    """A short readable sentence for a transaction error: a solders `TransactionErrorType` (from
+    getSignatureStatuses) or its JSON form (from a preflight failure)."""
+    if isinstance(error, TransactionErrorInstructionError):
+        return _describe_instruction_error(error.index, getattr(error.err, "code", None), error.err)
+    if isinstance(error, dict) and "InstructionError" in error:
+        index, detail = error["InstructionError"]
+        code = detail.get("Custom") if isinstance(detail, dict) else None
+        return _describe_instruction_error(index, code, detail)
+    name = str(error).rsplit(".", 1)[-1] if not isinstance(error, str) else error
+    return _FIELDLESS.get(name, name)
+
+
+def _describe_instruction_error(index: object, custom_code: object, detail: object) -> str:
+    if isinstance(custom_code, int):
+        reason = _SYSTEM_ERRORS.get(custom_code, f"custom program error {custom_code}")
+    else:
+        reason = str(detail).rsplit(".", 1)[-1]
+    return f"instruction {index} failed: {reason}"
