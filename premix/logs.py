@@ -156,6 +156,9 @@ class SecretRedactor:
 # bot token); they log at WARNING and above only, and the redactor still scrubs those.
 _NOISY_LOGGERS: Final = ("httpx", "httpcore")
 _HANDLER_MARK: Final = "_premix_handler"
+# Libraries that install their own handlers (arq's CLI does): routed to the root handler
+# instead, so their records are redacted and rendered like premix's own.
+_ROUTED_LOGGERS: Final = ("arq",)
 
 
 def _shared_processors() -> list[Any]:
@@ -200,6 +203,10 @@ def configure_logging(settings: Settings, *, stream: TextIO | None = None) -> No
     root.setLevel(settings.log_level.upper())
     for name in _NOISY_LOGGERS:
         logging.getLogger(name).setLevel(logging.WARNING)
+    for name in _ROUTED_LOGGERS:
+        routed = logging.getLogger(name)
+        routed.handlers.clear()
+        routed.propagate = True
 
     structlog.configure(
         processors=[

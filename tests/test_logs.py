@@ -140,3 +140,21 @@ def test_structlog_redacts_before_configure_logging_runs(
     captured = capsys.readouterr()
     assert "unconfigured" in captured.out + captured.err
     assert str(keypair) not in captured.out + captured.err
+
+
+def test_arq_records_are_routed_through_the_redactor_not_arqs_own_handler() -> None:
+    arq_logger = logging.getLogger("arq.worker")
+    arq_own_output = io.StringIO()
+    logging.getLogger("arq").addHandler(logging.StreamHandler(arq_own_output))
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    rendered = io.StringIO()
+    try:
+        configure_logging(Settings(log_json=True), stream=rendered)
+        arq_logger.info("job failed, token %s", BOT_TOKEN)
+    finally:
+        reset_logging()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+    assert arq_own_output.getvalue() == ""
+    assert "job failed, token [REDACTED]" in rendered.getvalue()
