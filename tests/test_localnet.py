@@ -484,3 +484,37 @@ def test_serve_forever_prints_its_url_answers_and_stops_on_ctrl_c() -> None:
 
     assert banner.startswith("localnet listening on http://127.0.0.1:")
     assert reply == {"jsonrpc": "2.0", "result": "ok", "id": 1}
+
+
+async def test_transfer_beyond_the_senders_balance_fails_preflight_with_custom_error_1(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    sender, recipient = Keypair(), Keypair().pubkey()
+    localnet.airdrop(sender.pubkey(), SOL)
+    tx = transfer_tx(sender, recipient, 2 * SOL, await latest_blockhash(client))
+
+    with pytest.raises(RPCException) as raised:
+        await client.send_transaction(tx)
+
+    assert raised.value.args[0].message == (
+        "Transaction simulation failed: Error processing Instruction 0: custom program error: 0x1"
+    )
+    assert localnet.balance(sender.pubkey()) == SOL
+
+
+async def test_a_stopped_node_cuts_open_connections_and_restarts_with_its_chain(
+    localnet: Localnet,
+) -> None:
+    wallet = Keypair().pubkey()
+    localnet.airdrop(wallet, SOL)
+    url = localnet.url
+    async with AsyncClient(url, commitment=Processed, max_transport_retries=0) as rpc:
+        assert (await rpc.get_balance(wallet)).value == SOL  # opens a keep-alive connection
+
+        localnet.stop()
+        with pytest.raises(SolanaRpcException):
+            await rpc.get_balance(wallet)
+
+        localnet.start()
+        assert localnet.url == url
+        assert (await rpc.get_balance(wallet)).value == SOL

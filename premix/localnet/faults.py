@@ -25,7 +25,7 @@ from __future__ import annotations
 import enum
 import random
 import threading
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -70,16 +70,14 @@ class FaultRule:
         return self.remaining is not None and self.remaining <= 0
 
 
-@dataclass
 class Faults:
     """The active fault rules of one localnet (thread-safe)."""
 
-    seed: int = 0
-    _rules: list[FaultRule] = field(default_factory=list)
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def __post_init__(self) -> None:
-        self._random = random.Random(self.seed)
+    def __init__(self, seed: int = 0) -> None:
+        self.seed = seed
+        self._random = random.Random(seed)
+        self._rules: list[FaultRule] = []
+        self._lock = threading.Lock()
 
     def inject(
         self,

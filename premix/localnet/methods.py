@@ -36,7 +36,6 @@ FEATURE_SET: Final = 3_294_202_862
 MAX_SIGNATURE_STATUSES: Final = 256
 MAX_MULTIPLE_ACCOUNTS: Final = 100
 MAX_BASE58_ACCOUNT_BYTES: Final = 128
-RENT_EXEMPT_EPOCH: Final = 2**64 - 1  # rentEpoch a validator reports for rent-exempt accounts
 
 # JSON-RPC 2.0 and Solana error codes
 PARSE_ERROR: Final = -32700

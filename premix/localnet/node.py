@@ -60,6 +60,8 @@ class Localnet:
         host: str = "127.0.0.1",
         port: int = 0,
     ) -> None:
+        if slot_ms is not None and slot_ms <= 0:
+            raise ValueError("slot_ms must be > 0 (or None for a manual clock)")
         self.chain = Chain()
         self.faults = Faults(seed=seed)
         self.stats = RpcStats()
@@ -67,15 +69,19 @@ class Localnet:
         self._address = (host, port)
         self._server: RpcServer | None = None
         self._server_thread: threading.Thread | None = None
-        self._clock = SlotClock(self.chain, slot_ms) if slot_ms is not None else None
+        self._clock: SlotClock | None = None
 
     # -- lifecycle ----------------------------------------------------------------------------
 
     def start(self) -> Localnet:
-        """Bind the port and start serving (and the slot clock). Returns self."""
+        """Bind the port and start serving (and the slot clock). Returns self.
+
+        After `stop()` it can start again: same port, same chain (a node that was down).
+        """
         if self._server is not None:
             raise RuntimeError("localnet already started")
         self._server = RpcServer(self._address, self.chain, self.faults, self.stats)
+        self._address = (self._address[0], self._server.server_address[1])
         self._server_thread = threading.Thread(
             target=self._server.serve_forever,
             kwargs={"poll_interval": 0.05},
@@ -83,16 +89,19 @@ class Localnet:
             daemon=True,
         )
         self._server_thread.start()
-        if self._clock is not None:
+        if self.slot_ms is not None:
+            self._clock = SlotClock(self.chain, self.slot_ms)
             self._clock.start()
         return self
 
     def stop(self) -> None:
-        """Stop the clock and the server, and release the port."""
+        """Stop the clock and the server, cut open connections, and release the port."""
         if self._clock is not None:
             self._clock.stop()
+            self._clock = None
         if self._server is not None:
             self._server.shutdown()
+            self._server.close_connections()
             self._server.server_close()
             self._server = None
         if self._server_thread is not None:
@@ -112,11 +121,11 @@ class Localnet:
 
     @property
     def url(self) -> str:
-        """The JSON-RPC endpoint, "http://127.0.0.1:<port>"."""
-        if self._server is None:
-            raise RuntimeError("localnet is not running")
-        host, port = self._server.server_address[:2]
-        return f"http://{host!s}:{port}"
+        """The JSON-RPC endpoint, "http://127.0.0.1:<port>" (kept across stop and start)."""
+        host, port = self._address
+        if port == 0:
+            raise RuntimeError("localnet has not been started")
+        return f"http://{host}:{port}"
 
     # -- the chain, without RPC ---------------------------------------------------------------
 
