@@ -224,6 +224,8 @@ class MixerRun:
         now = utc_now()
         landed_ok: list[LedgerTransaction] = []
         changed = False
+        done_before = len(self.record.funded_positions())
+        sent_before = self.record.totals.sent_lamports
         for attempt, status in zip(attempts, statuses, strict=True):
             tx, _ = self.record.find_attempt(attempt.signature)
             if status is not None and status.is_confirmed:
@@ -256,9 +258,14 @@ class MixerRun:
                 )
         if changed:
             await self.save()
+        # one report per confirmed transaction, counting up even when several landed together
         for tx in landed_ok:
             self.landed_here.extend(tx.transfers)
-            await self.report_progress(f"transaction {tx.index + 1} confirmed")
+            done_before += len(tx.transfers)
+            sent_before += sum(self.record.plan[p].lamports for p in tx.transfers)
+            await self.report_progress(
+                done_before, sent_before, f"transaction {tx.index + 1} confirmed"
+            )
 
     # --- checks and reports ---
 
@@ -287,19 +294,12 @@ class MixerRun:
             f"confirmed transfer, expected at least {format_sol(expected[position])}"
         )
 
-    async def report_progress(self, message: str) -> None:
-        """Await the progress callback with the ledger's current counts."""
-        if self.on_progress is None:
-            return
-        totals = self.record.totals
-        await self.on_progress(
-            MixerProgress(
-                done_wallets=len(self.record.funded_positions()),
-                total_wallets=len(self.record.plan),
-                sent_lamports=totals.sent_lamports,
-                message=message,
+    async def report_progress(self, done_wallets: int, sent_lamports: int, message: str) -> None:
+        """Await the progress callback, if any."""
+        if self.on_progress is not None:
+            await self.on_progress(
+                MixerProgress(done_wallets, len(self.record.plan), sent_lamports, message)
             )
-        )
 
     async def complete(self) -> MixResult:
         """Mark the run completed and return its result."""
