@@ -9,6 +9,15 @@
         net.faults.remove(rule); net.faults.clear()
         net.stats.http_requests; net.stats.calls["sendTransaction"]; net.stats.reset()
         net.transaction_log[signature]           # received_slot, landed_slot, outcome, err
+        net.stop(); net.start()                  # the node goes down (connections cut) and
+                                                 # comes back on the same port, same chain
+    serve_forever(host, port, slot_ms, seed)     # foreground, prints the URL (premix localnet)
+
+Behaves like a validator where premix can tell: blockhashes expire 150 blocks after their own;
+preflight runs at its commitment (default finalized, 32 slots behind) and allows 144 blocks of
+age, so fetch the blockhash at the commitment you preflight with; statuses go processed ->
+confirmed (1 slot) -> finalized (32 slots). Simplification: account reads (getBalance,
+getAccountInfo, getMultipleAccounts) always show the newest (processed) state.
 
 Modules: `chain` (LiteSVM + blocks, blockhash window, commitments, transaction log),
 `methods` (the JSON-RPC methods and their validator shapes), `server` (HTTP, faults applied,
