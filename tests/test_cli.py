@@ -1,0 +1,371 @@
+"""The `premix` command line: results on stdout (tables or `--json`), one error line on stderr.
+
+Most tests run the command as a subprocess (`python -m premix.cli`), exactly as a person would.
+Commands whose state lives in the embedded `memory://` store (wallets, keys) are also run
+in-process through `premix.cli.run`, so several commands share one store.
+"""
+
+import asyncio
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
+from typing import Any
+from uuid import uuid4
+
+import pytest
+from solders.keypair import Keypair
+
+from premix.cli import run
+from premix.keys import KeyRing
+from premix.settings import Settings
+from premix.store import Store, reset_memory_stores
+from tests.fixtures.store import secret_forms
+
+# Variables the commands read; removed from the subprocess environment unless a test sets them.
+_PREMIX_VARIABLES = [name for name in os.environ if name.startswith("PREMIX_")]
+
+
+@dataclass(frozen=True)
+class Completed:
+    status: int
+    stdout: str
+    stderr: str
+
+    def json(self) -> Any:
+        return json.loads(self.stdout)
+
+    @property
+    def error_lines(self) -> list[str]:
+        return [line for line in self.stderr.splitlines() if line.startswith("premix: error:")]
+
+
+def premix(*args: str, env: Mapping[str, str] | None = None, stdin: str = "") -> Completed:
+    """Run `python -m premix.cli ARGS` with only the given PREMIX_* variables."""
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    environment.update(env or {})
+    process = subprocess.run(
+        [sys.executable, "-m", "premix.cli", *args],
+        env=environment,
+        input=stdin,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=False,
+    )
+    return Completed(process.returncode, process.stdout, process.stderr)
+
+
+def assert_one_error_line(result: Completed, expected: str, status: int = 1) -> None:
+    assert result.status == status, result
+    assert "Traceback" not in result.stderr
+    assert result.error_lines == [f"premix: error: {expected}"], result.stderr
+
+
+# --- plan ---
+
+
+def test_plan_prints_the_tier_table_and_the_exact_total() -> None:
+    result = premix("plan", "--amount", "2.5")
+
+    assert result.status == 0, result
+    lines = result.stdout.splitlines()
+    assert (
+        lines[0]
+        == "Plan for 2.5 SOL: 5 of 73 buyer wallet(s), the fewest whose caps hold the amount"
+    )
+    assert lines[-1].split() == ["total", "5", "buyer", "wallets", "2.500000000"]
+    assert [line.split()[2] for line in lines[2:-1]] == ["0.500000000"] * 5
+
+
+def test_plan_json_has_lamports_sol_strings_and_wallets_used() -> None:
+    result = premix("plan", "--amount", "20", "--json")
+
+    assert result.status == 0, result
+    plan = result.json()
+    assert plan["amountLamports"] == 20_000_000_000
+    assert plan["amountSol"] == "20"
+    assert plan["walletsUsed"] == len(plan["wallets"]) == 31  # 10 x 0.5 + 20 x 0.7 = 19 SOL
+    assert plan["totalLamports"] == sum(w["lamports"] for w in plan["wallets"]) == 20_000_000_000
+    assert [w["position"] for w in plan["wallets"]] == list(range(1, 32))
+    assert all(w["lamports"] <= w["capLamports"] for w in plan["wallets"])
+    assert [w["sol"] for w in plan["wallets"][9:11]] == ["0.5", "0.7"]
+
+
+def test_plan_max_wallets_and_available_wallets_limit_the_plan() -> None:
+    limited = premix("plan", "--amount", "2", "--max-wallets", "3", "--json")
+    too_few = premix("plan", "--amount", "2", "--wallets", "3")
+
+    assert limited.status == 1
+    assert_one_error_line(
+        limited, "Amount 2 SOL is more than 3 buyer wallets can hold (at most 1.5 SOL)"
+    )
+    assert limited.stdout == ""
+    assert_one_error_line(
+        too_few, "Amount 2 SOL is more than 3 buyer wallets can hold (at most 1.5 SOL)"
+    )
+    assert premix("plan", "--amount", "1.5", "--wallets", "3", "--json").json()["walletsUsed"] == 3
+
+
+@pytest.mark.parametrize(
+    ("amount", "message"),
+    [
+        ("-1", "Invalid value for '--amount': must be greater than 0 SOL"),
+        ("0", "Invalid value for '--amount': must be greater than 0 SOL"),
+        ("abc", "Invalid value for '--amount': must be a number of SOL, got 'abc'"),
+        (
+            "0.0000000001",
+            "Invalid value for '--amount': has more than 9 decimals (1 lamport = 0.000000001 SOL)",
+        ),
+    ],
+)
+def test_plan_refuses_a_bad_amount_with_one_usage_line(amount: str, message: str) -> None:
+    result = premix("plan", "--amount", amount)
+
+    assert_one_error_line(result, f"{message} (see 'premix plan --help')", status=2)
+    assert result.stdout == ""
+
+
+def test_plan_amount_below_the_minimum_or_above_the_table_is_a_failure_line() -> None:
+    assert_one_error_line(
+        premix("plan", "--amount", "0.001"),
+        "Amount 0.001 SOL is below the per-wallet minimum of 0.01 SOL",
+    )
+    assert_one_error_line(
+        premix("plan", "--amount", "86"),
+        "Amount 86 SOL is more than 73 buyer wallets can hold (at most 85 SOL)",
+    )
+
+
+def test_plan_uses_the_tier_caps_from_settings() -> None:
+    result = premix("plan", "--amount", "3", "--json", env={"PREMIX_TIER_CAPS_SOL": "1,1,1,1"})
+
+    assert result.json()["walletsUsed"] == 3
+    assert [w["lamports"] for w in result.json()["wallets"]] == [1_000_000_000] * 3
+
+
+def test_invalid_configuration_is_one_line_naming_the_variable() -> None:
+    result = premix("plan", "--amount", "1", env={"PREMIX_MAX_WALLETS": "100"})
+
+    assert_one_error_line(
+        result,
+        "invalid configuration: PREMIX_MAX_WALLETS: Input should be less than or equal to 73",
+    )
+
+
+def test_usage_mistakes_exit_2_with_one_line() -> None:
+    assert_one_error_line(
+        premix("plan"), "Missing option '--amount'. (see 'premix plan --help')", status=2
+    )
+    assert_one_error_line(
+        premix("frobnicate"), "No such command 'frobnicate'. (see 'premix --help')", status=2
+    )
+
+
+def test_help_lists_every_command() -> None:
+    result = premix("--help")
+
+    assert result.status == 0
+    for command in ("keys", "plan", "wallets"):
+        assert f"  {command} " in result.stdout
+
+
+# --- wallets and keys (in-process: the memory:// store lives as long as the process) ---
+
+
+@pytest.fixture
+def memory_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
+    """PREMIX_* for in-process runs: a fresh memory:// store and one encryption key."""
+    for name in _PREMIX_VARIABLES:
+        monkeypatch.delenv(name)
+    uri = f"memory://cli-{uuid4().hex[:10]}"
+    monkeypatch.setenv("PREMIX_MONGODB_URI", uri)
+    monkeypatch.setenv("PREMIX_ENCRYPTION_KEYS", KeyRing.generate_key("old"))
+    yield uri
+    reset_memory_stores(uri)
+
+
+def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Completed:
+    status = run(list(args))
+    captured = capsys.readouterr()
+    return Completed(status, captured.out, captured.err)
+
+
+def test_wallets_create_then_list_shows_public_keys_in_order(
+    memory_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    created = run_in_process(
+        capsys, "wallets", "create", "--user", "alice", "--funding", "--buyers", "3", "--json"
+    )
+    listed = run_in_process(capsys, "wallets", "list", "--user", "alice", "--json")
+
+    assert created.status == 0, created
+    rows = created.json()["created"]
+    assert [(row["role"], row["position"]) for row in rows] == [
+        ("funding", 0),
+        ("buyer", 1),
+        ("buyer", 2),
+        ("buyer", 3),
+    ]
+    assert listed.json() == {
+        "userId": "alice",
+        "funding": rows[0]["publicKey"],
+        "buyers": rows[1:],
+    }
+    assert "memory://" in created.stderr  # says the store does not outlive the process
+
+
+def test_wallets_create_refuses_a_second_funding_wallet_and_a_74th_buyer(
+    memory_env: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    run_in_process(capsys, "wallets", "create", "--user", "bob", "--funding", "--buyers", "70")
+
+    again = run_in_process(capsys, "wallets", "create", "--user", "bob", "--funding")
+    too_many = run_in_process(capsys, "wallets", "create", "--user", "bob", "--buyers", "4")
+    listed = run_in_process(capsys, "wallets", "list", "--user", "bob", "--json").json()
+
+    assert again.status == 1
+    assert again.error_lines == [
+        f"premix: error: user bob already has a funding wallet ({listed['funding']}); "
+        "nothing was created"
+    ]
+    assert too_many.error_lines == [
+        "premix: error: Too many buyer wallets: user bob has 70 buyer wallet(s); adding 4 "
+        "would exceed the maximum of 73. Nothing was added"
+    ]
+    assert len(listed["buyers"]) == 70
+
+
+def test_wallets_create_without_encryption_keys_writes_nothing(
+    memory_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.delenv("PREMIX_ENCRYPTION_KEYS")
+
+    result = run_in_process(capsys, "wallets", "create", "--user", "carol", "--buyers", "2")
+    listed = run_in_process(capsys, "wallets", "list", "--user", "carol", "--json")
+
+    assert result.error_lines == [
+        "premix: error: Encryption keys misconfigured: PREMIX_ENCRYPTION_KEYS is not set; the "
+        "wallet store needs at least one key"
+    ]
+    assert listed.json()["buyers"] == []
+
+
+def test_wallets_import_reads_solana_cli_json_and_base58_from_stdin_without_echoing(
+    memory_env: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+    tmp_path: Any,
+) -> None:
+    funding, buyer = Keypair(), Keypair()
+    keypair_file = tmp_path / "funding.json"
+    keypair_file.write_text(json.dumps(list(bytes(funding))))
+    monkeypatch.setattr("sys.stdin", _StringStdin(str(buyer)))
+
+    imported_funding = run_in_process(
+        capsys,
+        "wallets", "import", "--user", "dave", "--funding", "--secret-file", str(keypair_file),
+    )  # fmt: skip
+    imported_buyer = run_in_process(
+        capsys, "wallets", "import", "--user", "dave", "--buyer", "--secret-file", "-", "--json"
+    )
+    listed = run_in_process(capsys, "wallets", "list", "--user", "dave", "--json").json()
+
+    assert imported_funding.stdout == (
+        f"imported {funding.pubkey()} as the funding wallet of user dave\n"
+    )
+    assert imported_buyer.json()["imported"] == {
+        "role": "buyer",
+        "position": 1,
+        "publicKey": str(buyer.pubkey()),
+    }
+    assert listed["funding"] == str(funding.pubkey())
+    output = "".join(r.stdout + r.stderr for r in (imported_funding, imported_buyer))
+    for secret in secret_forms(funding) + secret_forms(buyer):
+        assert secret not in output
+
+
+def test_wallets_import_replaces_a_funding_wallet_only_with_replace(
+    memory_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+) -> None:
+    first, second = Keypair(), Keypair()
+    (tmp_path / "first").write_text(str(first))
+    (tmp_path / "second").write_text(str(second))
+    args = ["wallets", "import", "--user", "erin", "--funding", "--secret-file"]
+    run_in_process(capsys, *args, str(tmp_path / "first"))
+
+    refused = run_in_process(capsys, *args, str(tmp_path / "second"))
+    replaced = run_in_process(capsys, *args, str(tmp_path / "second"), "--replace")
+    listed = run_in_process(capsys, "wallets", "list", "--user", "erin", "--json").json()
+
+    assert refused.status == 1
+    assert "already has a funding wallet" in refused.error_lines[0]
+    assert replaced.status == 0
+    assert listed["funding"] == str(second.pubkey())
+
+
+def test_wallets_import_of_a_bad_file_names_the_path_never_the_content(tmp_path: Any) -> None:
+    bad = tmp_path / "bad.json"
+    bad.write_text("[1, 2, 3]")
+
+    result = premix(
+        "wallets", "import", "--user", "u", "--buyer", "--secret-file", str(bad),
+        env={"PREMIX_MONGODB_URI": "memory://", "PREMIX_ENCRYPTION_KEYS": KeyRing.generate_key()},
+    )  # fmt: skip
+    missing = premix("wallets", "import", "--user", "u", "--buyer", "--secret-file", "/no/such")
+
+    assert_one_error_line(
+        result,
+        f"Invalid secret key: keypair file {bad}: the JSON array does not hold 64 items; "
+        "expected base58 of a 64-byte secret key or a JSON array of 64 integers 0-255",
+    )
+    assert_one_error_line(
+        missing,
+        "Invalid secret key: cannot read keypair file /no/such: No such file or directory",
+    )
+
+
+def test_keys_generate_prints_one_usable_entry_on_stdout() -> None:
+    result = premix("keys", "generate", "--key-id", "k2026")
+
+    assert result.status == 0
+    entry = result.stdout.strip()
+    assert entry.startswith("k2026:")
+    assert KeyRing.parse(entry).key_ids == ("k2026",)
+    assert result.stderr == ""
+
+
+def test_keys_rotate_reencrypts_every_wallet_under_the_newest_key(
+    memory_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    old = os.environ["PREMIX_ENCRYPTION_KEYS"]
+    run_in_process(capsys, "wallets", "create", "--user", "frank", "--funding", "--buyers", "4")
+    monkeypatch.setenv("PREMIX_ENCRYPTION_KEYS", f"{KeyRing.generate_key('new')},{old}")
+
+    rotated = run_in_process(capsys, "keys", "rotate", "--json")
+    again = run_in_process(capsys, "keys", "rotate")
+    new_only = Settings(
+        mongodb_uri=memory_env,
+        encryption_keys=os.environ["PREMIX_ENCRYPTION_KEYS"].split(",")[0],
+    )
+
+    assert rotated.json() == {"reencrypted": 5, "keyId": "new"}
+    assert again.stdout == "re-encrypted 0 wallet key(s) under key 'new'\n"
+    assert asyncio.run(_decryptable_wallets(new_only, "frank")) == 5
+
+
+async def _decryptable_wallets(settings: Settings, user_id: str) -> int:
+    store = await Store.open(settings)
+    funding = await store.wallets.funding_wallet(user_id)
+    buyers = await store.wallets.buyer_wallets(user_id)
+    return (funding is not None) + len(buyers)
+
+
+class _StringStdin:
+    def __init__(self, text: str) -> None:
+        self._text = text
+
+    def read(self) -> str:
+        return self._text
