@@ -8,6 +8,8 @@ in-process through `premix.cli.run`, so several commands share one store.
 import asyncio
 import json
 import os
+import signal
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator, Mapping
@@ -15,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 from uuid import uuid4
 
+import httpx
 import pytest
 from solders.keypair import Keypair
 
@@ -168,7 +171,7 @@ def test_help_lists_every_command() -> None:
     result = premix("--help")
 
     assert result.status == 0
-    for command in ("keys", "plan", "wallets"):
+    for command in ("keys", "localnet", "plan", "wallets"):
         assert f"  {command} " in result.stdout
 
 
@@ -369,3 +372,47 @@ class _StringStdin:
 
     def read(self) -> str:
         return self._text
+
+
+# --- localnet ---
+
+
+def test_localnet_serves_json_rpc_until_sigterm_and_frees_its_port() -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "premix.cli", "localnet", "--port", "0", "--slot-ms", "20"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        assert process.stdout is not None
+        first_line = process.stdout.readline()
+        url = first_line.split()[3]
+        health = httpx.post(url, json={"jsonrpc": "2.0", "id": 1, "method": "getHealth"})
+        slot = httpx.post(url, json={"jsonrpc": "2.0", "id": 2, "method": "getSlot"})
+        process.send_signal(signal.SIGTERM)
+        status = process.wait(timeout=10)
+    finally:
+        process.kill()
+    stderr = process.stderr.read() if process.stderr else ""
+
+    assert first_line == f"localnet listening on {url} (20 ms slots); Ctrl-C to stop\n"
+    assert health.json()["result"] == "ok"
+    assert isinstance(slot.json()["result"], int)
+    assert status == 0
+    assert stderr == "premix: localnet stopped\n"
+    with pytest.raises(httpx.ConnectError):
+        httpx.post(url, json={"jsonrpc": "2.0", "id": 3, "method": "getHealth"})
+
+
+def test_localnet_on_a_busy_port_is_one_error_line() -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+
+        result = premix("localnet", "--port", str(port))
+
+    assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
