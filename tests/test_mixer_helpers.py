@@ -162,5 +162,5 @@ def drain(net: Localnet, funding: Keypair, keep_lamports: int) -> None:
         funding.pubkey(),
         net.chain.block().blockhash,
     )
-    net.chain.send_transaction(VersionedTransaction(message, [funding]))
+    net.chain.send_transaction(VersionedTransaction(message, [funding]), skip_preflight=True)
     assert net.balance(funding.pubkey()) == keep_lamports
