@@ -8,6 +8,7 @@ in-process through `premix.cli.run`, so several commands share one store.
 import asyncio
 import json
 import os
+import re
 import signal
 import socket
 import subprocess
@@ -19,10 +20,14 @@ from uuid import uuid4
 
 import httpx
 import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
 from solders.keypair import Keypair
 
 from premix.cli import run
+from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
+from premix.progress import Phase, ProgressEmitter, ProgressEvent, progress_channel
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 from tests.fixtures.store import secret_forms
@@ -171,7 +176,7 @@ def test_help_lists_every_command() -> None:
     result = premix("--help")
 
     assert result.status == 0
-    for command in ("keys", "localnet", "plan", "wallets"):
+    for command in ("enqueue", "keys", "localnet", "plan", "status", "wallets", "watch"):
         assert f"  {command} " in result.stdout
 
 
@@ -416,3 +421,217 @@ def test_localnet_on_a_busy_port_is_one_error_line() -> None:
         result = premix("localnet", "--port", str(port))
 
     assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+# --- enqueue, status, watch (Redis: the session's test server) ---
+
+JOB_ID_PATTERN = re.compile(r"^premix-u1-\d+$")
+
+
+def test_enqueue_queues_a_json_job_and_prints_its_id(redis_url: str) -> None:
+    result = premix(
+        "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1.5", "--mode", "fast",
+        "--max-wallets", "5", "--json",
+        env={"PREMIX_REDIS_URL": redis_url},
+    )  # fmt: skip
+
+    assert result.status == 0, result
+    answer = result.json()
+    assert answer["success"] is True
+    assert JOB_ID_PATTERN.match(answer["jobId"])
+    assert answer["message"] == f"Premix of 1.5 SOL queued as job {answer['jobId']}"
+    client = redis_sync.Redis.from_url(redis_url)
+    stored = json.loads(client.get(f"arq:job:{answer['jobId']}"))
+    client.close()
+    assert stored["a"] == [
+        {
+            "userId": "u1",
+            "userChatId": 42,
+            "mixAmount": "1.5",
+            "maxWallets": 5,
+            "mode": "fast",
+            "socketUserId": None,
+        }
+    ]
+
+
+def test_enqueue_twice_for_one_user_is_refused_with_the_running_job(redis_url: str) -> None:
+    args = ["enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1"]
+    first = premix(*args, env={"PREMIX_REDIS_URL": redis_url})
+    second = premix(*args, env={"PREMIX_REDIS_URL": redis_url})
+
+    job_id = first.stdout.split()[-1]
+    assert first.status == 0 and JOB_ID_PATTERN.match(job_id)
+    assert_one_error_line(
+        second,
+        f"A premix is already queued or running for this user (job {job_id}); "
+        "wait for it to finish",
+    )
+
+
+def test_enqueue_with_redis_down_is_one_line_and_exit_1(unreachable_redis_url: str) -> None:
+    result = premix(
+        "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1",
+        env={"PREMIX_REDIS_URL": unreachable_redis_url},
+    )  # fmt: skip
+
+    assert_one_error_line(result, "Queue unavailable: could not reach Redis; nothing was enqueued")
+    assert result.stderr.count("\n") == 1  # no log lines either
+    assert result.stdout == ""
+
+
+def test_enqueue_of_more_than_the_wallets_hold_is_refused_before_redis(
+    unreachable_redis_url: str,
+) -> None:
+    result = premix(
+        "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "2", "--max-wallets", "3",
+        "--json",
+        env={"PREMIX_REDIS_URL": unreachable_redis_url},
+    )  # fmt: skip
+
+    message = (
+        "Invalid parameters: mixAmount: Amount 2 SOL is more than 3 buyer wallets can hold "
+        "(at most 1.5 SOL)"
+    )
+    assert_one_error_line(result, message)
+    assert result.json() == {"success": False, "message": message, "jobId": None}
+
+
+def test_status_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
+    result = premix("status", "premix-nobody-1", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert_one_error_line(
+        result,
+        "unknown job premix-nobody-1: no progress and no queued job with that id (progress is "
+        "kept for 86400 s; check PREMIX_REDIS_URL)",
+    )
+
+
+def test_status_with_redis_down_names_redis(unreachable_redis_url: str) -> None:
+    result = premix("status", "premix-u1-1", env={"PREMIX_REDIS_URL": unreachable_redis_url})
+
+    assert result.status == 1
+    assert "Traceback" not in result.stderr
+    assert result.error_lines[0].startswith("premix: error: Redis unavailable: ")
+    assert result.error_lines[0].endswith("(check PREMIX_REDIS_URL)")
+
+
+def test_status_of_a_queued_job_without_progress_says_so(redis_url: str) -> None:
+    env = {"PREMIX_REDIS_URL": redis_url}
+    job_id = premix("enqueue", "--user", "u1", "--chat-id", "1", "--amount", "1", env=env)
+    job_id_text = job_id.stdout.split()[-1]
+
+    human = premix("status", job_id_text, env=env)
+    machine = premix("status", job_id_text, "--json", env=env)
+
+    assert human.stdout == f"job {job_id_text}: queued, no progress yet (is a worker running?)\n"
+    assert machine.json() == {"jobId": job_id_text, "status": "queued"}
+
+
+@pytest.fixture
+def progress_job() -> PremixFundsJob:
+    return PremixFundsJob.from_request("u1", 42, "2", {"socketUserId": "sock-9"})
+
+
+async def test_status_prints_the_latest_progress_event(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-7", progress_job)
+    await emitter.started()
+    latest = await emitter.phase(Phase.CHECKING_BALANCES, description="Funding balance is enough")
+
+    human = premix("status", "job-7", env={"PREMIX_REDIS_URL": redis_url})
+    machine = premix("status", "job-7", "--json", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert human.stdout == (
+        "job job-7: phase 4/6 Checking Balances: 50% (in_progress) - Funding balance is enough\n"
+    )
+    assert ProgressEvent.model_validate(machine.json()) == latest
+    assert machine.json()["socketUserId"] == "sock-9"
+
+
+async def start_watch(redis_url: str, *args: str) -> asyncio.subprocess.Process:
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    environment["PREMIX_REDIS_URL"] = redis_url
+    return await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "premix.cli", "watch", *args,
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+
+
+async def wait_for_subscriber(redis: Redis, channel: str) -> None:
+    async with asyncio.timeout(30):
+        while dict(await redis.pubsub_numsub(channel)).get(channel.encode(), 0) < 1:
+            await asyncio.sleep(0.01)
+
+
+async def test_watch_follows_the_six_phases_and_exits_0_on_completed(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-ok", progress_job)
+    await emitter.started()
+    process = await start_watch(redis_url, "job-ok", "--json", "--timeout", "60")
+    await wait_for_subscriber(redis_client, progress_channel("job-ok"))
+    for phase in list(Phase)[1:-1]:
+        await emitter.phase(phase)
+    await emitter.mixer_progress(3, 4)
+    await emitter.completed("Funded 4 wallets")
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    events = [ProgressEvent.model_validate_json(line) for line in stdout.decode().splitlines()]
+    assert process.returncode == 0, stderr
+    assert [(e.phase, e.percent, e.status.value) for e in events] == [
+        (1, 10, "started"),
+        (2, 20, "in_progress"),
+        (3, 35, "in_progress"),
+        (4, 50, "in_progress"),
+        (5, 70, "in_progress"),
+        (5, 91, "in_progress"),
+        (6, 100, "completed"),
+    ]
+    assert stderr == b""
+
+
+async def test_watch_exits_1_with_the_failure_when_the_job_fails(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-bad", progress_job)
+    await emitter.started()
+    process = await start_watch(redis_url, "job-bad", "--timeout", "60")
+    await wait_for_subscriber(redis_client, progress_channel("job-bad"))
+    await emitter.failed(
+        Phase.CHECKING_BALANCES,
+        "Insufficient funding wallet balance: needed 2.01 SOL, available 1 SOL",
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    assert process.returncode == 1
+    assert "[4/6] Checking Balances" in stdout.decode()  # the bar stopped where the job did
+    assert stderr.decode() == (
+        "premix: error: job job-bad failed: Insufficient funding wallet balance: needed "
+        "2.01 SOL, available 1 SOL\n"
+    )
+
+
+async def test_watch_of_a_finished_job_prints_its_outcome_at_once(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-done", progress_job)
+    await emitter.completed("Funded 4 wallets")
+
+    result = premix("watch", "job-done", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert result.status == 0
+    assert result.stdout.splitlines()[-1] == "job job-done completed: Funded 4 wallets"
+
+
+def test_watch_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
+    result = premix("watch", "premix-nobody-1", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert_one_error_line(
+        result,
+        "unknown job premix-nobody-1: no progress and no queued job with that id (progress is "
+        "kept for 86400 s; check PREMIX_REDIS_URL)",
+    )
