@@ -3,7 +3,7 @@ report and finish on a re-run without paying anyone twice; the ledger shows what
 
 import pytest
 
-from premix.errors import MixerFailed
+from premix.errors import MixerFailed, TransientError
 from premix.ledger import AttemptState, RunStatus
 from premix.localnet import Localnet
 from premix.mixer import MixerProgress, WalletStatus
@@ -205,3 +205,21 @@ async def test_fast_mode_short_of_funds_funds_one_transaction_and_reports_the_ot
     await harness.run()
     assert harness.balances() == harness.amounts
     assert (await harness.record()).totals.transactions == 2
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_node_dropping_everything_hands_the_job_back_and_the_re_run_pays_once(
+    localnet: Localnet, store: Store, mode: str
+) -> None:
+    harness = harness_for(localnet, store, mode)
+    await harness.open()
+    localnet.faults.inject("drop_send")
+    localnet.faults.inject("expire_blockhash", method="getSignatureStatuses")
+    with pytest.raises(TransientError, match="transactions keep expiring without landing"):
+        await harness.run()
+    first = (await harness.record()).transactions[0]
+    assert [a.state for a in first.attempts] == [AttemptState.EXPIRED] * 5
+    assert harness.balances() == [0] * WALLETS[mode]
+    localnet.faults.clear()
+    await harness.run()
+    await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])

@@ -10,6 +10,7 @@ the same bytes.
 
 import asyncio
 import base64
+from collections import Counter
 from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -42,6 +43,9 @@ ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
 EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
 REBROADCAST_ROUNDS: Final = 8  # poll rounds between re-sends of an unseen tx (same bytes)
 BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its statuses
+# Expiries of one transaction one execution accepts before handing the job back to the queue
+# (a node that drops everything); the re-run resumes from the ledger.
+MAX_EXPIRIES_PER_EXECUTION: Final = 5
 
 
 @dataclass(frozen=True)
@@ -75,6 +79,7 @@ class MixerRun:
         self.on_progress = on_progress
         self.landed_here: list[int] = []  # plan positions funded by this execution
         self.expiry_check_due = False  # a send saw "blockhash not found": check the height now
+        self.expiries: Counter[int] = Counter()  # transaction index -> expired in this execution
         self.log = log.bind(run_id=record.run_id)
 
     # --- ledger ---
@@ -253,11 +258,17 @@ class MixerRun:
             elif status is None and height is not None and height > attempt.last_valid_block_height:
                 self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
                 changed = True
+                self.expiries[tx.index] += 1
                 self.log.info(
                     "transaction_expired", transaction=tx.index, signature=attempt.signature
                 )
         if changed:
             await self.save()
+        if any(count >= MAX_EXPIRIES_PER_EXECUTION for count in self.expiries.values()):
+            raise TransientError(
+                f"transactions keep expiring without landing ({max(self.expiries.values())} "
+                "times); the RPC node may be dropping them"
+            )
         # one report per confirmed transaction, counting up even when several landed together
         for tx in landed_ok:
             self.landed_here.extend(tx.transfers)
