@@ -6,6 +6,7 @@ import math
 import pytest
 from solders.signature import Signature
 
+from premix.errors import InvalidParameters
 from premix.ledger import AttemptState
 from premix.localnet import Localnet
 from premix.mixer import WalletStatus
@@ -151,3 +152,15 @@ async def test_the_ledger_records_each_attempt_before_it_lands(
     assert attempt.last_valid_block_height >= localnet.block_height - 150
     assert [e.balance_before for e in record.plan] == [0, 0]
     assert record.funding == str(harness.funding.pubkey())
+
+
+async def test_the_funding_wallet_cannot_be_a_recipient_and_nothing_is_sent(
+    localnet: Localnet, store: Store
+) -> None:
+    harness = MixerHarness(localnet, store, 2, "fast")
+    harness.recipients[1] = harness.funding.pubkey()
+    await harness.open()
+    with pytest.raises(InvalidParameters, match="the funding wallet cannot also be a buyer wallet"):
+        await harness.run()
+    assert (await harness.record()).plan == []
+    assert localnet.balance(harness.funding.pubkey()) == harness.funding_lamports

@@ -10,7 +10,7 @@ import structlog
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix.errors import MixerFailed
+from premix.errors import InvalidParameters, MixerFailed
 from premix.ledger import Ledger, RunStatus
 from premix.mixer.engine import MixerRun, ProgressCallback
 from premix.mixer.fast import run_fast
@@ -61,10 +61,12 @@ async def run_mixer(
     wallet funded). Raises `MixerFailed` (with `.result`, the per-wallet report, recorded in the
     ledger) when a transfer fails on chain or is refused, `TransientError` when the RPC or
     another worker stands in the way (a re-run resumes), `LedgerError` if the run was never
-    opened.
+    opened, `InvalidParameters` for an unknown mode or the funding wallet among the recipients.
     """
     if mode not in MODES:
-        raise ValueError(f"mode must be one of {MODES}, not {mode!r}")
+        raise InvalidParameters(f"mode must be one of {', '.join(MODES)}, not {mode!r}")
+    if funding.pubkey() in recipients:
+        raise InvalidParameters("the funding wallet cannot also be a buyer wallet")
     record = await ledger.record_plan(run_id, [str(r) for r in recipients], list(amounts))
     if record.status is RunStatus.COMPLETED:
         return result_from_record(record)
