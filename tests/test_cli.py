@@ -176,7 +176,7 @@ def test_help_lists_every_command() -> None:
     result = premix("--help")
 
     assert result.status == 0
-    for command in ("enqueue", "keys", "localnet", "plan", "status", "wallets", "watch"):
+    for command in ("demo", "enqueue", "keys", "localnet", "plan", "status", "wallets", "watch"):
         assert f"  {command} " in result.stdout
 
 
@@ -634,4 +634,111 @@ def test_watch_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
         result,
         "unknown job premix-nobody-1: no progress and no queued job with that id (progress is "
         "kept for 86400 s; check PREMIX_REDIS_URL)",
+    )
+
+
+# --- demo: the whole pipeline in one process (localnet, memory store, Redis, real worker) ---
+
+
+def run_demo_json(redis_url: str, *args: str) -> dict[str, Any]:
+    result = premix("demo", "--json", *args, env={"PREMIX_REDIS_URL": redis_url})
+    assert result.status == 0, result
+    assert "Traceback" not in result.stderr
+    report: dict[str, Any] = result.json()
+    return report
+
+
+def test_demo_fast_mode_funds_73_wallets_in_4_transactions_exactly(redis_url: str) -> None:
+    report = run_demo_json(redis_url, "--mode", "fast", "--amount", "85", "--slot-ms", "20")
+
+    wallets = report["wallets"]
+    assert report["success"] is True
+    assert report["buyerWallets"] == 73
+    assert len(wallets) == 73
+    assert [w["position"] for w in wallets] == list(range(1, 74))
+    assert sum(w["balanceLamports"] for w in wallets) == 85 * 10**9 == report["amountLamports"]
+    assert all(w["balanceLamports"] == w["lamports"] for w in wallets)
+    assert all(w["status"] == "funded" for w in wallets)
+    assert len({w["publicKey"] for w in wallets}) == 73
+    assert len({w["signature"] for w in wallets}) == 4  # 21 transfers per transaction
+    totals = report["totals"]
+    assert totals["transactions"] == 4
+    assert totals["feeLamports"] == 4 * 5_000
+    assert totals["sentLamports"] == totals["balanceLamports"] == 85 * 10**9
+    funding = report["funding"]
+    assert funding["balanceLamports"] == funding["airdropLamports"] - 85 * 10**9 - 4 * 5_000
+    assert [(p["phase"], p["status"]) for p in report["phases"]][-1] == (6, "completed")
+    assert {p["phase"] for p in report["phases"]} == {1, 2, 3, 4, 5, 6}
+
+
+def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet(
+    redis_url: str,
+) -> None:
+    report = run_demo_json(
+        redis_url, "--mode", "standard", "--amount", "1.2", "--max-wallets", "3", "--slot-ms", "20"
+    )
+
+    wallets = report["wallets"]
+    assert report["mode"] == "standard"
+    assert [w["lamports"] for w in wallets] == [400_000_000] * 3
+    assert sum(w["balanceLamports"] for w in wallets) == 1_200_000_000
+    assert len({w["signature"] for w in wallets}) == 3
+    assert report["totals"]["transactions"] == 3
+    assert report["totals"]["feeLamports"] == 15_000
+    assert report["message"].startswith("Premix complete")
+
+
+def test_demo_prints_the_plan_the_progress_and_the_wallet_table(redis_url: str) -> None:
+    result = premix(
+        "demo", "--mode", "fast", "--amount", "1", "--slot-ms", "20",
+        env={"PREMIX_REDIS_URL": redis_url},
+    )  # fmt: skip
+
+    assert result.status == 0, result
+    out = result.stdout
+    assert "20 ms slots" in out
+    assert "Plan: 2 of them, the fewest whose caps hold the amount" in out
+    assert "[6/6] Premix Complete" in out and "100%" in out
+    assert "Sent 1 SOL to 2 of 2 wallet(s) in 1 transaction(s); fees 0.000005 SOL" in out
+    assert out.count("│ funded │") == 2
+
+
+def test_demo_refuses_an_amount_the_wallets_cannot_hold_before_starting(
+    unreachable_redis_url: str,
+) -> None:
+    result = premix(
+        "demo",
+        "--amount",
+        "2",
+        "--max-wallets",
+        "3",
+        env={"PREMIX_REDIS_URL": unreachable_redis_url},
+    )
+
+    assert_one_error_line(
+        result, "Amount 2 SOL is more than 3 buyer wallets can hold (at most 1.5 SOL)"
+    )
+
+
+def test_demo_with_redis_down_is_one_line(unreachable_redis_url: str) -> None:
+    result = premix("demo", "--amount", "1", env={"PREMIX_REDIS_URL": unreachable_redis_url})
+
+    assert result.status == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.error_lines) == 1
+    assert result.error_lines[0].startswith("premix: error: Redis unavailable: ")
+
+
+def test_demo_does_not_run_other_jobs_waiting_in_the_queue(redis_url: str) -> None:
+    env = {"PREMIX_REDIS_URL": redis_url}
+    queued = premix("enqueue", "--user", "someone", "--chat-id", "7", "--amount", "1", env=env)
+    assert queued.status == 0
+
+    result = premix("demo", "--amount", "1", env=env)
+
+    assert_one_error_line(
+        result,
+        "Demo failed: the premix queue on PREMIX_REDIS_URL already holds 1 job(s), which the "
+        "demo's worker would run; point PREMIX_REDIS_URL at an idle Redis database (for "
+        "example redis://127.0.0.1:6379/15)",
     )

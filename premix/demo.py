@@ -1,0 +1,361 @@
+"""`premix demo`: the whole pipeline in one process, on embedded defaults, in a few seconds.
+
+What runs is the real thing, only the services are embedded:
+- a `Localnet` (LiteSVM behind JSON-RPC on loopback) with short slots instead of a validator;
+- the `memory://` store instead of MongoDB, with a throwaway encryption key;
+- Redis at the configured `PREMIX_REDIS_URL` (the queue, the user lock, progress events).
+
+`run_demo` creates a user with a funding wallet and 73 buyer wallets, airdrops the amount plus
+fees, enqueues a premix with `enqueue_premix_funds`, runs an arq `Worker` with
+`premix.worker.WorkerSettings` in this process until the job ends, and returns a `DemoReport`
+built from the ledger and the chain. It never prints; the CLI renders the report.
+"""
+
+import asyncio
+import contextlib
+import time
+import uuid
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from arq.worker import Worker
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from premix.amounts import lamports_to_sol, sol_to_lamports
+from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
+from premix.distribution import TierTable, plan_distribution
+from premix.errors import PremixError
+from premix.jobs import Mode
+from premix.keys import KeyRing
+from premix.ledger import Ledger
+from premix.localnet import Localnet
+from premix.mixer.result import WalletStatus, result_from_record
+from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
+from premix.queue import close_queue, enqueue_premix_funds
+from premix.settings import Settings
+from premix.store import Store, reset_memory_stores
+
+DEFAULT_AMOUNT_SOL: Final = "25"
+DEFAULT_SLOT_MS: Final = 50
+# Airdropped on top of the amount and PREMIX_FEE_BUFFER_SOL: covers every fee (73 signatures
+# at 5,000 lamports plus any priority fee) many times over.
+FEE_ALLOWANCE_LAMPORTS: Final = LAMPORTS_PER_SOL // 10
+DEMO_CHAT_ID: Final = 1
+# How long the worker may take to stop after the job ended (it only closes connections).
+WORKER_STOP_SECONDS: Final = 10.0
+
+
+class DemoError(PremixError):
+    """The demo could not run (not the premix failing: that is a report with `succeeded=False`)."""
+
+    title = "Demo failed"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    """What `premix demo` was asked for."""
+
+    mode: Mode = "standard"
+    amount_lamports: int = sol_to_lamports(DEFAULT_AMOUNT_SOL)
+    max_wallets: int | None = None
+    slot_ms: int = DEFAULT_SLOT_MS
+    timeout_seconds: float = 300.0
+
+
+@dataclass(frozen=True)
+class DemoWallet:
+    """One buyer wallet of the plan after the run."""
+
+    position: int  # 1-based, as in `premix plan`
+    public_key: str
+    lamports: int  # planned
+    status: str  # funded | failed | not_sent
+    signature: str | None
+    balance_lamports: int  # on chain after the run
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "position": self.position,
+            "publicKey": self.public_key,
+            "lamports": self.lamports,
+            "sol": _sol(self.lamports),
+            "status": self.status,
+            "signature": self.signature,
+            "balanceLamports": self.balance_lamports,
+        }
+
+
+@dataclass(frozen=True)
+class DemoReport:
+    """The outcome of a demo run: the job's final event, the wallets, the totals."""
+
+    job_id: str
+    user_id: str
+    mode: str
+    amount_lamports: int
+    slot_ms: int
+    funding_public_key: str
+    funding_airdrop_lamports: int
+    funding_balance_lamports: int  # after the run
+    buyer_wallets: int  # created for the user (73)
+    wallets: tuple[DemoWallet, ...]
+    sent_lamports: int
+    fee_lamports: int
+    transactions: int
+    wall_seconds: float  # from enqueue to the job's final event
+    succeeded: bool
+    message: str  # the final event's description
+    events: tuple[ProgressEvent, ...] = field(default=(), repr=False)
+
+    @property
+    def balance_total_lamports(self) -> int:
+        """What the plan's wallets hold on chain after the run."""
+        return sum(wallet.balance_lamports for wallet in self.wallets)
+
+    def to_json(self) -> dict[str, Any]:
+        return {
+            "success": self.succeeded,
+            "message": self.message,
+            "jobId": self.job_id,
+            "userId": self.user_id,
+            "mode": self.mode,
+            "amountLamports": self.amount_lamports,
+            "amountSol": _sol(self.amount_lamports),
+            "slotMs": self.slot_ms,
+            "funding": {
+                "publicKey": self.funding_public_key,
+                "airdropLamports": self.funding_airdrop_lamports,
+                "balanceLamports": self.funding_balance_lamports,
+            },
+            "buyerWallets": self.buyer_wallets,
+            "wallets": [wallet.to_json() for wallet in self.wallets],
+            "totals": {
+                "walletsUsed": len(self.wallets),
+                "walletsFunded": sum(1 for w in self.wallets if w.status == "funded"),
+                "sentLamports": self.sent_lamports,
+                "sentSol": _sol(self.sent_lamports),
+                "feeLamports": self.fee_lamports,
+                "feeSol": _sol(self.fee_lamports),
+                "transactions": self.transactions,
+                "balanceLamports": self.balance_total_lamports,
+                "wallSeconds": round(self.wall_seconds, 3),
+            },
+            "phases": [
+                {
+                    "phase": event.phase,
+                    "title": event.title,
+                    "percent": event.percent,
+                    "status": event.status.value,
+                }
+                for event in self.events
+            ],
+        }
+
+
+def _sol(lamports: int) -> str:
+    return f"{lamports_to_sol(lamports):f}"
+
+
+def demo_plan(options: DemoOptions, settings: Settings) -> list[int]:
+    """The plan the worker will compute for the demo's 73 wallets (raises `DistributionError`)."""
+    limit = min(options.max_wallets or settings.max_wallets, settings.max_wallets)
+    return plan_distribution(options.amount_lamports, limit, TierTable.from_settings(settings))
+
+
+async def run_demo(
+    options: DemoOptions,
+    base_settings: Settings,
+    *,
+    on_plan: Callable[[Sequence[int], Sequence[Pubkey]], None] | None = None,
+    on_event: Callable[[ProgressEvent], None] | None = None,
+) -> DemoReport:
+    """Run one premix end to end on a fresh localnet and memory store; return its report.
+
+    `base_settings` gives the Redis URL and the premix tunables (fee buffer, tier caps, ...);
+    the store, RPC URL and encryption key are the demo's own. `on_plan` is called with the plan
+    and its wallets before enqueueing, `on_event` with every progress event. Raises
+    `DistributionError` for an amount the wallets cannot take, `DemoError` when Redis already
+    holds other queued jobs or the job does not end in time, and Redis errors when Redis is
+    unreachable.
+    """
+    plan = demo_plan(options, base_settings)  # refuse a bad amount before starting anything
+    await _check_queue_is_empty(base_settings.redis_url)
+    run_name = uuid.uuid4().hex[:10]
+    settings = base_settings.model_copy(
+        update={
+            "mongodb_uri": f"memory://premix-demo-{run_name}",
+            "mongodb_database": "premix_demo",
+            "encryption_keys": SecretStr(KeyRing.generate_key("demo")),
+            "telegram_bot_token": None,  # the demo messages nobody
+        }
+    )
+    with Localnet(slot_ms=options.slot_ms, seed=0) as net:
+        settings = settings.model_copy(update={"rpc_url": net.url})
+        store = await Store.open(settings)
+        try:
+            return await _run(options, settings, net, store, plan, run_name, on_plan, on_event)
+        finally:
+            await store.close()
+            reset_memory_stores(settings.mongodb_uri)
+            await close_queue()
+
+
+async def _check_queue_is_empty(redis_url: str) -> None:
+    # The in-process worker would run whatever else is queued there, with the demo's services.
+    redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        queued = await redis.zcard(QUEUE_NAME)
+    finally:
+        await redis.aclose()
+    if queued:
+        raise DemoError(
+            f"the premix queue on PREMIX_REDIS_URL already holds {queued} job(s), which the "
+            "demo's worker would run; point PREMIX_REDIS_URL at an idle Redis database "
+            "(for example redis://127.0.0.1:6379/15)"
+        )
+
+
+async def _run(
+    options: DemoOptions,
+    settings: Settings,
+    net: Localnet,
+    store: Store,
+    plan: list[int],
+    run_name: str,
+    on_plan: Callable[[Sequence[int], Sequence[Pubkey]], None] | None,
+    on_event: Callable[[ProgressEvent], None] | None,
+) -> DemoReport:
+    from premix.worker import worker_settings  # reads PREMIX_* at import: only when needed
+
+    user_id = f"demo-{run_name}"
+    funding = Keypair()
+    buyers = [Keypair() for _ in range(MAX_BUYER_WALLETS)]
+    await store.ensure_indexes()
+    await store.wallets.set_funding_wallet(user_id, funding)
+    await store.wallets.add_buyer_wallets(user_id, buyers)
+    buffer = sol_to_lamports(settings.fee_buffer_sol) if settings.fee_buffer_sol > 0 else 0
+    airdrop = options.amount_lamports + buffer + FEE_ALLOWANCE_LAMPORTS
+    net.airdrop(funding.pubkey(), airdrop)
+    if on_plan is not None:
+        on_plan(plan, [keypair.pubkey() for keypair in buyers[: len(plan)]])
+
+    job_options: dict[str, Any] = {"mode": options.mode}
+    if options.max_wallets is not None:
+        job_options["maxWallets"] = options.max_wallets
+    started = time.monotonic()
+    enqueued = await enqueue_premix_funds(
+        user_id,
+        DEMO_CHAT_ID,
+        lamports_to_sol(options.amount_lamports),
+        job_options,
+        settings=settings,
+    )
+    if not enqueued.success or enqueued.job_id is None:
+        raise DemoError(enqueued.message)
+    job_id = enqueued.job_id
+
+    worker = Worker(
+        **worker_settings(settings),
+        burst=True,  # stop once the queue is empty
+        handle_signals=False,
+        ctx={"settings": settings},
+    )
+    worker_task = asyncio.create_task(worker.async_run())
+    events: list[ProgressEvent] = []
+    try:
+        async with asyncio.timeout(options.timeout_seconds):
+            final = await _follow(settings.redis_url, job_id, worker_task, events, on_event)
+        wall_seconds = time.monotonic() - started
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(asyncio.shield(worker_task), WORKER_STOP_SECONDS)
+    except TimeoutError:
+        raise DemoError(f"job {job_id} did not end within {options.timeout_seconds:g} s") from None
+    finally:
+        await worker.close()
+        if not worker_task.done():
+            worker_task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await worker_task
+
+    record = await Ledger(store).get(job_id)
+    if record is None:
+        wallets: tuple[DemoWallet, ...] = ()
+        sent = fees = transactions = 0
+    else:
+        mix = result_from_record(record)
+        wallets = tuple(
+            DemoWallet(
+                position=position,
+                public_key=outcome.public_key,
+                lamports=outcome.lamports,
+                status=outcome.status.value,
+                signature=outcome.signature if outcome.status is WalletStatus.FUNDED else None,
+                balance_lamports=net.balance(Pubkey.from_string(outcome.public_key)),
+            )
+            for position, outcome in enumerate(mix.wallets, start=1)
+        )
+        sent, fees, transactions = mix.sent_lamports, mix.fee_lamports, mix.transactions
+    return DemoReport(
+        job_id=job_id,
+        user_id=user_id,
+        mode=options.mode,
+        amount_lamports=options.amount_lamports,
+        slot_ms=options.slot_ms,
+        funding_public_key=str(funding.pubkey()),
+        funding_airdrop_lamports=airdrop,
+        funding_balance_lamports=net.balance(funding.pubkey()),
+        buyer_wallets=len(buyers),
+        wallets=wallets,
+        sent_lamports=sent,
+        fee_lamports=fees,
+        transactions=transactions,
+        wall_seconds=wall_seconds,
+        succeeded=final.status is ProgressStatus.COMPLETED,
+        message=final.description,
+        events=tuple(events),
+    )
+
+
+async def _follow(
+    redis_url: str,
+    job_id: str,
+    worker_task: "asyncio.Task[None]",
+    events: list[ProgressEvent],
+    on_event: Callable[[ProgressEvent], None] | None,
+) -> ProgressEvent:
+    """Collect the job's progress events until its final one; fail if the worker stops first."""
+    redis = Redis.from_url(redis_url)
+
+    async def listen() -> ProgressEvent | None:
+        last = None
+        async for event in subscribe_progress(redis, job_id, poll_interval_seconds=0.1):
+            events.append(event)
+            if on_event is not None:
+                on_event(event)
+            last = event
+        return last
+
+    listener = asyncio.create_task(listen())
+    try:
+        done, _ = await asyncio.wait({listener, worker_task}, return_when=asyncio.FIRST_COMPLETED)
+        if listener not in done:
+            # The worker stopped: its last event is on its way, or it crashed.
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(asyncio.shield(listener), 2.0)
+        if not listener.done():
+            error = worker_task.exception() if worker_task.done() else None
+            reason = f" ({type(error).__name__}: {error})" if error is not None else ""
+            raise DemoError(f"the worker stopped before job {job_id} ended{reason}")
+        final = listener.result()
+        if final is None or not final.is_terminal:
+            raise DemoError(f"job {job_id} ended without a final progress event")
+        return final
+    finally:
+        listener.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await listener
+        await redis.aclose()
