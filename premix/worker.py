@@ -1,18 +1,24 @@
 """The arq worker: `WorkerSettings` (run `arq premix.worker.WorkerSettings`) and the premix job.
 
-A worker process opens its services once (`startup`): the store, the Telegram notifier, logging;
-arq's own Redis pool (`ctx["redis"]`) publishes progress. `premix_funds` runs the six phases of
-SPEC section 3 for one job and returns a JSON-safe result; it emits a progress event per phase.
+A worker process opens its services once (`startup`): the store, the Solana RPC client, the
+Telegram notifier, logging; arq's own Redis pool (`ctx["redis"]`) publishes progress and holds
+the user locks. `premix_funds` runs the six phases of SPEC section 3 for one job, emits a
+progress event per phase and returns a JSON-safe result (`build_result`).
 
-Failures: a permanent `PremixError` ends the job (failed event, Telegram message, user lock
-released, result with `success: false`); a transient one is retried by arq with backoff and the
-user lock kept; on the last try it ends the job like a permanent one. A cancelled job (worker
-stopped or killed) is re-run by arq and resumes from the ledger.
+Failures: a permanent `PremixError` ends the job (failed event, Telegram message, ledger run
+marked failed, user lock released, result with `success: false`); a transient one is retried by
+arq with backoff, keeping the user lock, and the retry resumes the same ledger run (run id =
+job id); on the last try it ends the job like a permanent one. A worker that dies leaves the job
+in the queue: arq runs it again once its in-progress marker expires, and the ledger makes that
+re-run settle what was sent before it sends anything (nothing is paid twice).
 """
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Sequence
+import re
+from collections.abc import AsyncIterator, Collection, Sequence
+from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any, Final, NoReturn
 
 from arq.connections import RedisSettings
@@ -22,23 +28,38 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+from solders.signature import Signature
 
-from premix.amounts import format_sol
+from premix.amounts import format_sol, lamports_to_sol, sol_to_lamports
 from premix.constants import JOB_FUNCTION, QUEUE_NAME
 from premix.distribution import DistributionError, TierTable, plan_distribution
 from premix.errors import (
     FundingWalletNotFound,
+    InsufficientBalance,
     InvalidParameters,
+    MixerFailed,
     NoBuyerWallets,
     PremixError,
     TransientError,
 )
-from premix.jobs import PremixFundsJob, describe_validation_error
-from premix.ledger import Ledger, LedgerError, RunStatus
-from premix.logs import configure_logging, get_logger
+from premix.jobs import USER_ID_PATTERN, PremixFundsJob, describe_validation_error
+from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
+from premix.logs import configure_logging, get_logger, redact_text
+from premix.mixer import (
+    FeePolicy,
+    MixerProgress,
+    MixResult,
+    WalletStatus,
+    estimate_fee_lamports,
+    run_mixer,
+    transaction_count,
+)
+from premix.mixer.result import result_from_record
 from premix.notify import Notifier
-from premix.progress import Phase, ProgressEmitter
+from premix.progress import Phase, ProgressEmitter, ProgressStatus
 from premix.queue import refresh_user_lock, release_user_lock, user_lock_holder
+from premix.rpc import RpcRequestError, SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
 from premix.store import Store
@@ -50,103 +71,199 @@ RETRY_BACKOFF_SECONDS: Final = (1, 2, 5, 10, 30)
 # A job finding another job of the same user running waits this long and tries again.
 USER_BUSY_RETRY_SECONDS: Final = 5
 KEEP_RESULT_SECONDS: Final = 86_400
+# Phase 6 reads the recipients' balances this many times before calling a shortfall real
+# (a node may serve balances a moment behind the signature statuses it confirmed).
+VERIFY_BALANCE_TRIES: Final = 5
+
+_JOB_ID = re.compile(r"^premix-(?P<user_id>.+)-\d+$")
+_CHAT_ID_RANGE: Final = range(-(2**63), 2**63)
 
 
 async def startup(ctx: dict[str, Any]) -> None:
-    """Open the process-wide services into `ctx` (settings may be pre-set there by tests)."""
+    """Open the process-wide services into `ctx`. `settings`, `rpc` and `notifier` may be
+    pre-set there (tests, the demo); what is missing is created from the settings."""
     settings: Settings = ctx.setdefault("settings", get_settings())
     configure_logging(settings)
     store = await Store.open(settings)
     await store.ensure_indexes()
     ctx["store"] = store
-    ctx["notifier"] = Notifier(settings)
-    # TODO(lead): ctx["rpc"] = SolanaRpc.from_settings(settings) once premix/rpc.py is committed.
+    if "notifier" not in ctx:
+        ctx["notifier"] = Notifier(settings)
+    if "rpc" not in ctx:
+        ctx["rpc"] = SolanaRpc.from_settings(settings)
     log.info("worker_started", queue=QUEUE_NAME, memory_store=store.is_memory)
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
-    """Close what `startup` opened."""
+    """Close what `startup` opened (and what was pre-set in `ctx`)."""
     notifier: Notifier | None = ctx.get("notifier")
     if notifier is not None:
         await notifier.aclose()
+    rpc: SolanaRpc | None = ctx.get("rpc")
+    if rpc is not None:
+        await rpc.close()
     store: Store | None = ctx.get("store")
     if store is not None:
         await store.close()
     log.info("worker_stopped")
 
 
-async def premix_funds(ctx: dict[str, Any], payload: object) -> dict[str, Any]:
-    """The arq job `premix_funds`: run the six phases for `payload` (a `PremixFundsJob` on the
-    wire). Returns the JSON-safe result; raises arq `Retry` for a transient failure."""
+async def premix_funds(ctx: dict[str, Any], *args: object, **kwargs: object) -> dict[str, Any]:
+    """The arq job `premix_funds`: run the six phases for its one argument, a `PremixFundsJob`
+    on the wire. Returns the JSON-safe result (`build_result`); raises arq `Retry` for a
+    transient failure. A payload that is not a valid job ends the job at once, untouched."""
     job_id: str = ctx["job_id"]
+    if len(args) != 1 or kwargs:
+        message = "Invalid parameters: request: a premix job carries exactly one payload object"
+        return await _refuse_payload(ctx, job_id, args[0] if args else None, message)
+    payload = args[0]
     try:
         job = PremixFundsJob.model_validate(payload)
     except ValidationError as e:
-        # A payload written to Redis by hand: fail cleanly, nothing to retry.
         message = f"Invalid parameters: {describe_validation_error(e)}"
-        log.warning("job_payload_invalid", job_id=job_id, reason=message)
-        user_id = payload.get("userId") if isinstance(payload, dict) else None
-        if isinstance(user_id, str):
-            await _release_quietly(ctx["redis"], user_id, job_id)
-        return failure_result(job_id, message)
+        return await _refuse_payload(ctx, job_id, payload, message)
     return await PremixRun(ctx, job_id, job).execute()
 
 
-def success_result(
-    job_id: str,
-    job: PremixFundsJob,
-    message: str,
-    *,
-    wallets: Sequence[dict[str, Any]] = (),
-    fee_lamports: int = 0,
-    transactions: int = 0,
-    signatures: Sequence[str] = (),
-) -> dict[str, Any]:
-    """The job's result when the premix completed (camelCase, JSON-safe)."""
-    sent = sum(int(wallet["lamports"]) for wallet in wallets if wallet.get("funded", True))
-    return {
-        "success": True,
-        "message": message,
-        "jobId": job_id,
-        "userId": job.user_id,
-        "mode": job.mode,
-        "amountLamports": job.amount_lamports,
-        "wallets": list(wallets),
-        "totals": {
-            "sentLamports": sent,
-            "feeLamports": fee_lamports,
-            "transactions": transactions,
-            "walletsFunded": len(wallets),
-        },
-        "signatures": list(signatures),
-    }
+# --- the result ---
 
 
-def failure_result(
+def build_result(
     job_id: str,
     message: str,
     *,
+    success: bool,
     job: PremixFundsJob | None = None,
-    funded: Sequence[tuple[str, int]] = (),
+    mix: MixResult | None = None,
+    balances: Sequence[int] | None = None,
 ) -> dict[str, Any]:
-    """The job's result when it ended without completing: the reason and what was sent."""
+    """The job's result (camelCase, JSON-safe): `success`, the user's `message`, one entry per
+    planned wallet (funded or not, with its signature; `balanceLamports` as verified on chain
+    on success), totals and the landed signatures. Money is integer lamports plus a SOL string.
+    """
+    wallets: list[dict[str, Any]] = []
+    signatures: list[str] = []
+    if mix is not None:
+        for position, wallet in enumerate(mix.wallets):
+            funded = wallet.status is WalletStatus.FUNDED
+            wallets.append(
+                {
+                    "position": position,
+                    "publicKey": wallet.public_key,
+                    "lamports": wallet.lamports,
+                    "sol": _sol(wallet.lamports),
+                    "status": wallet.status.value,
+                    "funded": funded,
+                    "signature": wallet.signature,
+                    "error": wallet.error,
+                    "balanceLamports": balances[position] if balances is not None else None,
+                }
+            )
+            if funded and wallet.signature is not None and wallet.signature not in signatures:
+                signatures.append(wallet.signature)
+    sent = mix.sent_lamports if mix is not None else 0
+    fees = mix.fee_lamports if mix is not None else 0
     return {
-        "success": False,
+        "success": success,
         "message": message,
         "jobId": job_id,
         "userId": job.user_id if job is not None else None,
         "mode": job.mode if job is not None else None,
         "amountLamports": job.amount_lamports if job is not None else None,
-        "wallets": [
-            {"publicKey": public_key, "lamports": lamports, "funded": True}
-            for public_key, lamports in funded
-        ],
+        "amountSol": _sol(job.amount_lamports) if job is not None else None,
+        "wallets": wallets,
         "totals": {
-            "sentLamports": sum(lamports for _, lamports in funded),
-            "walletsFunded": len(funded),
+            "walletsPlanned": len(wallets),
+            "walletsFunded": sum(1 for wallet in wallets if wallet["funded"]),
+            "sentLamports": sent,
+            "sentSol": _sol(sent),
+            "feeLamports": fees,
+            "feeSol": _sol(fees),
+            "transactions": mix.transactions if mix is not None else 0,
         },
-        "signatures": [],
+        "signatures": signatures,
     }
+
+
+def _sol(lamports: int) -> str:
+    return f"{lamports_to_sol(lamports):f}"
+
+
+# --- phase 4: what the funding wallet must hold ---
+
+
+@dataclass(frozen=True)
+class BalanceNeed:
+    """What the funding wallet must hold for the transfers of a run that are not done yet."""
+
+    transfer_lamports: int  # still to send
+    wallets: int  # still to fund
+    fee_lamports: int  # fees of the transactions still to land
+    transactions: int
+    buffer_lamports: int  # settings.fee_buffer_sol
+    already_sent_lamports: int  # landed in an earlier execution of the run: not needed again
+
+    @property
+    def total_lamports(self) -> int:
+        """Lamports needed in the funding wallet (0 when nothing is left to send)."""
+        if self.wallets == 0:
+            return 0
+        return self.transfer_lamports + self.fee_lamports + self.buffer_lamports
+
+    def describe(self) -> str:
+        """'0.5 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer'."""
+        text = (
+            f"{format_sol(self.transfer_lamports)} to {self.wallets} wallet(s) + "
+            f"{format_sol(self.fee_lamports)} fees for {self.transactions} transaction(s) + "
+            f"{format_sol(self.buffer_lamports)} buffer"
+        )
+        if self.already_sent_lamports:
+            text += f"; {format_sol(self.already_sent_lamports)} already sent"
+        return text
+
+
+def balance_needed(
+    run: RunRecord,
+    mode: str,
+    fees: FeePolicy,
+    buffer_lamports: int,
+    *,
+    landed_ok: Collection[str] = (),
+) -> BalanceNeed:
+    """Return what the funding wallet must still hold to finish `run` (its plan recorded).
+
+    Transfers whose transaction landed (in the ledger, or an open attempt whose signature is in
+    `landed_ok`, found on chain) are already paid and not needed again. Every other recorded
+    transaction needs its transfers and one more fee; transfers never signed are packed as
+    `mode` packs them.
+    """
+    done = set(run.funded_positions())
+    fee_lamports = transactions = 0
+    for tx in run.transactions:
+        if tx.state is TransactionState.LANDED_OK:
+            continue
+        attempt = tx.open_attempt
+        if attempt is not None and attempt.signature in landed_ok:
+            done.update(tx.transfers)
+            continue
+        fee_lamports += fees.fee_lamports(len(tx.transfers))
+        transactions += 1
+    uncovered = len(run.uncovered_positions())
+    if uncovered:
+        fee_lamports += estimate_fee_lamports(mode, uncovered, fees)
+        transactions += transaction_count(mode, uncovered, fees)
+    outstanding = [entry.lamports for entry in run.plan if entry.position not in done]
+    return BalanceNeed(
+        transfer_lamports=sum(outstanding),
+        wallets=len(outstanding),
+        fee_lamports=fee_lamports,
+        transactions=transactions,
+        buffer_lamports=buffer_lamports,
+        already_sent_lamports=sum(e.lamports for e in run.plan if e.position in done),
+    )
+
+
+# --- one job ---
 
 
 class PremixRun:
@@ -156,6 +273,7 @@ class PremixRun:
         self.settings: Settings = ctx["settings"]
         self.redis: Redis = ctx["redis"]
         self.store: Store = ctx["store"]
+        self.rpc: SolanaRpc = ctx["rpc"]
         self.notifier: Notifier = ctx["notifier"]
         self.job_id = job_id
         self.job = job
@@ -184,6 +302,9 @@ class PremixRun:
             if self.job_try < self.settings.job_max_tries:
                 self._retry(transient)
             return await self._fail(transient)
+        except RpcRequestError as e:
+            detail = f"the Solana RPC endpoint refused a request ({redact_text(str(e))})"
+            return await self._fail(PremixError(detail))
         except Exception as e:
             self.log.exception("job_crashed", phase=int(self.phase))
             return await self._fail(PremixError(f"internal error ({type(e).__name__})"))
@@ -199,14 +320,18 @@ class PremixRun:
             amount_lamports=self.job.amount_lamports,
         )
         self.run_opened = True
-        # TODO(lead): a run already COMPLETED (worker died after the last write) should go
-        # straight to phase 6 with the ledger's totals instead of planning again.
+        resumed = self.job_try > 1 or run.status is not RunStatus.OPENED
         await self.progress.started(
-            "Resuming premix job" if self.job_try > 1 else "Premix job accepted",
+            "Resuming premix job" if resumed else "Premix job accepted",
             amount_sol=str(self.job.mix_amount),
             mode=self.job.mode,
             attempt=self.job_try,
         )
+        if run.status is RunStatus.COMPLETED:
+            # Delivered again after the run completed (the worker died at the very end):
+            # nothing is sent; only phase 6 runs.
+            self.log.info("run_already_completed")
+            return await self._complete(result_from_record(run))
 
         self.phase = Phase.VALIDATING_PARAMETERS
         await self.progress.phase(self.phase, description="Checking funding and buyer wallets")
@@ -216,10 +341,7 @@ class PremixRun:
         await self.progress.phase(
             self.phase, description=f"Planning {format_sol(self.job.amount_lamports)}"
         )
-        if run.plan:  # a re-run keeps the plan it started with
-            recipients = [entry.recipient for entry in run.plan]
-            amounts = [entry.lamports for entry in run.plan]
-        else:
+        if not run.plan:  # a re-run keeps the plan it started with
             amounts = self._plan(len(buyers))
             recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
             run = await self.ledger.record_plan(self.job_id, recipients, amounts)
@@ -227,15 +349,32 @@ class PremixRun:
         self.phase = Phase.CHECKING_BALANCES
         await self.progress.phase(
             self.phase,
-            description=f"Checking the funding wallet holds {format_sol(sum(amounts))} plus fees",
+            description=(
+                f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} "
+                "plus fees"
+            ),
         )
-        await self._check_balances(funding, recipients, amounts)
+        await self._check_balances(funding, run)
 
         self.phase = Phase.INITIALIZING_MIXER
         await self.progress.phase(
-            self.phase, description=f"Sending {len(amounts)} transfers ({self.job.mode} mode)"
+            self.phase,
+            description=f"Sending {len(run.plan)} transfers ({self.job.mode} mode)",
         )
-        return await self._run_mixer(funding, recipients, amounts)
+        mix = await run_mixer(
+            run_id=self.job_id,
+            mode=self.job.mode,
+            funding=funding,
+            recipients=[Pubkey.from_string(entry.recipient) for entry in run.plan],
+            amounts=[entry.lamports for entry in run.plan],
+            rpc=self.rpc,
+            ledger=self.ledger,
+            settings=self.settings,
+            on_progress=self._mixer_progress,
+        )
+        return await self._complete(mix)
+
+    # --- phases 2 and 3 ---
 
     async def _load_wallets(self) -> tuple[Keypair, list[Keypair]]:
         wallets = self.store.wallets
@@ -255,26 +394,126 @@ class PremixRun:
         except DistributionError as e:
             raise InvalidParameters(f"mixAmount: {e}") from e
 
-    async def _check_balances(
-        self, funding: Keypair, recipients: Sequence[str], amounts: Sequence[int]
-    ) -> None:
-        # TODO(lead): needs premix.rpc.SolanaRpc (ctx["rpc"]) and the mixer's fee estimate:
-        # needed = sum(amounts) + fees of every transaction + settings.fee_buffer_sol;
-        # available = await rpc.balance(funding.pubkey()); if available < needed raise
-        # InsufficientBalance(needed_lamports=needed, available_lamports=available, breakdown=...).
-        raise NotImplementedError("phase 4 needs premix.rpc, which is not committed yet")
+    # --- phase 4 ---
 
-    async def _run_mixer(
-        self, funding: Keypair, recipients: Sequence[str], amounts: Sequence[int]
-    ) -> dict[str, Any]:
-        # TODO(lead): result = await run_mixer(run_id=self.job_id, mode=self.job.mode,
-        #   funding=funding, recipients=[Pubkey.from_string(r) for r in recipients],
-        #   amounts=amounts, rpc=..., ledger=..., settings=self.settings,
-        #   on_progress=lambda done, total: self.progress.mixer_progress(done, total));
-        # MixerFailed -> self._fail (permanent, with its funded/unfunded report);
-        # then phase 6: verify balances on chain, notifier.notify_completed(...),
-        # progress.completed(...), ledger.finish(...), return success_result(...).
-        raise NotImplementedError("phase 5 needs premix.mixer, which is not committed yet")
+    async def _check_balances(self, funding: Keypair, run: RunRecord) -> None:
+        """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
+        its fees and the buffer. A resumed run needs only what did not go out yet."""
+        landed_ok: set[str] = set()
+        open_attempts = [attempt for _, attempt in run.open_attempts()]
+        if open_attempts:
+            # An earlier execution may have died after a send: what landed is already paid.
+            statuses = await self.rpc.signature_statuses(
+                [Signature.from_string(a.signature) for a in open_attempts], search_history=True
+            )
+            landed_ok = {
+                attempt.signature
+                for attempt, status in zip(open_attempts, statuses, strict=True)
+                if status is not None and status.error is None
+            }
+        need = balance_needed(
+            run,
+            self.job.mode,
+            FeePolicy.from_settings(self.settings),
+            sol_to_lamports(self.settings.fee_buffer_sol),
+            landed_ok=landed_ok,
+        )
+        if need.total_lamports == 0:
+            self.log.info("nothing_left_to_send")
+            return
+        available = await self.rpc.balance(funding.pubkey())
+        self.log.info(
+            "funding_balance_checked",
+            needed_lamports=need.total_lamports,
+            available_lamports=available,
+            already_sent_lamports=need.already_sent_lamports,
+        )
+        if available < need.total_lamports:
+            raise InsufficientBalance(
+                needed_lamports=need.total_lamports,
+                available_lamports=available,
+                breakdown=need.describe(),
+            )
+
+    # --- phase 5 ---
+
+    async def _mixer_progress(self, progress: MixerProgress) -> None:
+        await self.progress.mixer_progress(
+            progress.done_wallets,
+            progress.total_wallets,
+            f"{progress.done_wallets} of {progress.total_wallets} wallets funded "
+            f"({progress.message})",
+            sentLamports=progress.sent_lamports,
+        )
+
+    # --- phase 6 ---
+
+    async def _complete(self, mix: MixResult) -> dict[str, Any]:
+        """Verify every recipient's balance on chain, mark the run completed, tell the user."""
+        self.phase = Phase.PREMIX_COMPLETE
+        run = await self.ledger.require(self.job_id)
+        balances = await self._verify_recipients(run, mix)
+        if run.status is not RunStatus.COMPLETED:
+            await self.ledger.finish(self.job_id, RunStatus.COMPLETED)
+        funded = len(mix.funded)
+        message = (
+            f"Premix complete: sent {format_sol(mix.sent_lamports)} to {funded} wallet(s) in "
+            f"{mix.transactions} transaction(s) ({self.job.mode} mode), "
+            f"fees {format_sol(mix.fee_lamports)}"
+        )
+        await self.progress.completed(
+            message,
+            sentLamports=mix.sent_lamports,
+            feeLamports=mix.fee_lamports,
+            transactions=mix.transactions,
+            walletsFunded=funded,
+        )
+        await self.notifier.notify_completed(
+            self.job.user_chat_id,
+            job_id=self.job_id,
+            amount_lamports=mix.sent_lamports,
+            wallets_funded=funded,
+            mode=self.job.mode,
+            transactions=mix.transactions,
+            fee_lamports=mix.fee_lamports,
+        )
+        self.log.info(
+            "job_completed",
+            sent_lamports=mix.sent_lamports,
+            fee_lamports=mix.fee_lamports,
+            transactions=mix.transactions,
+        )
+        return build_result(
+            self.job_id, message, success=True, job=self.job, mix=mix, balances=balances
+        )
+
+    async def _verify_recipients(self, run: RunRecord, mix: MixResult) -> list[int]:
+        """Return the recipients' balances (one getMultipleAccounts per 100); raises
+        `MixerFailed` if one holds less than its balance before the run plus its amount."""
+        keys = [Pubkey.from_string(entry.recipient) for entry in run.plan]
+        expected = [(entry.balance_before or 0) + entry.lamports for entry in run.plan]
+        short: list[tuple[int, int]] = []
+        for attempt in range(VERIFY_BALANCE_TRIES):
+            balances = await self.rpc.balances(keys)
+            short = [
+                (position, balance)
+                for position, balance in enumerate(balances)
+                if balance < expected[position]
+            ]
+            if not short:
+                return balances
+            if attempt + 1 < VERIFY_BALANCE_TRIES:
+                await asyncio.sleep(self.settings.confirm_poll_seconds)
+        position, balance = short[0]
+        raise MixerFailed(
+            f"wallet {run.plan[position].recipient} holds {format_sol(balance)} after the "
+            f"premix, expected at least {format_sol(expected[position])}",
+            funded=mix.funded,
+            unfunded=mix.unfunded,
+            result=mix,
+        )
+
+    # --- how an attempt ends ---
 
     def _retry(self, error: PremixError) -> NoReturn:
         delay = RETRY_BACKOFF_SECONDS[min(self.job_try, len(RETRY_BACKOFF_SECONDS)) - 1]
@@ -284,10 +523,27 @@ class PremixRun:
         raise Retry(defer=delay) from error
 
     async def _fail(self, error: PremixError) -> dict[str, Any]:
+        mix = error.result if isinstance(error, MixerFailed) else None
+        if mix is None:
+            mix = await self._ledger_report()
+        if (
+            self.phase >= Phase.INITIALIZING_MIXER
+            and not isinstance(error, MixerFailed)
+            and mix is not None
+        ):
+            # Once transfers may have gone out, the user is told exactly what was sent.
+            error = MixerFailed(
+                error.detail or error.title, funded=mix.funded, unfunded=mix.unfunded, result=mix
+            )
         message = error.user_message
-        funded = list(getattr(error, "funded", ()))
+        funded = mix.funded if mix is not None else []
         self.log.warning("job_failed", phase=int(self.phase), reason=message)
-        await self.progress.failed(self.phase, message)
+        await self.progress.failed(
+            self.phase,
+            message,
+            sentLamports=mix.sent_lamports if mix is not None else 0,
+            walletsFunded=len(funded),
+        )
         if self.run_opened:
             await self._finish_run_failed(message)
         await self.notifier.notify_failed(
@@ -298,12 +554,23 @@ class PremixRun:
             funded=funded,
         )
         await _release_quietly(self.redis, self.job.user_id, self.job_id)
-        return failure_result(self.job_id, message, job=self.job, funded=funded)
+        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+
+    async def _ledger_report(self) -> MixResult | None:
+        """The per-wallet report of the run as the ledger stands, if it has a plan."""
+        if not self.run_opened:
+            return None
+        try:
+            run = await self.ledger.get(self.job_id)
+        except (PyMongoError, PremixError, OSError) as e:
+            self.log.warning("ledger_unreadable", error=type(e).__name__)
+            return None
+        return result_from_record(run) if run is not None and run.plan else None
 
     async def _finish_run_failed(self, message: str) -> None:
         try:
             await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
-        except (LedgerError, PremixError, PyMongoError) as e:
+        except (LedgerError, PremixError, PyMongoError, OSError) as e:
             self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
 
     async def _hold_user_lock(self) -> bool:
@@ -333,12 +600,65 @@ class PremixRun:
                 await task
 
 
+# --- payloads that are not a job ---
+
+
+async def _refuse_payload(
+    ctx: dict[str, Any], job_id: str, payload: object, message: str
+) -> dict[str, Any]:
+    """End a job whose payload is not a valid premix job (written to Redis by hand): nothing
+    is retried and the ledger is not touched; the failed event goes out under the job id, the
+    user lock is released and the chat told, as far as the payload or job id name them."""
+    fields = payload if isinstance(payload, dict) else {}
+    user_ids = [
+        user_id
+        for user_id in (_user_id_or_none(fields.get("userId")), _user_id_from_job_id(job_id))
+        if user_id is not None
+    ]
+    chat_id = _chat_id_or_none(fields.get("userChatId"))
+    log.warning("job_payload_invalid", job_id=job_id, reason=message)
+    # Stands in for the job the payload should have been (fields known to be valid, or blank).
+    stand_in = PremixFundsJob.model_construct(
+        user_id=user_ids[0] if user_ids else "",
+        user_chat_id=chat_id if chat_id is not None else 0,
+        mix_amount=Decimal(0),
+        max_wallets=None,
+        mode="standard",
+        socket_user_id=None,
+    )
+    emitter = ProgressEmitter(ctx["redis"], ctx["settings"], job_id, stand_in)
+    await emitter.phase(Phase.VALIDATING_PARAMETERS, ProgressStatus.FAILED, message)
+    for user_id in dict.fromkeys(user_ids):
+        await _release_quietly(ctx["redis"], user_id, job_id)
+    if chat_id is not None:
+        notifier: Notifier = ctx["notifier"]
+        await notifier.notify_failed(chat_id, job_id=job_id, reason=message)
+    return build_result(job_id, message, success=False)
+
+
+def _user_id_or_none(value: object) -> str | None:
+    return value if isinstance(value, str) and re.fullmatch(USER_ID_PATTERN, value) else None
+
+
+def _user_id_from_job_id(job_id: str) -> str | None:
+    match = _JOB_ID.fullmatch(job_id)
+    return _user_id_or_none(match.group("user_id")) if match is not None else None
+
+
+def _chat_id_or_none(value: object) -> int | None:
+    if isinstance(value, int) and not isinstance(value, bool) and value in _CHAT_ID_RANGE:
+        return value
+    return None
+
+
 async def _release_quietly(redis: Redis, user_id: str, job_id: str) -> None:
     try:
         await release_user_lock(redis, user_id, job_id)
     except (RedisError, OSError) as e:
         log.warning("user_lock_not_released", job_id=job_id, error=type(e).__name__)
 
+
+# --- arq ---
 
 _ENV_SETTINGS = get_settings()
 

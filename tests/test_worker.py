@@ -1,84 +1,76 @@
-"""Worker: a real arq Worker runs queued premix jobs (phases 1-3 so far) from JSON payloads."""
+"""Worker: a real arq Worker runs queued premix jobs; every failure the user can see ends the job
+with its exact message, a failed event on Redis and no retry; transient ones are retried."""
 
-import base64
-import logging
+import asyncio
 import pickle
-import uuid
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from arq.connections import ArqRedis
-from arq.jobs import Job
-from arq.worker import Worker
-from pydantic import SecretStr
 from redis.asyncio import Redis
-from solders.keypair import Keypair
 
-from premix.constants import JOB_FUNCTION, QUEUE_NAME
+from premix import worker as worker_module
+from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
+from premix.jobs import EnqueueResult
 from premix.ledger import Ledger, RunStatus
-from premix.logs import reset_logging
-from premix.progress import ProgressEvent, progress_state_key
-from premix.queue import close_queue, enqueue_premix_funds, queue_pool, user_lock_holder
+from premix.localnet import Localnet
+from premix.progress import ProgressEvent, latest_progress
+from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder
+from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings
 from premix.store import Store
-from premix.worker import WorkerSettings, worker_settings
+from premix.worker import WorkerSettings, shutdown, startup
+from tests.test_worker_helpers import (
+    TestRpc,
+    collect_events,
+    create_user,
+    drain,
+    job_result,
+    make_settings,
+    open_store,
+    restored_logging,
+    run_worker,
+)
 
-ENCRYPTION_KEYS = "k1:" + base64.b64encode(bytes(range(32))).decode()
+SOL = 10**9
 
 
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
-    return Settings(
-        redis_url=redis_url,
-        mongodb_uri=f"memory://worker-{uuid.uuid4().hex}",
-        encryption_keys=SecretStr(ENCRYPTION_KEYS),
-        worker_poll_delay_seconds=0.01,
-    )
+def net(fast_localnet: Localnet) -> Localnet:
+    return fast_localnet
+
+
+@pytest.fixture
+def settings(redis_url: str, net: Localnet) -> Settings:
+    return make_settings(redis_url, net.url)
 
 
 @pytest.fixture
 async def store(settings: Settings) -> AsyncIterator[Store]:
-    opened = await Store.open(settings)
-    await opened.ensure_indexes()
-    yield opened
-    await opened.close()
+    async with open_store(settings) as opened:
+        yield opened
 
 
 @pytest.fixture(autouse=True)
-async def restore_logging() -> AsyncIterator[None]:
-    root = logging.getLogger()
-    saved_handlers, saved_level = list(root.handlers), root.level
-    yield
-    await close_queue()
-    reset_logging()
-    root.handlers[:] = saved_handlers
-    root.setLevel(saved_level)
+async def _restore_logging() -> AsyncIterator[None]:
+    async with restored_logging():
+        yield
 
 
-async def run_worker(settings: Settings) -> None:
-    """Run a real arq worker until the queue is empty."""
-    worker = Worker(
-        **worker_settings(settings), burst=True, handle_signals=False, ctx={"settings": settings}
-    )
-    try:
-        await worker.main()
-    finally:
-        await worker.close()
+async def latest(redis: Redis, job_id: str) -> ProgressEvent:
+    event = await latest_progress(redis, job_id)
+    assert event is not None
+    return event
 
 
-async def job_result(settings: Settings, job_id: str) -> tuple[bool, Any]:
-    pool = queue_pool(settings.redis_url)
-    info = await Job(job_id, pool, _deserializer=job_deserializer).result_info()
-    assert info is not None
-    return info.success, info.result
-
-
-async def events_of(redis: Redis, job_id: str) -> ProgressEvent | None:
-    raw = await redis.get(progress_state_key(job_id))
-    return ProgressEvent.model_validate_json(raw) if raw is not None else None
+async def enqueue(settings: Settings, user_id: str, amount: object, **options: Any) -> str:
+    queued = await enqueue_premix_funds(user_id, 42, amount, options or None, settings=settings)
+    assert queued.success, queued.message
+    assert queued.job_id is not None
+    return queued.job_id
 
 
 def test_worker_settings_run_one_json_job_at_a_time_on_the_premix_queue() -> None:
@@ -90,31 +82,45 @@ def test_worker_settings_run_one_json_job_at_a_time_on_the_premix_queue() -> Non
     assert WorkerSettings.poll_delay <= 0.1
 
 
+async def test_startup_opens_the_rpc_client_once_and_shutdown_closes_it(
+    settings: Settings, redis_client: Redis
+) -> None:
+    ctx: dict[str, Any] = {"settings": settings, "redis": redis_client}
+    await startup(ctx)
+    rpc = ctx["rpc"]
+    assert isinstance(rpc, SolanaRpc)
+    assert rpc.url == settings.rpc_url
+    assert await rpc.block_height() >= 0
+    session = rpc.client._provider.session
+    await shutdown(ctx)
+    assert session.is_closed
+
+
 async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
     settings: Settings, store: Store, redis_client: Redis
 ) -> None:
-    queued = await enqueue_premix_funds("u1", 42, 0.5, settings=settings)
-    assert queued.job_id is not None
+    job_id = await enqueue(settings, "u1", 0.5)
 
     await run_worker(settings)
 
-    success, result = await job_result(settings, queued.job_id)
-    assert success is True  # the job function ran to its end and returned a result
+    info = await job_result(settings, job_id)
+    assert (info.success, info.job_try) == (True, 1)  # the job ended once, not retried
+    result = info.result
     assert result["success"] is False
     assert result["message"] == (
         "Funding wallet not found: user u1 has no funding wallet; create a funding wallet first"
     )
-    assert result["totals"] == {"sentLamports": 0, "walletsFunded": 0}
-    latest = await events_of(redis_client, queued.job_id)
-    assert latest is not None
-    assert (latest.phase, latest.title, latest.status, latest.percent) == (
+    assert result["wallets"] == []
+    assert result["totals"]["sentLamports"] == 0
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.title, event.status, event.percent) == (
         2,
         "Validating Parameters",
         "failed",
         20,
     )
-    assert latest.description == result["message"]
-    run = await Ledger(store).get(queued.job_id)
+    assert event.description == result["message"]
+    run = await Ledger(store).get(job_id)
     assert run is not None
     assert (run.status, run.error, run.plan) == (RunStatus.FAILED, result["message"], [])
     assert await user_lock_holder(redis_client, "u1") is None
@@ -123,42 +129,217 @@ async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
 
 
 async def test_job_without_buyer_wallets_fails_with_the_spec_message(
-    settings: Settings, store: Store, redis_client: Redis
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
-    await store.wallets.set_funding_wallet("u1", Keypair())
-    queued = await enqueue_premix_funds("u1", 42, 0.5, settings=settings)
-    assert queued.job_id is not None
+    await create_user(store, net, "u1", buyers=0)
+    job_id = await enqueue(settings, "u1", 0.5)
 
     await run_worker(settings)
 
-    _, result = await job_result(settings, queued.job_id)
-    assert result["message"] == (
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    assert info.result["message"] == (
         "No buyer wallets found: user u1 has no buyer wallets; create buyer wallets first"
     )
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.status, event.description) == (2, "failed", info.result["message"])
 
 
-async def test_amount_larger_than_the_users_wallets_hold_fails_in_phase_3(
-    settings: Settings, store: Store, redis_client: Redis
+async def test_amount_larger_than_the_users_wallets_hold_is_invalid_in_phase_3(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
-    await store.wallets.set_funding_wallet("u1", Keypair())
-    await store.wallets.add_buyer_wallets("u1", [Keypair() for _ in range(2)])
-    queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
-    assert queued.job_id is not None
+    await create_user(store, net, "u1", buyers=2)
+    job_id = await enqueue(settings, "u1", 2)
 
     await run_worker(settings)
 
-    _, result = await job_result(settings, queued.job_id)
-    assert result["message"] == (
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    assert info.result["message"] == (
         "Invalid parameters: mixAmount: Amount 2 SOL is more than 2 buyer wallets can hold "
         "(at most 1 SOL)"
     )
-    latest = await events_of(redis_client, queued.job_id)
-    assert latest is not None
-    assert (latest.phase, latest.status) == (3, "failed")
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.title, event.status) == (3, "Calculating Distribution", "failed")
+
+
+async def test_insufficient_balance_shows_needed_and_available_in_sol(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=5, funding_lamports=SOL // 2)
+    job_id = await enqueue(settings, "u1", "0.5")
+
+    await run_worker(settings)
+
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    message = info.result["message"]
+    # 0.5 SOL to one wallet + one 5,000-lamport fee + the 0.01 SOL buffer
+    assert message == (
+        "Insufficient funding wallet balance: needed 0.510005 SOL, available 0.5 SOL "
+        "(0.5 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer)"
+    )
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.title, event.status, event.percent) == (
+        4,
+        "Checking Balances",
+        "failed",
+        50,
+    )
+    assert event.description == message
+    assert info.result["wallets"][0]["status"] == "not_sent"
+    assert net.balance(user.funding.pubkey()) == SOL // 2  # nothing was sent
+    assert user.buyer_balances(net) == [0] * 5
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_fast_mode_needs_fewer_fees_than_standard_mode(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=73, funding_lamports=SOL)
+    job_id = await enqueue(settings, "u1", 20, mode="fast")
+
+    await run_worker(settings)
+
+    # 20 SOL over 31 wallets: 2 fast transactions
+    assert (await job_result(settings, job_id)).result["message"] == (
+        "Insufficient funding wallet balance: needed 20.01001 SOL, available 1 SOL "
+        "(20 SOL to 31 wallet(s) + 0.00001 SOL fees for 2 transaction(s) + 0.01 SOL buffer)"
+    )
+
+
+@pytest.mark.parametrize(
+    ("skip_preflight", "failure"),
+    [
+        (False, "transaction 2 was refused by the RPC node"),
+        (True, "transaction 2 failed on chain"),
+    ],
+)
+async def test_mixer_failure_lists_what_was_sent_and_is_not_retried(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    skip_preflight: bool,
+    failure: str,
+) -> None:
+    user = await create_user(store, net, "u1", buyers=10, funding_lamports=3 * SOL)
+    job_id = await enqueue(settings, "u1", 2)  # 4 wallets, standard mode
+
+    def drain_after_first_send(method: str, count: int) -> None:
+        if (method, count) == ("send", 1):
+            drain(net, user.funding, keep_lamports=SOL // 10)
+
+    rpc = TestRpc(net.url, on_call=drain_after_first_send, skip_preflight=skip_preflight)
+    await run_worker(settings, rpc=rpc)
+
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    plan = user.plan(2 * SOL)
+    first = str(user.buyers[0].pubkey())
+    sent = plan[0] / SOL
+    assert info.result["message"] == (
+        f"Mixer operation failed: {failure}: instruction 0 failed: insufficient lamports for "
+        f"the transfer. Sent {sent:g} SOL to 1 wallet(s); 3 wallet(s) not funded"
+    )
+    assert [w["status"] for w in info.result["wallets"]] == [
+        "funded",
+        "failed",
+        "not_sent",
+        "not_sent",
+    ]
+    assert info.result["wallets"][0]["publicKey"] == first
+    assert info.result["totals"]["sentLamports"] == plan[0]
+    assert user.buyer_balances(net) == [plan[0]] + [0] * 9
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.title, event.status) == (5, "Initializing Mixer", "failed")
+    assert event.description == info.result["message"]
+    run = await Ledger(store).get(job_id)
+    assert run is not None
+    assert run.status is RunStatus.FAILED
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_transient_rpc_failure_is_retried_and_resumes_the_same_run(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.01,))
+    user = await create_user(store, net, "u1", buyers=10)
+    job_id = await enqueue(settings, "u1", 2)
+    events = await collect_events(redis_client, job_id)
+    # the phase-4 balance read fails three times: the RPC client gives up, the job is retried
+    net.faults.inject("http_5xx", method="getBalance", count=3)
+
+    await run_worker(settings, rpc=TestRpc(net.url))
+
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2)
+    received = await events.wait()
+    assert "failed" not in [e.status for e in received]
+    assert [(e.phase, e.description) for e in received if e.phase == 1] == [
+        (1, "Premix job accepted"),
+        (1, "Resuming premix job"),
+    ]
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+    assert user.buyer_balances(net)[:4] == user.plan(2 * SOL)
+
+
+async def test_transient_failure_on_the_last_try_ends_the_job(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    async with open_store(settings) as store:
+        await create_user(store, net, "u1", buyers=10)
+        job_id = await enqueue(settings, "u1", 2)
+        net.faults.inject("http_5xx", method="getBalance")
+
+        await run_worker(settings, rpc=TestRpc(net.url))
+
+        info = await job_result(settings, job_id)
+        assert info.job_try == 1
+        assert info.result["message"] == (
+            "Temporary failure: Solana RPC getBalance failed 3 times; last error: HTTP 503"
+        )
+        event = await latest(redis_client, job_id)
+        assert (event.phase, event.status) == (4, "failed")
+        assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_second_premix_for_the_user_is_refused_while_one_runs(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=10)
+    job_id = await enqueue(settings, "u1", 2)
+    second_send = asyncio.Event()
+
+    def on_call(method: str, count: int) -> None:
+        if (method, count) == ("send", 2):
+            second_send.set()
+
+    async def enqueue_while_running() -> EnqueueResult:
+        await second_send.wait()
+        return await enqueue_premix_funds("u1", 42, 1, settings=settings)
+
+    refused_task = asyncio.create_task(enqueue_while_running())
+    await run_worker(settings, rpc=TestRpc(net.url, on_call=on_call))
+    refused = await refused_task
+
+    assert refused.success is False
+    assert refused.message == (
+        f"A premix is already queued or running for this user (job {job_id}); wait for it to finish"
+    )
+    assert (await job_result(settings, job_id)).result["success"] is True
+    assert await user_lock_holder(redis_client, "u1") is None
+    accepted = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+    assert accepted.success is True
 
 
 async def test_payload_with_bad_fields_written_by_hand_fails_cleanly(
-    settings: Settings, redis_client: Redis
+    settings: Settings, store: Store, redis_client: Redis
 ) -> None:
     pool: ArqRedis = queue_pool(settings.redis_url)
     job_id = "premix-u1-1"
@@ -172,11 +353,43 @@ async def test_payload_with_bad_fields_written_by_hand_fails_cleanly(
 
     await run_worker(settings)
 
-    _, result = await job_result(settings, job_id)
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    result = info.result
     assert result["success"] is False
-    assert result["message"].startswith("Invalid parameters: userChatId: ")
-    assert "mixAmount: must be greater than 0 SOL" in result["message"]
+    assert result["message"] == (
+        "Invalid parameters: userChatId: must be an integer Telegram chat id; "
+        "mixAmount: must be greater than 0 SOL"
+    )
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.status, event.user_id, event.description) == (
+        2,
+        "failed",
+        "u1",
+        result["message"],
+    )
     assert await user_lock_holder(redis_client, "u1") is None
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 0
+
+
+async def test_payload_that_is_not_one_object_fails_cleanly_under_the_job_ids_user(
+    settings: Settings, store: Store, redis_client: Redis
+) -> None:
+    pool: ArqRedis = queue_pool(settings.redis_url)
+    job_id = "premix-u2-1700000000000"
+    await redis_client.set("premix:user-lock:u2", job_id)
+    await pool.enqueue_job(JOB_FUNCTION, "u2", 42, _job_id=job_id, _queue_name=QUEUE_NAME)
+
+    await run_worker(settings)
+
+    info = await job_result(settings, job_id)
+    assert info.result["message"] == (
+        "Invalid parameters: request: a premix job carries exactly one payload object"
+    )
+    event = await latest(redis_client, job_id)
+    assert (event.status, event.user_id) == ("failed", "u2")
+    assert await user_lock_holder(redis_client, "u2") is None
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 0
 
 
 class _CreatesFileWhenUnpickled:
@@ -205,27 +418,30 @@ async def test_pickle_job_payload_is_refused_not_executed(
     await run_worker(settings)
 
     assert not marker.exists()
-    success, result = await job_result(settings, job_id)
-    assert success is False
-    assert result == {"error": "DeserializationError", "message": "unable to deserialize job"}
+    info = await job_result(settings, job_id)
+    assert info.success is False
+    assert info.result == {"error": "DeserializationError", "message": "unable to deserialize job"}
 
 
-async def test_job_records_its_plan_in_the_ledger_before_checking_balances(
-    settings: Settings, store: Store, redis_client: Redis
+async def test_a_funding_wallet_that_cannot_be_decrypted_fails_in_phase_2(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
-    buyers = [Keypair() for _ in range(3)]
-    await store.wallets.set_funding_wallet("u1", Keypair())
-    await store.wallets.add_buyer_wallets("u1", buyers)
-    queued = await enqueue_premix_funds("u1", 42, "0.6", settings=settings)
-    assert queued.job_id is not None
+    await create_user(store, net, "u1", buyers=3)
+    wallets = store.collection("wallets")
+    funding = await wallets.find_one({"user_id": "u1", "role": "funding"})
+    buyer = await wallets.find_one({"user_id": "u1", "role": "buyer"})
+    assert funding is not None and buyer is not None
+    # a ciphertext moved to another wallet does not decrypt (the public key is authenticated)
+    await wallets.update_one(
+        {"_id": funding["_id"]},
+        {"$set": {"encrypted_secret_key": buyer["encrypted_secret_key"]}},
+    )
+    job_id = await enqueue(settings, "u1", "0.5")
 
     await run_worker(settings)
 
-    run = await Ledger(store).get(queued.job_id)
-    assert run is not None
-    assert [entry.recipient for entry in run.plan] == [str(k.pubkey()) for k in buyers[:2]]
-    assert sum(entry.lamports for entry in run.plan) == 600_000_000
-    # Phase 4 needs the RPC client, not wired yet: the job ends there, reported as failed.
-    latest = await events_of(redis_client, queued.job_id)
-    assert latest is not None
-    assert (latest.phase, latest.status) == (4, "failed")
+    info = await job_result(settings, job_id)
+    assert info.job_try == 1
+    assert info.result["message"].startswith("Wallet key could not be decrypted")
+    event = await latest(redis_client, job_id)
+    assert (event.phase, event.status) == (2, "failed")

@@ -1,0 +1,305 @@
+"""Shared pieces of the worker tests (no tests here): settings, a user with wallets on localnet,
+a real arq worker run in-process, progress collection, a fake Telegram server, and RPC clients
+that make the worker "die" at a chosen call."""
+
+import asyncio
+import base64
+import contextlib
+import json
+import logging
+import threading
+import uuid
+from collections.abc import AsyncIterator, Callable, Iterator, Sequence
+from dataclasses import dataclass, field
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
+
+from arq.constants import in_progress_key_prefix
+from arq.jobs import Job, JobResult
+from arq.worker import Worker
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from solders.keypair import Keypair
+from solders.message import Message
+from solders.pubkey import Pubkey
+from solders.system_program import TransferParams, transfer
+from solders.transaction import VersionedTransaction
+
+from premix.constants import PROGRESS_CHANNEL_PREFIX
+from premix.distribution import TierTable, plan_distribution
+from premix.localnet import Commitment, Localnet
+from premix.logs import reset_logging
+from premix.progress import ProgressEvent, subscribe_progress
+from premix.queue import close_queue, queue_pool
+from premix.rpc import LatestBlockhash, RetryPolicy, SendResult, SolanaRpc
+from premix.serialization import job_deserializer
+from premix.settings import Settings
+from premix.store import Store, reset_memory_stores
+from premix.worker import worker_settings
+
+ENCRYPTION_KEYS = "k1:" + base64.b64encode(bytes(range(100, 132))).decode()
+BOT_TOKEN = "987654321:AAF-telegram-worker-token_abcdefghijklmnop"
+FUNDING_LAMPORTS = 100 * 10**9
+QUICK_RETRIES = RetryPolicy(attempts=3, base_delay_seconds=0.001, max_delay_seconds=0.01)
+
+
+def make_settings(
+    redis_url: str, rpc_url: str = "http://127.0.0.1:1", **overrides: Any
+) -> Settings:
+    """Settings for one test: its Redis, a fresh memory store, localnet, quick polling."""
+    values: dict[str, Any] = {
+        "redis_url": redis_url,
+        "mongodb_uri": f"memory://worker-{uuid.uuid4().hex}",
+        "encryption_keys": SecretStr(ENCRYPTION_KEYS),
+        "rpc_url": rpc_url,
+        "worker_poll_delay_seconds": 0.01,
+        "confirm_poll_seconds": 0.01,
+        "log_level": "DEBUG",
+        **overrides,
+    }
+    return Settings(**values)
+
+
+@contextlib.asynccontextmanager
+async def open_store(settings: Settings) -> AsyncIterator[Store]:
+    """The test's view of the worker's memory store; forgotten afterwards."""
+    store = await Store.open(settings)
+    await store.ensure_indexes()
+    try:
+        yield store
+    finally:
+        await store.close()
+        reset_memory_stores(settings.mongodb_uri)
+
+
+@contextlib.asynccontextmanager
+async def restored_logging() -> AsyncIterator[None]:
+    """Undo what the worker's startup does to logging; close the enqueue pools."""
+    root = logging.getLogger()
+    saved_handlers, saved_level = list(root.handlers), root.level
+    try:
+        yield
+    finally:
+        await close_queue()
+        reset_logging()
+        root.handlers[:] = saved_handlers
+        root.setLevel(saved_level)
+
+
+@dataclass
+class User:
+    """A user with a funding wallet (airdropped on localnet) and buyer wallets in the store."""
+
+    user_id: str
+    funding: Keypair
+    buyers: list[Keypair]
+    funding_lamports: int
+
+    def plan(self, amount_lamports: int, max_wallets: int | None = None) -> list[int]:
+        """The plan the worker must follow for `amount_lamports` with default tiers."""
+        wallets = min(len(self.buyers), max_wallets or len(self.buyers))
+        return plan_distribution(amount_lamports, wallets, TierTable.from_settings(Settings()))
+
+    def buyer_balances(self, net: Localnet) -> list[int]:
+        return [net.balance(buyer.pubkey()) for buyer in self.buyers]
+
+
+async def create_user(
+    store: Store,
+    net: Localnet | None,
+    user_id: str = "u1",
+    *,
+    buyers: int = 73,
+    funding_lamports: int = FUNDING_LAMPORTS,
+) -> User:
+    """Store a funding wallet and `buyers` buyer wallets; airdrop `funding_lamports` on `net`."""
+    user = User(user_id, Keypair(), [Keypair() for _ in range(buyers)], funding_lamports)
+    await store.wallets.set_funding_wallet(user_id, user.funding)
+    if buyers:
+        await store.wallets.add_buyer_wallets(user_id, user.buyers)
+    if net is not None and funding_lamports:
+        net.airdrop(user.funding.pubkey(), funding_lamports)
+    return user
+
+
+def drain(net: Localnet, funding: Keypair, keep_lamports: int) -> None:
+    """Move all but `keep_lamports` out of `funding`, as the user's own wallet app might."""
+    lamports = net.balance(funding.pubkey()) - keep_lamports - 5_000
+    message = Message.new_with_blockhash(
+        [
+            transfer(
+                TransferParams(
+                    from_pubkey=funding.pubkey(), to_pubkey=Pubkey.new_unique(), lamports=lamports
+                )
+            )
+        ],
+        funding.pubkey(),
+        net.chain.block().blockhash,
+    )
+    net.chain.send_transaction(
+        VersionedTransaction(message, [funding]), preflight_commitment=Commitment.PROCESSED
+    )
+    assert net.balance(funding.pubkey()) == keep_lamports
+
+
+class WorkerKilled(BaseException):
+    """Stands for the worker process dying: nothing after it runs (arq's own handlers catch
+    `Exception` and `CancelledError` only), so the job stays in the queue, its in-progress
+    marker and user lock are left behind, and only Redis, the store and the chain remain."""
+
+
+class TestRpc(SolanaRpc):
+    """`SolanaRpc` with quick retries that can "kill the worker" right after the `kill_at`-th
+    call of method `kill_on` reached the node, and calls `on_call(method, n)` after each call."""
+
+    __test__ = False
+
+    def __init__(
+        self,
+        url: str,
+        *,
+        kill_on: str | None = None,
+        kill_at: int = 1,
+        on_call: Callable[[str, int], None] | None = None,
+        skip_preflight: bool = False,
+    ) -> None:
+        super().__init__(url, retry=QUICK_RETRIES, skip_preflight=skip_preflight)
+        self.kill_on = kill_on
+        self.kill_at = kill_at
+        self.on_call = on_call
+        self.seen: dict[str, int] = {}
+
+    def _count(self, method: str) -> None:
+        count = self.seen[method] = self.seen.get(method, 0) + 1
+        if self.on_call is not None:
+            self.on_call(method, count)
+        if method == self.kill_on and count == self.kill_at:
+            raise WorkerKilled(f"{method} #{count}")
+
+    async def balance(self, pubkey: Pubkey) -> int:
+        result = await super().balance(pubkey)
+        self._count("balance")
+        return result
+
+    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
+        result = await super().balances(pubkeys)
+        self._count("balances")
+        return result
+
+    async def latest_blockhash(self) -> LatestBlockhash:
+        result = await super().latest_blockhash()
+        self._count("latest_blockhash")
+        return result
+
+    async def send_raw(self, wire: bytes) -> SendResult:
+        result = await super().send_raw(wire)
+        self._count("send")
+        return result
+
+
+async def run_worker(settings: Settings, **ctx: Any) -> bool:
+    """Run a real arq worker in burst mode until the queue is empty; `ctx` pre-sets services
+    (`rpc`, `notifier`). Returns False if the worker was killed (`WorkerKilled`)."""
+    worker = Worker(
+        **worker_settings(settings),
+        burst=True,
+        handle_signals=False,
+        ctx={"settings": settings, **ctx},
+    )
+    try:
+        await worker.main()
+        return True
+    except WorkerKilled:
+        worker.tasks.clear()  # the dead job's task: nothing of it runs any more
+        return False
+    finally:
+        await worker.close()
+
+
+async def expire_in_progress_marker(redis: Redis, job_id: str) -> None:
+    """What time does after a worker died: arq's in-progress marker of the job expires."""
+    assert await redis.delete(in_progress_key_prefix + job_id) == 1
+
+
+async def job_result(settings: Settings, job_id: str) -> JobResult:
+    """arq's stored result of `job_id` (JSON-decoded)."""
+    info = await Job(
+        job_id, queue_pool(settings.redis_url), _deserializer=job_deserializer
+    ).result_info()
+    assert info is not None, f"no result for {job_id}"
+    return info
+
+
+@dataclass
+class EventCollector:
+    """Collects one job's progress events through `premix.progress.subscribe_progress`."""
+
+    events: list[ProgressEvent] = field(default_factory=list)
+    task: asyncio.Task[None] | None = None
+
+    async def wait(self, timeout: float = 30) -> list[ProgressEvent]:
+        """Wait for the terminal event; return every event received."""
+        assert self.task is not None
+        await asyncio.wait_for(self.task, timeout)
+        return self.events
+
+
+async def collect_events(redis: Redis, job_id: str) -> EventCollector:
+    """Subscribe to the job's events now (before the worker runs) and collect them."""
+    collector = EventCollector()
+
+    async def consume() -> None:
+        async for event in subscribe_progress(redis, job_id, poll_interval_seconds=0.01):
+            collector.events.append(event)
+
+    collector.task = asyncio.create_task(consume())
+    channel = PROGRESS_CHANNEL_PREFIX + job_id
+    for _ in range(500):
+        [(_, subscribers)] = await redis.pubsub_numsub(channel)
+        if subscribers:
+            return collector
+        await asyncio.sleep(0.005)
+    raise AssertionError("the progress subscription never became active")
+
+
+@dataclass
+class FakeTelegram:
+    """A loopback HTTP server standing in for the Telegram Bot API; records sendMessage calls."""
+
+    url: str = ""
+    requests: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
+
+    @property
+    def texts(self) -> list[str]:
+        return [str(body["text"]) for _, body in self.requests]
+
+
+@contextlib.contextmanager
+def fake_telegram() -> Iterator[FakeTelegram]:
+    fake = FakeTelegram()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_POST(self) -> None:
+            length = int(self.headers.get("Content-Length", "0"))
+            fake.requests.append((self.path, json.loads(self.rfile.read(length))))
+            payload = json.dumps({"ok": True, "result": {}}).encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(payload)))
+            self.end_headers()
+            self.wfile.write(payload)
+
+        def log_message(self, format: str, *args: object) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    fake.url = f"http://127.0.0.1:{server.server_address[1]}"
+    thread = threading.Thread(
+        target=server.serve_forever, kwargs={"poll_interval": 0.01}, daemon=True
+    )
+    thread.start()
+    try:
+        yield fake
+    finally:
+        server.shutdown()
+        server.server_close()
