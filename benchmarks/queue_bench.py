@@ -1,0 +1,424 @@
+"""Queue: enqueue latency, job pickup latency, throughput with 1/2/4 workers, worker peak RSS.
+
+Everything runs against a private `redis-server` (see `benchmarks.services`), flushed between
+sections; the machine's Redis is never touched.
+
+- enqueue: `enqueue_premix_funds` for distinct users, one after another, no worker running
+  (after a few warm-up calls that open the connection pool); milliseconds per call.
+- pickup: a stand-alone worker process (`benchmarks.worker_process`, memory store) is idle;
+  the benchmark enqueues one job, times from the enqueue call until the job's phase-1 event
+  arrives on the all-jobs progress channel, waits for the job to end, and enqueues the next.
+  These users have no wallets, so each job ends in phase 2: pickup is all that is timed.
+- worker RSS: the same worker process then runs a 73-wallet fast premix and a 21-wallet
+  standard premix for a user it stored wallets for; its peak RSS is read when it stops. The
+  localnet runs in the benchmark process, so the figure is the worker alone.
+- throughput: 10-wallet fast premixes for distinct users, all enqueued first, then 1, 2 or 4
+  arq `Worker` instances (premix's `WorkerSettings`, max_jobs=1 each) start in this one process
+  and share one embedded memory store (a memory store cannot be shared across processes; the
+  work is I/O-bound: waiting on slots and RPC). Jobs per second from the workers' start until
+  the last job's terminal event.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import sys
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from arq.worker import Worker
+from pydantic import SecretStr
+from redis.asyncio import Redis
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from benchmarks.measure import Spread
+from premix.constants import PROGRESS_ALL_CHANNEL
+from premix.keys import KeyRing
+from premix.localnet import Localnet
+from premix.progress import ProgressEvent
+from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
+from premix.settings import Settings
+from premix.store import Store, reset_memory_stores
+from premix.worker import worker_settings
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+ENQUEUE_WARMUP = 10
+PICKUP_WARMUP = 3
+PICKUP_OFFSETS = 10  # distinct arrival offsets within one poll period
+JOB_TIMEOUT_SECONDS = 180.0
+THROUGHPUT_WALLETS = 10
+THROUGHPUT_AMOUNT_SOL = 5  # fills the first 10 wallets of the default table (0.5 SOL caps)
+RSS_USER = "bench-rss"
+RSS_FUNDING_LAMPORTS = 200 * 10**9
+RSS_JOBS = (  # (amount in SOL, options): one of each engine
+    (85, {"mode": "fast"}),
+    (12.7, {"mode": "standard", "maxWallets": 21}),
+)
+
+Progress = Callable[[str], None] | None
+
+
+def base_settings(redis_url: str, rpc_url: str) -> Settings:
+    """Settings for the queue benchmarks: the private Redis, the localnet, a throwaway key,
+    a fresh memory store, warnings-only logs; everything else premix's defaults."""
+    return Settings(
+        redis_url=redis_url,
+        rpc_url=rpc_url,
+        mongodb_uri=f"memory://bench-queue-{uuid.uuid4().hex}",
+        encryption_keys=SecretStr(KeyRing.generate_key("bench")),
+        log_level="WARNING",
+    )
+
+
+class EventWatcher:
+    """Listens on the all-jobs progress channel and notes when each job's events arrive."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+        self.events: dict[str, list[tuple[float, ProgressEvent]]] = {}
+        self._changed = asyncio.Condition()
+        self._task: asyncio.Task[None] | None = None
+        self._subscribed = asyncio.Event()
+
+    async def __aenter__(self) -> EventWatcher:
+        self._task = asyncio.create_task(self._listen())
+        await self._subscribed.wait()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _listen(self) -> None:
+        async with self.redis.pubsub() as pubsub:
+            await pubsub.subscribe(PROGRESS_ALL_CHANNEL)
+            self._subscribed.set()
+            while True:
+                message = await pubsub.get_message(ignore_subscribe_messages=True, timeout=1.0)
+                if message is None or message.get("type") != "message":
+                    continue
+                arrived = time.perf_counter()
+                event = ProgressEvent.model_validate_json(message["data"])
+                self.events.setdefault(event.job_id, []).append((arrived, event))
+                async with self._changed:
+                    self._changed.notify_all()
+
+    def first(
+        self, job_id: str, match: Callable[[ProgressEvent], bool]
+    ) -> tuple[float, ProgressEvent] | None:
+        return next(((t, e) for t, e in self.events.get(job_id, []) if match(e)), None)
+
+    async def wait_for(
+        self, job_id: str, match: Callable[[ProgressEvent], bool], timeout: float
+    ) -> tuple[float, ProgressEvent]:
+        """When (perf_counter) the job's first event matching `match` arrived, and the event."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(lambda: self.first(job_id, match) is not None)
+        found = self.first(job_id, match)
+        assert found is not None
+        return found
+
+
+def _is_phase_1(event: ProgressEvent) -> bool:
+    return event.phase == 1
+
+
+def _is_terminal(event: ProgressEvent) -> bool:
+    return event.is_terminal
+
+
+async def bench_enqueue(settings: Settings, count: int) -> dict[str, Any]:
+    """Milliseconds per `enqueue_premix_funds` call over `count` distinct users."""
+    latencies: list[float] = []
+    refused = 0
+    for i in range(ENQUEUE_WARMUP + count):
+        started = time.perf_counter()
+        result = await enqueue_premix_funds(f"bench-enqueue-{i}", 1_000 + i, 0.5, settings=settings)
+        elapsed = (time.perf_counter() - started) * 1000
+        if i >= ENQUEUE_WARMUP:
+            latencies.append(elapsed)
+            refused += not result.success
+    return {"count": count, "refused": refused, "milliseconds": Spread.of(latencies).to_dict()}
+
+
+class WorkerProcess:
+    """`benchmarks.worker_process` as a child process with premix settings in its environment."""
+
+    def __init__(self, settings: Settings, users: list[str], buyers: int) -> None:
+        self.settings = settings
+        self.users = users
+        self.buyers = buyers
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready: dict[str, Any] = {}
+
+    async def start(self) -> dict[str, Any]:
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREMIX_REDIS_URL": self.settings.redis_url,
+                "PREMIX_RPC_URL": self.settings.rpc_url,
+                "PREMIX_MONGODB_URI": self.settings.mongodb_uri,
+                "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
+                "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
+                ),
+            }
+        )
+        arguments = [f"--user={user}" for user in self.users] + [f"--buyers={self.buyers}"]
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.worker_process",
+            *arguments,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.ready = await self._read_json()
+        return self.ready
+
+    async def stop(self) -> dict[str, Any]:
+        assert self.process is not None
+        self.process.terminate()
+        report = await self._read_json()
+        await self.process.wait()
+        return report
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def _read_json(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        async with asyncio.timeout(60):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError("the benchmark worker process ended unexpectedly")
+                if line.startswith(b"{"):
+                    report: dict[str, Any] = json.loads(line)
+                    return report
+
+
+async def bench_pickup_and_rss(
+    settings: Settings, net: Localnet, watcher: EventWatcher, pickups: int, progress: Progress
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """Pickup latency over `pickups` jobs, then the worker's peak RSS after two real premixes."""
+    worker = WorkerProcess(settings, [RSS_USER], buyers=73)
+    try:
+        ready = await worker.start()
+        net.airdrop(Pubkey.from_string(ready["funding"][RSS_USER]), RSS_FUNDING_LAMPORTS)
+        if progress is not None:
+            progress(f"queue: pickup latency over {pickups} jobs (worker process)")
+        latencies: list[float] = []
+        poll_seconds = settings.worker_poll_delay_seconds
+        for i in range(PICKUP_WARMUP + pickups):
+            # arrivals at offsets spread evenly over the worker's poll period, as requests
+            # from users are; back to back, every job would land just after a poll
+            await asyncio.sleep(poll_seconds * (i % PICKUP_OFFSETS) / PICKUP_OFFSETS)
+            started = time.perf_counter()
+            result = await enqueue_premix_funds(
+                f"bench-pickup-{i}", 2_000 + i, 0.5, settings=settings
+            )
+            if result.job_id is None:
+                raise RuntimeError(f"pickup job refused: {result.message}")
+            picked, _ = await watcher.wait_for(result.job_id, _is_phase_1, JOB_TIMEOUT_SECONDS)
+            await watcher.wait_for(result.job_id, _is_terminal, JOB_TIMEOUT_SECONDS)
+            if i >= PICKUP_WARMUP:
+                latencies.append((picked - started) * 1000)
+        pickup = {"count": pickups, "milliseconds": Spread.of(latencies).to_dict()}
+
+        if progress is not None:
+            progress("queue: worker RSS (73-wallet fast and 21-wallet standard premix)")
+        jobs: list[dict[str, Any]] = []
+        for amount_sol, options in RSS_JOBS:
+            # the terminal event goes out just before the worker frees the user
+            await _wait_until_user_free(watcher.redis, RSS_USER)
+            result = await enqueue_premix_funds(
+                RSS_USER, 3_000, amount_sol, options, settings=settings
+            )
+            if result.job_id is None:
+                raise RuntimeError(f"RSS job refused: {result.message}")
+            _, event = await watcher.wait_for(result.job_id, _is_terminal, JOB_TIMEOUT_SECONDS)
+            jobs.append(
+                {
+                    "amount_sol": amount_sol,
+                    **options,
+                    "status": str(event.status),
+                    "message": event.description,
+                }
+            )
+        report = await worker.stop()
+    finally:
+        await worker.kill()
+    rss = {
+        "measured_in": "a separate worker process (benchmarks.worker_process), memory store",
+        "jobs": jobs,
+        "peak_rss_bytes": report["peak_rss_bytes"],
+        "baseline_rss_bytes": report["baseline_rss_bytes"],  # after imports and seeding
+    }
+    return pickup, rss
+
+
+async def _wait_until_user_free(redis: Redis, user_id: str) -> None:
+    async with asyncio.timeout(JOB_TIMEOUT_SECONDS):
+        # the lock lives in Redis: nothing to await but another look
+        while await user_lock_holder(redis, user_id) is not None:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+async def bench_throughput(
+    settings: Settings,
+    net: Localnet,
+    watcher: EventWatcher,
+    redis: Redis,
+    *,
+    worker_counts: list[int],
+    jobs: int,
+    repeat: int,
+    progress: Progress,
+) -> dict[str, Any]:
+    """Jobs per second for each worker count, `repeat` times (interleaved)."""
+    samples: dict[int, list[float]] = {k: [] for k in worker_counts}
+    completed: dict[int, list[int]] = {k: [] for k in worker_counts}
+    for round_number in range(repeat):
+        for workers in worker_counts:
+            if progress is not None:
+                progress(
+                    f"queue: throughput, {workers} worker(s), {jobs} jobs, "
+                    f"run {round_number + 1}/{repeat}"
+                )
+            seconds, done = await _throughput_once(settings, net, watcher, workers, jobs)
+            await redis.flushdb()
+            samples[workers].append(jobs / seconds)
+            completed[workers].append(done)
+    by_workers = [
+        {
+            "workers": k,
+            "jobs": jobs,
+            "completed": completed[k],
+            "jobs_per_second": Spread.of(samples[k]).to_dict(),
+        }
+        for k in worker_counts
+    ]
+    medians = [Spread.of(samples[k]).median for k in worker_counts]
+    return {
+        "measured_in": "arq Worker instances in one process sharing the memory store",
+        "wallets_per_job": THROUGHPUT_WALLETS,
+        "mode": "fast",
+        "by_workers": by_workers,
+        "speedup_over_one_worker": [m / medians[0] for m in medians],
+    }
+
+
+async def _throughput_once(
+    base: Settings, net: Localnet, watcher: EventWatcher, workers: int, jobs: int
+) -> tuple[float, int]:
+    memory_uri = f"memory://bench-throughput-{uuid.uuid4().hex}"
+    settings = base.model_copy(update={"mongodb_uri": memory_uri})
+    store = await Store.open(settings)
+    await store.ensure_indexes()
+    job_ids: list[str] = []
+    tag = uuid.uuid4().hex[:8]
+    try:
+        for i in range(jobs):
+            user = f"bench-tp-{tag}-{i}"
+            funding = Keypair()
+            await store.wallets.set_funding_wallet(user, funding)
+            await store.wallets.add_buyer_wallets(
+                user, [Keypair() for _ in range(THROUGHPUT_WALLETS)]
+            )
+            net.airdrop(funding.pubkey(), (THROUGHPUT_AMOUNT_SOL + 1) * 10**9)
+            result = await enqueue_premix_funds(
+                user,
+                4_000 + i,
+                THROUGHPUT_AMOUNT_SOL,
+                {"mode": "fast", "maxWallets": THROUGHPUT_WALLETS},
+                settings=settings,
+            )
+            if result.job_id is None:
+                raise RuntimeError(f"throughput job refused: {result.message}")
+            job_ids.append(result.job_id)
+        pool = [
+            Worker(
+                **worker_settings(settings),
+                burst=True,
+                handle_signals=False,
+                ctx={"settings": settings},
+            )
+            for _ in range(workers)
+        ]
+        started = time.perf_counter()
+        running = asyncio.gather(*(w.main() for w in pool))
+        ended = [
+            await watcher.wait_for(job_id, _is_terminal, JOB_TIMEOUT_SECONDS) for job_id in job_ids
+        ]
+        seconds = max(t for t, _ in ended) - started
+        await running
+        for w in pool:
+            await w.close()
+        done = sum(1 for _, event in ended if event.status == "completed")
+    finally:
+        await store.close()
+        reset_memory_stores(memory_uri)
+    return seconds, done
+
+
+async def bench_queue(
+    *,
+    redis_url: str,
+    slot_ms: int,
+    enqueues: int,
+    pickups: int,
+    worker_counts: list[int],
+    throughput_jobs: int,
+    repeat: int,
+    progress: Progress = None,
+) -> dict[str, Any]:
+    """Return the JSON section `queue` (the Redis at `redis_url` is flushed: a private one)."""
+    redis = Redis.from_url(redis_url)
+    try:
+        await redis.flushdb()
+        with Localnet(slot_ms=slot_ms, seed=0) as net:
+            settings = base_settings(redis_url, net.url)
+            if progress is not None:
+                progress(f"queue: enqueue latency over {enqueues} enqueues")
+            enqueue = await bench_enqueue(settings, enqueues)
+            await redis.flushdb()
+            async with EventWatcher(redis) as watcher:
+                pickup, rss = await bench_pickup_and_rss(settings, net, watcher, pickups, progress)
+                await redis.flushdb()
+                throughput = await bench_throughput(
+                    settings,
+                    net,
+                    watcher,
+                    redis,
+                    worker_counts=worker_counts,
+                    jobs=throughput_jobs,
+                    repeat=repeat,
+                    progress=progress,
+                )
+            reset_memory_stores(settings.mongodb_uri)
+    finally:
+        await close_queue()
+        await redis.flushdb()
+        await redis.aclose()
+    return {
+        "slot_ms": slot_ms,
+        "worker_poll_delay_seconds": settings.worker_poll_delay_seconds,
+        "enqueue": enqueue,
+        "pickup": pickup,
+        "worker_rss": rss,
+        "throughput": throughput,
+    }

@@ -1,0 +1,169 @@
+"""SPEC section 9's quality bars, each checked against the figure measured for it.
+
+A bar whose input was not measured in this run (a section skipped, or no 73-wallet case in a
+`--quick` run) is reported with `passed: None`.
+"""
+
+from __future__ import annotations
+
+import itertools
+from typing import Any
+
+from benchmarks.measure import Target
+from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
+
+TARGET_WALLETS = 73
+FAST_TRANSACTIONS = 4
+FAST_MAX_ROUND_TRIPS = 12
+FAST_MAX_CONFIRM_SLOTS = 2
+STANDARD_MARGIN_MS = 150
+PLAN_MAX_MS = 1.0
+ENQUEUE_P99_MAX_MS = 10.0
+PICKUP_P99_MAX_MS = 250.0
+RSS_MAX_BYTES = 150 * 10**6  # 150 MB
+
+
+def evaluate(document: dict[str, Any]) -> list[Target]:
+    """Every bar, with the measured figure and pass/miss."""
+    return [
+        *_engine_targets(document.get("engines")),
+        *_planner_targets(document.get("planner")),
+        *_queue_targets(document.get("queue")),
+    ]
+
+
+def _case(engines: dict[str, Any] | None, design: str) -> dict[str, Any] | None:
+    if engines is None:
+        return None
+    return next(
+        (c for c in engines["cases"] if c["design"] == design and c["wallets"] == TARGET_WALLETS),
+        None,
+    )
+
+
+def _engine_targets(engines: dict[str, Any] | None) -> list[Target]:
+    fast = _case(engines, "premix-fast")
+    standard = _case(engines, "premix-standard")
+    not_measured = "not measured (no 73-wallet case)"
+    targets = []
+    if fast is None:
+        targets += [
+            Target("fast 73 wallets: transactions", "4", not_measured, None),
+            Target("fast 73 wallets: fees", "20,000 lamports", not_measured, None),
+            Target("fast 73 wallets: RPC round trips", "<= 12", not_measured, None),
+            Target("fast 73 wallets: confirmed after the send", "<= 2 slots", not_measured, None),
+        ]
+    else:
+        transactions = fast["transactions"]
+        fees = fast["fee_lamports"]
+        round_trips = fast["rpc_round_trips"]
+        confirm = fast["confirm_slots_after_send"]
+        expected_fees = LAMPORTS_PER_SIGNATURE * FAST_TRANSACTIONS
+        targets += [
+            Target(
+                "fast 73 wallets: transactions",
+                str(FAST_TRANSACTIONS),
+                f"{transactions} (every run)"
+                if isinstance(transactions, int)
+                else str(transactions),
+                transactions == FAST_TRANSACTIONS,
+            ),
+            Target(
+                "fast 73 wallets: fees",
+                f"{expected_fees:,} lamports",
+                f"{fees:,} lamports" if isinstance(fees, int) else str(fees),
+                fees == expected_fees,
+            ),
+            Target(
+                "fast 73 wallets: RPC round trips",
+                f"<= {FAST_MAX_ROUND_TRIPS}",
+                f"max {round_trips['maximum']:.0f} (median {round_trips['median']:.0f})",
+                round_trips["maximum"] <= FAST_MAX_ROUND_TRIPS,
+            ),
+            Target(
+                "fast 73 wallets: confirmed after the send",
+                f"<= {FAST_MAX_CONFIRM_SLOTS} slots",
+                f"max {confirm['maximum']:.0f} slots (median {confirm['median']:.0f})",
+                confirm["maximum"] <= FAST_MAX_CONFIRM_SLOTS,
+            ),
+        ]
+    if standard is None or engines is None:
+        targets.append(
+            Target("standard 73 wallets: wall time", "73 x (slot + 150 ms)", not_measured, None)
+        )
+    else:
+        slot_ms = engines["slot_ms"]
+        limit = TARGET_WALLETS * (slot_ms + STANDARD_MARGIN_MS) / 1000
+        wall = standard["wall_seconds"]
+        targets += [
+            Target(
+                "standard 73 wallets: transactions",
+                str(TARGET_WALLETS),
+                str(standard["transactions"]),
+                standard["transactions"] == TARGET_WALLETS,
+            ),
+            Target(
+                "standard 73 wallets: wall time",
+                f"<= 73 x ({slot_ms} + {STANDARD_MARGIN_MS}) ms = {limit:.2f} s",
+                f"median {wall['median']:.2f} s (max {wall['maximum']:.2f} s)",
+                wall["median"] <= limit,
+            ),
+        ]
+    return targets
+
+
+def _planner_targets(planner: dict[str, Any] | None) -> list[Target]:
+    if planner is None:
+        return [Target("plan for 73 wallets", "< 1 ms", "not measured", None)]
+    per_plan_ms = planner["microseconds_per_plan"]["median"] / 1000
+    return [
+        Target(
+            "plan for 73 wallets",
+            f"< {PLAN_MAX_MS:g} ms",
+            f"median {per_plan_ms * 1000:.1f} us",
+            per_plan_ms < PLAN_MAX_MS,
+        )
+    ]
+
+
+def _queue_targets(queue: dict[str, Any] | None) -> list[Target]:
+    if queue is None:
+        return [
+            Target(name, bar, "not measured", None)
+            for name, bar in (
+                ("enqueue p99", "< 10 ms"),
+                ("pickup p99 (enqueue to phase-1 event)", "< 250 ms"),
+                ("worker peak RSS", "< 150 MB"),
+                ("throughput grows with workers", "1 < 2 < 4 workers"),
+            )
+        ]
+    enqueue_p99 = queue["enqueue"]["milliseconds"]["p99"]
+    pickup_p99 = queue["pickup"]["milliseconds"]["p99"]
+    rss = queue["worker_rss"]["peak_rss_bytes"]
+    throughput = queue["throughput"]["by_workers"]
+    medians = [row["jobs_per_second"]["median"] for row in throughput]
+    grows = all(later > earlier for earlier, later in itertools.pairwise(medians))
+    shown = ", ".join(
+        f"{row['workers']}: {m:.2f}/s" for row, m in zip(throughput, medians, strict=True)
+    )
+    return [
+        Target(
+            "enqueue p99",
+            f"< {ENQUEUE_P99_MAX_MS:g} ms",
+            f"{enqueue_p99:.2f} ms",
+            enqueue_p99 < ENQUEUE_P99_MAX_MS,
+        ),
+        Target(
+            "pickup p99 (enqueue to phase-1 event)",
+            f"< {PICKUP_P99_MAX_MS:g} ms",
+            f"{pickup_p99:.1f} ms",
+            pickup_p99 < PICKUP_P99_MAX_MS,
+        ),
+        Target("worker peak RSS", "< 150 MB", f"{rss / 10**6:.1f} MB", rss < RSS_MAX_BYTES),
+        Target(
+            "throughput grows with workers",
+            "more jobs/s with each step in workers",
+            f"median jobs/s by workers: {shown}",
+            grows,
+        ),
+    ]
