@@ -59,6 +59,10 @@ class CommandFailed(Exception):
     """A failure a command reports as its one error line (exit status 1)."""
 
 
+class Interrupted(Exception):
+    """Ctrl-C (SIGINT) stopped a command (exit status 130)."""
+
+
 @dataclass
 class CliState:
     """Options of the `premix` group and the settings, read once on first use."""
@@ -163,8 +167,14 @@ def sol_text(lamports: int) -> str:
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
-    """Run a command's coroutine to completion in a fresh event loop."""
-    return asyncio.run(coroutine)
+    """Run a command's coroutine to completion in a fresh event loop.
+
+    Ctrl-C cancels the coroutine (its cleanup runs) and raises `Interrupted`.
+    """
+    try:
+        return asyncio.run(coroutine)
+    except KeyboardInterrupt:
+        raise Interrupted() from None  # not KeyboardInterrupt: click would print a blank line
 
 
 # --- the command group ---
@@ -898,7 +908,7 @@ def describe_error(error: BaseException) -> tuple[str, int]:
         return error.format_message() + hint, EXIT_USAGE
     if isinstance(error, click.ClickException):
         return error.format_message(), error.exit_code
-    if isinstance(error, KeyboardInterrupt | click.Abort):
+    if isinstance(error, Interrupted | KeyboardInterrupt | click.Abort):
         return "interrupted", EXIT_INTERRUPTED
     if isinstance(error, CommandFailed | PremixError):
         return str(error), EXIT_FAILURE

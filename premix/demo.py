@@ -19,9 +19,11 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.worker import Worker
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
@@ -35,7 +37,7 @@ from premix.ledger import Ledger
 from premix.localnet import Localnet
 from premix.mixer.result import WalletStatus, result_from_record
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
-from premix.queue import close_queue, enqueue_premix_funds
+from premix.queue import close_queue, enqueue_premix_funds, release_user_lock
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 
@@ -266,9 +268,11 @@ async def _run(
     )
     worker_task = asyncio.create_task(worker.async_run())
     events: list[ProgressEvent] = []
+    ended = False
     try:
         async with asyncio.timeout(options.timeout_seconds):
             final = await _follow(settings.redis_url, job_id, worker_task, events, on_event)
+        ended = True
         wall_seconds = time.monotonic() - started
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(asyncio.shield(worker_task), WORKER_STOP_SECONDS)
@@ -280,6 +284,8 @@ async def _run(
             worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker_task
+        if not ended:  # interrupted or failed: leave no demo job behind for other workers
+            await _discard_job(settings.redis_url, job_id, user_id)
 
     record = await Ledger(store).get(job_id)
     if record is None:
@@ -318,6 +324,25 @@ async def _run(
         message=final.description,
         events=tuple(events),
     )
+
+
+async def _discard_job(redis_url: str, job_id: str, user_id: str) -> None:
+    """Remove an unfinished demo job from the queue (arq re-queues a cancelled job) and free
+    its user lock: its wallets and chain lived in this process only."""
+    redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        await redis.zrem(QUEUE_NAME, job_id)
+        await redis.delete(
+            *(
+                prefix + job_id
+                for prefix in (job_key_prefix, in_progress_key_prefix, retry_key_prefix)
+            )
+        )
+        await release_user_lock(redis, user_id, job_id)
+    except (RedisError, OSError):
+        pass  # the job then fails on the next worker that takes it: its wallets are gone
+    finally:
+        await redis.aclose()
 
 
 async def _follow(

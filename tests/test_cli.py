@@ -25,6 +25,7 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 
 from premix.cli import run
+from premix.constants import PROGRESS_STATE_PREFIX, QUEUE_NAME, USER_LOCK_PREFIX
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
 from premix.progress import Phase, ProgressEmitter, ProgressEvent, progress_channel
@@ -742,3 +743,33 @@ def test_demo_does_not_run_other_jobs_waiting_in_the_queue(redis_url: str) -> No
         "demo's worker would run; point PREMIX_REDIS_URL at an idle Redis database (for "
         "example redis://127.0.0.1:6379/15)",
     )
+
+
+async def test_demo_interrupted_mid_run_exits_130_and_leaves_no_job_behind(
+    redis_url: str, redis_client: Redis
+) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    environment["PREMIX_REDIS_URL"] = redis_url
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "premix.cli", "demo", "--json", "--amount", "85", "--slot-ms", "200",
+        env=environment,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(60):  # wait until the mixer is sending (phase 5)
+        while True:
+            states = [await redis_client.get(key) async for key in redis_client.scan_iter(
+                f"{PROGRESS_STATE_PREFIX}*"
+            )]  # fmt: skip
+            if any(ProgressEvent.model_validate_json(s).phase == 5 for s in states if s):
+                break
+            await asyncio.sleep(0.05)
+    process.send_signal(signal.SIGINT)
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    assert process.returncode == 130
+    assert stderr.decode() == "premix: error: interrupted\n"
+    assert stdout == b""
+    assert await redis_client.zcard(QUEUE_NAME) == 0
+    assert [key async for key in redis_client.scan_iter(f"{USER_LOCK_PREFIX}*")] == []
+    assert [key async for key in redis_client.scan_iter("arq:job:*")] == []
