@@ -315,7 +315,8 @@ def print_wallet_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
 def wallets() -> None:
     """Create, list and import a user's wallets in the store (PREMIX_MONGODB_URI).
 
-    Private keys are stored encrypted under PREMIX_ENCRYPTION_KEYS and never printed.
+    Private keys are stored encrypted under PREMIX_ENCRYPTION_KEYS and never printed. These
+    commands are for a real MongoDB: with memory:// the store lives only as long as the command.
     """
 
 
@@ -417,6 +418,7 @@ def wallets_list(state: CliState, user_id: str, as_json: bool) -> None:
 @click.option(
     "--secret-file",
     "keypair_path",
+    metavar="PATH",
     required=True,
     help="File holding the secret key: base58 (64 bytes) or a Solana CLI keypair JSON; "
     "'-' reads standard input.",
@@ -699,7 +701,7 @@ def bar_text(event: ProgressEvent) -> str:
     default=None,
     help="Give up after this many seconds (default: wait for the job to end).",
 )
-@json_option
+@click.option("--json", "as_json", is_flag=True, help="Print each progress event as a JSON line.")
 @pass_state
 def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) -> None:
     """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed.
