@@ -168,13 +168,19 @@ async def test_bot_enqueues_standard_and_fast_premixes_and_a_worker_funds_them_e
         assert run is not None and run.status is RunStatus.COMPLETED
 
     assert [body["chat_id"] for _, body in telegram.requests] == [42, 42]
-    assert telegram.texts[0] == (
+    by_job = {text.rsplit("Job ", 1)[1]: text for text in telegram.texts}
+    assert by_job[standard.job_id] == (
         "✅ Premix complete\n"
         "Sent 0.5 SOL to 1 buyer wallet(s) (standard mode).\n"
         "1 transaction(s), fees 0.000005 SOL.\n"
         f"Job {standard.job_id}"
     )
-    assert telegram.texts[1].startswith("✅ Premix complete\nSent 1 SOL to 2 buyer wallet(s)")
+    assert by_job[fast.job_id] == (
+        "✅ Premix complete\n"
+        "Sent 1 SOL to 2 buyer wallet(s) (fast mode).\n"
+        "1 transaction(s), fees 0.000005 SOL.\n"
+        f"Job {fast.job_id}"
+    )
 
 
 async def test_fast_mode_funds_73_wallets_in_4_transactions(

@@ -12,6 +12,7 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
 from premix import worker as worker_module
+from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
 from premix.jobs import EnqueueResult
 from premix.ledger import Ledger, RunStatus
@@ -237,10 +238,9 @@ async def test_mixer_failure_lists_what_was_sent_and_is_not_retried(
     assert info.job_try == 1
     plan = user.plan(2 * SOL)
     first = str(user.buyers[0].pubkey())
-    sent = plan[0] / SOL
     assert info.result["message"] == (
         f"Mixer operation failed: {failure}: instruction 0 failed: insufficient lamports for "
-        f"the transfer. Sent {sent:g} SOL to 1 wallet(s); 3 wallet(s) not funded"
+        f"the transfer. Sent {format_sol(plan[0])} to 1 wallet(s); 3 wallet(s) not funded"
     )
     assert [w["status"] for w in info.result["wallets"]] == [
         "funded",

@@ -1,0 +1,195 @@
+"""A worker that dies mid-run: a new worker runs the same job id (same ledger run) to completion
+and nothing is paid twice - every recipient holds exactly its amount and the funding wallet paid
+exactly the plan plus the fees of the transactions that landed, one per transaction needed."""
+
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from premix.constants import RUNS_COLLECTION
+from premix.ledger import Ledger, RunStatus
+from premix.localnet import Localnet
+from premix.notify import Notifier
+from premix.progress import latest_progress
+from premix.queue import enqueue_premix_funds, user_lock_holder
+from premix.settings import Settings
+from premix.store import Store
+from tests.test_worker_helpers import (
+    TestRpc,
+    User,
+    WorkerKilled,
+    collect_events,
+    create_user,
+    expire_in_progress_marker,
+    job_result,
+    make_settings,
+    open_store,
+    restored_logging,
+    run_worker,
+)
+
+SOL = 10**9
+FEE = 5_000
+
+
+@pytest.fixture
+def net(fast_localnet: Localnet) -> Localnet:
+    return fast_localnet
+
+
+@pytest.fixture
+def settings(redis_url: str, net: Localnet) -> Settings:
+    return make_settings(redis_url, net.url)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    async with open_store(settings) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+async def _restore_logging() -> AsyncIterator[None]:
+    async with restored_logging():
+        yield
+
+
+async def assert_paid_exactly_once(
+    store: Store, net: Localnet, user: User, job_id: str, amount: int, transactions: int
+) -> None:
+    plan = user.plan(amount)
+    assert user.buyer_balances(net) == plan + [0] * (len(user.buyers) - len(plan))
+    assert net.balance(user.funding.pubkey()) == (
+        user.funding_lamports - amount - FEE * transactions
+    )
+    run = await Ledger(store).get(job_id)
+    assert run is not None
+    assert run.status is RunStatus.COMPLETED
+    assert (run.totals.transactions, run.totals.fee_lamports) == (
+        transactions,
+        FEE * transactions,
+    )
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+
+
+# mode, amount in SOL, where the worker dies (after the n-th call of an RPC method reached the
+# node), transactions the run needs, and how many wallets the chain shows funded at death (a
+# range where fast mode's concurrent sends may or may not have reached the node).
+KILL_POINTS = [
+    pytest.param("standard", 2, "balance", 1, 4, (0, 0), id="standard-phase-3-to-4"),
+    pytest.param("standard", 2, "latest_blockhash", 1, 4, (0, 0), id="standard-before-first-send"),
+    pytest.param("standard", 2, "send", 2, 4, (2, 2), id="standard-after-second-send"),
+    pytest.param("standard", 2, "balances", 3, 4, (2, 2), id="standard-after-second-confirm"),
+    pytest.param("standard", 2, "balances", 5, 4, (4, 4), id="standard-phase-6-verify"),
+    pytest.param("fast", 20, "balance", 1, 2, (0, 0), id="fast-phase-3-to-4"),
+    pytest.param("fast", 20, "latest_blockhash", 1, 2, (0, 0), id="fast-after-signing"),
+    pytest.param("fast", 20, "send", 1, 2, (21, 31), id="fast-after-first-send"),
+]
+
+
+@pytest.mark.parametrize(
+    ("mode", "sol", "kill_on", "kill_at", "transactions", "funded_at_death"), KILL_POINTS
+)
+async def test_worker_killed_mid_run_does_not_pay_twice(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    mode: str,
+    sol: int,
+    kill_on: str,
+    kill_at: int,
+    transactions: int,
+    funded_at_death: tuple[int, int],
+) -> None:
+    user = await create_user(store, net, "u1")
+    queued = await enqueue_premix_funds("u1", 42, sol, {"mode": mode}, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    dying = TestRpc(net.url, kill_on=kill_on, kill_at=kill_at)
+
+    assert await run_worker(settings, rpc=dying) is False  # the worker died
+    assert dying.seen[kill_on] == kill_at
+    funded = sum(1 for balance in user.buyer_balances(net) if balance)
+    assert funded_at_death[0] <= funded <= funded_at_death[1]
+    assert await user_lock_holder(redis_client, "u1") == job_id  # nothing released it
+    # the user still cannot start another premix while this one waits to be run again
+    assert (await enqueue_premix_funds("u1", 42, 1, settings=settings)).success is False
+
+    await expire_in_progress_marker(redis_client, job_id)
+    events = await collect_events(redis_client, job_id)
+    assert await run_worker(settings, rpc=TestRpc(net.url)) is True
+
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2)
+    await assert_paid_exactly_once(store, net, user, job_id, sol * SOL, transactions)
+    received = await events.wait()
+    assert received[-1].status == "completed"
+    assert "Resuming premix job" in [e.description for e in received if e.phase == 1]
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+class DiesWhenNotifying(Notifier):
+    """The worker dies right after the run completed and its event went out."""
+
+    async def notify_completed(self, chat_id: int, **kwargs: Any) -> bool:
+        raise WorkerKilled("while notifying")
+
+
+class RecordingNotifier(Notifier):
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.completed: list[dict[str, Any]] = []
+
+    async def notify_completed(self, chat_id: int, **kwargs: Any) -> bool:
+        self.completed.append({"chat_id": chat_id, **kwargs})
+        return True
+
+
+async def test_redelivery_of_a_completed_run_sends_nothing_and_completes(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1")
+    queued = await enqueue_premix_funds("u1", 42, 2, {"mode": "fast"}, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, notifier=DiesWhenNotifying(settings)) is False
+    first_completed = await latest_progress(redis_client, job_id)
+    assert first_completed is not None and first_completed.status == "completed"
+    sends_before = net.stats.calls["sendTransaction"]
+
+    await expire_in_progress_marker(redis_client, job_id)
+    notifier = RecordingNotifier(settings)
+    await run_worker(settings, notifier=notifier)
+
+    assert net.stats.calls["sendTransaction"] == sends_before
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2)
+    assert info.result["totals"]["transactions"] == 1
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 1)
+    assert [n["wallets_funded"] for n in notifier.completed] == [4]  # the user is told once
+    again = await latest_progress(redis_client, job_id)
+    assert again is not None
+    assert (again.phase, again.status) == (6, "completed")
+    assert again.sequence == first_completed.sequence + 2  # phase 1 (resuming), then phase 6
+
+
+async def test_a_job_killed_on_its_last_allowed_try_still_completes_within_the_tries(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, job_max_tries=2)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+        job_id = queued.job_id
+        assert job_id is not None
+        assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=1)) is False
+        await expire_in_progress_marker(redis_client, job_id)
+
+        await run_worker(settings, rpc=TestRpc(net.url))
+
+        info = await job_result(settings, job_id)
+        assert (info.result["success"], info.job_try) == (True, 2)
+        await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
