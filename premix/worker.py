@@ -55,6 +55,7 @@ from premix.mixer import (
     run_mixer,
     transaction_count,
 )
+from premix.mixer.engine import MixerRun
 from premix.mixer.result import result_from_record
 from premix.notify import Notifier
 from premix.progress import Phase, ProgressEmitter, ProgressStatus
@@ -400,17 +401,31 @@ class PremixRun:
         """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
         its fees and the buffer. A resumed run needs only what did not go out yet."""
         landed_ok: set[str] = set()
-        open_attempts = [attempt for _, attempt in run.open_attempts()]
-        if open_attempts:
-            # An earlier execution may have died after a send: what landed is already paid.
-            statuses = await self.rpc.signature_statuses(
-                [Signature.from_string(a.signature) for a in open_attempts], search_history=True
+        if run.open_attempts():
+            # An earlier execution died after a send: settle what it left open first (the
+            # mixer's own rule), so what landed counts as sent, in the check and the report.
+            settling = MixerRun(
+                record=run,
+                funding=funding,
+                rpc=self.rpc,
+                ledger=self.ledger,
+                fees=FeePolicy.from_settings(self.settings),
+                poll_seconds=self.settings.confirm_poll_seconds,
+                on_progress=None,
             )
-            landed_ok = {
-                attempt.signature
-                for attempt, status in zip(open_attempts, statuses, strict=True)
-                if status is not None and status.error is None
-            }
+            await settling.settle_recorded()
+            run = settling.record
+            still_open = [attempt for _, attempt in run.open_attempts()]
+            if still_open:
+                # Seen on chain but not yet confirmed: as good as gone from the balance.
+                statuses = await self.rpc.signature_statuses(
+                    [Signature.from_string(a.signature) for a in still_open]
+                )
+                landed_ok = {
+                    attempt.signature
+                    for attempt, status in zip(still_open, statuses, strict=True)
+                    if status is not None and status.error is None
+                }
         need = balance_needed(
             run,
             self.job.mode,

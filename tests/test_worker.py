@@ -10,20 +10,22 @@ from typing import Any
 import pytest
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from solders.pubkey import Pubkey
 
 from premix import worker as worker_module
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
 from premix.jobs import EnqueueResult
-from premix.ledger import Ledger, RunStatus
+from premix.ledger import Attempt, AttemptState, Ledger, RunRecord, RunStatus, utc_now
 from premix.localnet import Localnet
+from premix.mixer import FeePolicy
 from premix.progress import ProgressEvent, latest_progress
 from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder
 from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings
 from premix.store import Store
-from premix.worker import WorkerSettings, shutdown, startup
+from premix.worker import WorkerSettings, balance_needed, shutdown, startup
 from tests.test_worker_helpers import (
     TestRpc,
     collect_events,
@@ -445,3 +447,53 @@ async def test_a_funding_wallet_that_cannot_be_decrypted_fails_in_phase_2(
     assert info.result["message"].startswith("Wallet key could not be decrypted")
     event = await latest(redis_client, job_id)
     assert (event.phase, event.status) == (2, "failed")
+
+
+def _run_with_plan(amounts: list[int]) -> RunRecord:
+    now = utc_now()
+    run = RunRecord("premix-u1-1", "u1", "fast", sum(amounts), now, now)
+    run.set_plan([str(Pubkey.new_unique()) for _ in amounts], amounts, now=now)
+    return run
+
+
+def _attempt(signature: str) -> Attempt:
+    return Attempt(signature, "hash", 100, "wire", utc_now(), fee_lamports=5_000)
+
+
+def test_balance_needed_for_a_new_run_is_amount_fees_and_buffer() -> None:
+    run = _run_with_plan([SOL] * 22)
+    need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
+    assert (need.transfer_lamports, need.fee_lamports, need.transactions) == (22 * SOL, 10_000, 2)
+    assert need.total_lamports == 22 * SOL + 10_000 + SOL // 100
+    standard = balance_needed(run, "standard", FeePolicy(), 0)
+    assert (standard.fee_lamports, standard.transactions) == (22 * 5_000, 22)
+
+
+def test_balance_needed_on_resume_leaves_out_what_landed() -> None:
+    run = _run_with_plan([SOL] * 22)
+    landed = run.add_transaction(list(range(21)), _attempt("sig-1"))
+    run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
+    need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
+    assert landed.state == "landed_ok"
+    assert (need.transfer_lamports, need.wallets, need.transactions) == (SOL, 1, 1)
+    assert need.already_sent_lamports == 21 * SOL
+    assert need.describe() == (
+        "1 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer; "
+        "21 SOL already sent"
+    )
+
+
+def test_balance_needed_counts_an_open_attempt_seen_on_chain_as_sent() -> None:
+    run = _run_with_plan([SOL] * 22)
+    run.add_transaction(list(range(21)), _attempt("sig-1"))
+    unseen = balance_needed(run, "fast", FeePolicy(), 0)
+    seen = balance_needed(run, "fast", FeePolicy(), 0, landed_ok={"sig-1"})
+    assert (unseen.transfer_lamports, unseen.transactions) == (22 * SOL, 2)
+    assert (seen.transfer_lamports, seen.transactions) == (SOL, 1)
+
+
+def test_nothing_is_needed_when_every_transfer_landed() -> None:
+    run = _run_with_plan([SOL])
+    run.add_transaction([0], _attempt("sig-1"))
+    run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
+    assert balance_needed(run, "standard", FeePolicy(), SOL // 100).total_lamports == 0

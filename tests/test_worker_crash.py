@@ -22,6 +22,7 @@ from tests.test_worker_helpers import (
     WorkerKilled,
     collect_events,
     create_user,
+    drain,
     expire_in_progress_marker,
     job_result,
     make_settings,
@@ -193,3 +194,56 @@ async def test_a_job_killed_on_its_last_allowed_try_still_completes_within_the_t
         info = await job_result(settings, job_id)
         assert (info.result["success"], info.job_try) == (True, 2)
         await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+
+
+async def test_a_resumed_run_needs_only_what_was_not_sent_yet(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    # exactly enough for the whole run: 2 SOL, four fees and the 0.01 SOL buffer
+    user = await create_user(store, net, "u1", funding_lamports=2 * SOL + 4 * FEE + SOL // 100)
+    queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=2)) is False
+    net.advance(5)  # both landed transfers are confirmed: the balance shows them gone
+    assert net.balance(user.funding.pubkey()) == SOL + 2 * FEE + SOL // 100
+
+    await expire_in_progress_marker(redis_client, job_id)
+    await run_worker(settings, rpc=TestRpc(net.url))
+
+    info = await job_result(settings, job_id)
+    assert info.result["success"] is True, info.result["message"]
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+    assert net.balance(user.funding.pubkey()) == SOL // 100
+
+
+async def test_a_resumed_run_short_of_funds_says_what_is_still_needed_and_what_was_sent(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1")
+    queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=2)) is False
+    net.advance(5)
+    drain(net, user.funding, keep_lamports=SOL // 2)
+
+    await expire_in_progress_marker(redis_client, job_id)
+    await run_worker(settings, rpc=TestRpc(net.url))
+
+    info = await job_result(settings, job_id)
+    assert info.job_try == 2
+    assert info.result["message"] == (
+        "Insufficient funding wallet balance: needed 1.01001 SOL, available 0.5 SOL "
+        "(1 SOL to 2 wallet(s) + 0.00001 SOL fees for 2 transaction(s) + 0.01 SOL buffer; "
+        "1 SOL already sent)"
+    )
+    assert [w["status"] for w in info.result["wallets"]] == [
+        "funded",
+        "funded",
+        "not_sent",
+        "not_sent",
+    ]
+    assert info.result["totals"]["sentLamports"] == SOL
+    assert user.buyer_balances(net)[:4] == [SOL // 2, SOL // 2, 0, 0]
+    assert await user_lock_holder(redis_client, "u1") is None
