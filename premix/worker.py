@@ -287,7 +287,11 @@ class PremixRun:
 
     async def execute(self) -> dict[str, Any]:
         """Run the phases; return the result, or raise `Retry` for a transient failure."""
-        if not await self._hold_user_lock():
+        try:
+            holds_lock = await self._hold_user_lock()
+        except (RedisError, OSError) as e:
+            self._retry(TransientError(f"{type(e).__name__} while taking the user lock"))
+        if not holds_lock:
             holder = await user_lock_holder(self.redis, self.job.user_id)
             self.log.info("user_busy_job_deferred", running_job_id=holder)
             raise Retry(defer=USER_BUSY_RETRY_SECONDS)
@@ -324,7 +328,7 @@ class PremixRun:
         resumed = self.job_try > 1 or run.status is not RunStatus.OPENED
         await self.progress.started(
             "Resuming premix job" if resumed else "Premix job accepted",
-            amount_sol=str(self.job.mix_amount),
+            amountSol=str(self.job.mix_amount),
             mode=self.job.mode,
             attempt=self.job_try,
         )
