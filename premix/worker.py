@@ -287,6 +287,8 @@ class PremixRun:
 
     async def execute(self) -> dict[str, Any]:
         """Run the phases; return the result, or raise `Retry` for a transient failure."""
+        if self.job_try > self.settings.job_max_tries:
+            return await self._give_up()
         try:
             holds_lock = await self._hold_user_lock()
         except (RedisError, OSError) as e:
@@ -406,19 +408,9 @@ class PremixRun:
         its fees and the buffer. A resumed run needs only what did not go out yet."""
         landed_ok: set[str] = set()
         if run.open_attempts():
-            # An earlier execution died after a send: settle what it left open first (the
-            # mixer's own rule), so what landed counts as sent, in the check and the report.
-            settling = MixerRun(
-                record=run,
-                funding=funding,
-                rpc=self.rpc,
-                ledger=self.ledger,
-                fees=FeePolicy.from_settings(self.settings),
-                poll_seconds=self.settings.confirm_poll_seconds,
-                on_progress=None,
-            )
-            await settling.settle_recorded()
-            run = settling.record
+            # An earlier execution died after a send: settle what it left open first, so what
+            # landed counts as sent, in the check and in the report.
+            run = await self._settle_open_attempts(run, funding)
             still_open = [attempt for _, attempt in run.open_attempts()]
             if still_open:
                 # Seen on chain but not yet confirmed: as good as gone from the balance.
@@ -453,6 +445,21 @@ class PremixRun:
                 available_lamports=available,
                 breakdown=need.describe(),
             )
+
+    async def _settle_open_attempts(self, run: RunRecord, funding: Keypair) -> RunRecord:
+        """Settle the attempts an earlier execution left open (landed or expired), by the
+        mixer's own rule, and return the run as the ledger now holds it."""
+        settling = MixerRun(
+            record=run,
+            funding=funding,
+            rpc=self.rpc,
+            ledger=self.ledger,
+            fees=FeePolicy.from_settings(self.settings),
+            poll_seconds=self.settings.confirm_poll_seconds,
+            on_progress=None,
+        )
+        await settling.settle_recorded()
+        return settling.record
 
     # --- phase 5 ---
 
@@ -533,6 +540,25 @@ class PremixRun:
         )
 
     # --- how an attempt ends ---
+
+    async def _give_up(self) -> dict[str, Any]:
+        """End a job delivered once more than `job_max_tries` allows (its earlier executions
+        died or were stopped): report what its run sent and fail it, sending nothing."""
+        run = await self.ledger.get(self.job_id)
+        self.run_opened = run is not None
+        if run is not None and run.open_attempts():
+            try:
+                funding = await self.store.wallets.funding_wallet(self.job.user_id)
+                if funding is not None:
+                    run = await self._settle_open_attempts(run, funding)
+            except (PremixError, RpcRequestError, PyMongoError, OSError) as e:
+                self.log.warning("open_attempts_not_settled", error=type(e).__name__)
+        if run is not None and run.transactions:
+            self.phase = Phase.INITIALIZING_MIXER
+        stops = self.job_try - 1
+        return await self._fail(
+            PremixError(f"the job stopped {stops} time(s) before finishing; it is not run again")
+        )
 
     def _retry(self, error: PremixError) -> NoReturn:
         delay = RETRY_BACKOFF_SECONDS[min(self.job_try, len(RETRY_BACKOFF_SECONDS)) - 1]
@@ -693,7 +719,9 @@ class WorkerSettings:
     poll_delay: Final = _ENV_SETTINGS.worker_poll_delay_seconds  # low: fast job pickup
     redis_settings: Final = RedisSettings.from_dsn(_ENV_SETTINGS.redis_url)
     job_timeout: Final = _ENV_SETTINGS.job_timeout_seconds
-    max_tries: Final = _ENV_SETTINGS.job_max_tries
+    # One delivery more than premix's own limit: that last one only reports and fails the job
+    # (arq would otherwise drop it silently, leaving the user lock and no failed event).
+    max_tries: Final = _ENV_SETTINGS.job_max_tries + 1
     keep_result: Final = KEEP_RESULT_SECONDS
     on_startup: Final = startup
     on_shutdown: Final = shutdown
@@ -706,5 +734,5 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_delay_seconds,
         "redis_settings": RedisSettings.from_dsn(settings.redis_url),
         "job_timeout": settings.job_timeout_seconds,
-        "max_tries": settings.job_max_tries,
+        "max_tries": settings.job_max_tries + 1,
     }

@@ -177,7 +177,7 @@ async def test_redelivery_of_a_completed_run_sends_nothing_and_completes(
     assert again.sequence == first_completed.sequence + 2  # phase 1 (resuming), then phase 6
 
 
-async def test_a_job_killed_on_its_last_allowed_try_still_completes_within_the_tries(
+async def test_a_job_killed_once_completes_on_its_last_allowed_try(
     redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
     settings = make_settings(redis_url, net.url, job_max_tries=2)
@@ -247,3 +247,37 @@ async def test_a_resumed_run_short_of_funds_says_what_is_still_needed_and_what_w
     assert info.result["totals"]["sentLamports"] == SOL
     assert user.buyer_balances(net)[:4] == [SOL // 2, SOL // 2, 0, 0]
     assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_job_that_keeps_dying_is_failed_with_a_report_after_its_last_try(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, job_max_tries=2)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+        job_id = queued.job_id
+        assert job_id is not None
+        for _ in range(2):  # each try dies right after sending one more transfer
+            assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send")) is False
+            await expire_in_progress_marker(redis_client, job_id)
+        net.advance(5)
+        sends_before = net.stats.calls["sendTransaction"]
+
+        await run_worker(settings, rpc=TestRpc(net.url))
+
+        assert net.stats.calls["sendTransaction"] == sends_before
+        info = await job_result(settings, job_id)
+        assert info.job_try == 3
+        message = (
+            "Mixer operation failed: the job stopped 2 time(s) before finishing; it is not run "
+            "again. Sent 1 SOL to 2 wallet(s); 2 wallet(s) not funded"
+        )
+        assert info.result["message"] == message
+        assert user.buyer_balances(net)[:4] == [SOL // 2, SOL // 2, 0, 0]
+        event = await latest_progress(redis_client, job_id)
+        assert event is not None
+        assert (event.phase, event.status, event.description) == (5, "failed", message)
+        run = await Ledger(store).get(job_id)
+        assert run is not None and run.status is RunStatus.FAILED
+        assert await user_lock_holder(redis_client, "u1") is None
