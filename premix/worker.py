@@ -10,7 +10,9 @@ marked failed, user lock released, result with `success: false`); a transient on
 arq with backoff, keeping the user lock, and the retry resumes the same ledger run (run id =
 job id); on the last try it ends the job like a permanent one. A worker that dies leaves the job
 in the queue: arq runs it again once its in-progress marker expires, and the ledger makes that
-re-run settle what was sent before it sends anything (nothing is paid twice).
+re-run settle what was sent before it sends anything (nothing is paid twice). arq delivers a job
+once more than `job_max_tries`: that delivery sends nothing; it reports what the run sent and
+fails the job.
 """
 
 import asyncio

@@ -23,7 +23,7 @@ from premix.progress import ProgressEvent, latest_progress
 from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder
 from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
-from premix.settings import Settings
+from premix.settings import Settings, get_settings
 from premix.store import Store
 from premix.worker import WorkerSettings, balance_needed, shutdown, startup
 from tests.test_worker_helpers import (
@@ -83,6 +83,8 @@ def test_worker_settings_run_one_json_job_at_a_time_on_the_premix_queue() -> Non
     assert WorkerSettings.job_deserializer is job_deserializer
     assert [f.name for f in WorkerSettings.functions] == [JOB_FUNCTION]
     assert WorkerSettings.poll_delay <= 0.1
+    # one delivery beyond premix's own limit, which only reports and fails the job
+    assert WorkerSettings.max_tries == get_settings().job_max_tries + 1
 
 
 async def test_startup_opens_the_rpc_client_once_and_shutdown_closes_it(
