@@ -16,7 +16,9 @@ sections; the machine's Redis is never touched.
   arq `Worker` instances (premix's `WorkerSettings`, max_jobs=1 each) start in this one process
   and share one embedded memory store (a memory store cannot be shared across processes; the
   work is I/O-bound: waiting on slots and RPC). Jobs per second from the workers' start until
-  the last job's terminal event.
+  the last job's terminal event. With `PREMIX_BENCH_MONGODB_URI` set, the workers are separate
+  `benchmarks.worker_process` processes sharing that MongoDB (a fresh database per run,
+  dropped afterwards), started idle before the jobs are enqueued.
 """
 
 from __future__ import annotations
@@ -61,6 +63,9 @@ RSS_JOBS = (  # (amount in SOL, options): one of each engine
     (85, {"mode": "fast"}),
     (12.7, {"mode": "standard", "maxWallets": 21}),
 )
+
+# Set: throughput runs separate worker processes sharing this MongoDB (optional).
+MONGODB_URI_ENV = "PREMIX_BENCH_MONGODB_URI"
 
 Progress = Callable[[str], None] | None
 
@@ -167,6 +172,7 @@ class WorkerProcess:
                 "PREMIX_REDIS_URL": self.settings.redis_url,
                 "PREMIX_RPC_URL": self.settings.rpc_url,
                 "PREMIX_MONGODB_URI": self.settings.mongodb_uri,
+                "PREMIX_MONGODB_DATABASE": self.settings.mongodb_database,
                 "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
                 "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
                 "PYTHONPATH": os.pathsep.join(
@@ -287,9 +293,12 @@ async def bench_throughput(
     worker_counts: list[int],
     jobs: int,
     repeat: int,
+    mongodb_uri: str | None,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Jobs per second for each worker count, `repeat` times (interleaved)."""
+    """Jobs per second for each worker count, `repeat` times (interleaved). With `mongodb_uri`
+    the workers are separate processes sharing that MongoDB; otherwise arq `Worker` instances
+    in this process sharing one memory store."""
     samples: dict[int, list[float]] = {k: [] for k in worker_counts}
     completed: dict[int, list[int]] = {k: [] for k in worker_counts}
     for round_number in range(repeat):
@@ -299,7 +308,12 @@ async def bench_throughput(
                     f"queue: throughput, {workers} worker(s), {jobs} jobs, "
                     f"run {round_number + 1}/{repeat}"
                 )
-            seconds, done = await _throughput_once(settings, net, watcher, workers, jobs)
+            if mongodb_uri is None:
+                seconds, done = await _throughput_in_process(settings, net, watcher, workers, jobs)
+            else:
+                seconds, done = await _throughput_processes(
+                    settings, net, watcher, workers, jobs, mongodb_uri
+                )
             await redis.flushdb()
             samples[workers].append(jobs / seconds)
             completed[workers].append(done)
@@ -314,7 +328,11 @@ async def bench_throughput(
     ]
     medians = [Spread.of(samples[k]).median for k in worker_counts]
     return {
-        "measured_in": "arq Worker instances in one process sharing the memory store",
+        "measured_in": (
+            "arq Worker instances in one process sharing the memory store"
+            if mongodb_uri is None
+            else "separate worker processes sharing MongoDB (PREMIX_BENCH_MONGODB_URI)"
+        ),
         "wallets_per_job": THROUGHPUT_WALLETS,
         "mode": "fast",
         "by_workers": by_workers,
@@ -322,34 +340,53 @@ async def bench_throughput(
     }
 
 
-async def _throughput_once(
+async def _seed_users(store: Store, net: Localnet, jobs: int) -> list[str]:
+    """Distinct users, each with a funded funding wallet and 10 buyer wallets."""
+    tag = uuid.uuid4().hex[:8]
+    users = [f"bench-tp-{tag}-{i}" for i in range(jobs)]
+    for user in users:
+        funding = Keypair()
+        await store.wallets.set_funding_wallet(user, funding)
+        await store.wallets.add_buyer_wallets(user, [Keypair() for _ in range(THROUGHPUT_WALLETS)])
+        net.airdrop(funding.pubkey(), (THROUGHPUT_AMOUNT_SOL + 1) * 10**9)
+    return users
+
+
+async def _enqueue_all(settings: Settings, users: list[str]) -> list[str]:
+    job_ids = []
+    for i, user in enumerate(users):
+        result = await enqueue_premix_funds(
+            user,
+            4_000 + i,
+            THROUGHPUT_AMOUNT_SOL,
+            {"mode": "fast", "maxWallets": THROUGHPUT_WALLETS},
+            settings=settings,
+        )
+        if result.job_id is None:
+            raise RuntimeError(f"throughput job refused: {result.message}")
+        job_ids.append(result.job_id)
+    return job_ids
+
+
+async def _all_ended(
+    watcher: EventWatcher, job_ids: list[str], started: float
+) -> tuple[float, int]:
+    """Seconds from `started` until the last job's terminal event; jobs completed."""
+    ended = [await watcher.wait_for(j, _is_terminal, JOB_TIMEOUT_SECONDS) for j in job_ids]
+    seconds = max(t for t, _ in ended) - started
+    return seconds, sum(1 for _, event in ended if event.status == "completed")
+
+
+async def _throughput_in_process(
     base: Settings, net: Localnet, watcher: EventWatcher, workers: int, jobs: int
 ) -> tuple[float, int]:
+    """Enqueue every job, then start `workers` burst-mode arq Workers in this process."""
     memory_uri = f"memory://bench-throughput-{uuid.uuid4().hex}"
     settings = base.model_copy(update={"mongodb_uri": memory_uri})
     store = await Store.open(settings)
     await store.ensure_indexes()
-    job_ids: list[str] = []
-    tag = uuid.uuid4().hex[:8]
     try:
-        for i in range(jobs):
-            user = f"bench-tp-{tag}-{i}"
-            funding = Keypair()
-            await store.wallets.set_funding_wallet(user, funding)
-            await store.wallets.add_buyer_wallets(
-                user, [Keypair() for _ in range(THROUGHPUT_WALLETS)]
-            )
-            net.airdrop(funding.pubkey(), (THROUGHPUT_AMOUNT_SOL + 1) * 10**9)
-            result = await enqueue_premix_funds(
-                user,
-                4_000 + i,
-                THROUGHPUT_AMOUNT_SOL,
-                {"mode": "fast", "maxWallets": THROUGHPUT_WALLETS},
-                settings=settings,
-            )
-            if result.job_id is None:
-                raise RuntimeError(f"throughput job refused: {result.message}")
-            job_ids.append(result.job_id)
+        job_ids = await _enqueue_all(settings, await _seed_users(store, net, jobs))
         pool = [
             Worker(
                 **worker_settings(settings),
@@ -361,17 +398,46 @@ async def _throughput_once(
         ]
         started = time.perf_counter()
         running = asyncio.gather(*(w.main() for w in pool))
-        ended = [
-            await watcher.wait_for(job_id, _is_terminal, JOB_TIMEOUT_SECONDS) for job_id in job_ids
-        ]
-        seconds = max(t for t, _ in ended) - started
+        seconds, done = await _all_ended(watcher, job_ids, started)
         await running
         for w in pool:
             await w.close()
-        done = sum(1 for _, event in ended if event.status == "completed")
     finally:
         await store.close()
         reset_memory_stores(memory_uri)
+    return seconds, done
+
+
+async def _throughput_processes(
+    base: Settings,
+    net: Localnet,
+    watcher: EventWatcher,
+    workers: int,
+    jobs: int,
+    mongodb_uri: str,
+) -> tuple[float, int]:
+    """Start `workers` worker processes on a fresh MongoDB database, then enqueue every job."""
+    settings = base.model_copy(
+        update={
+            "mongodb_uri": mongodb_uri,
+            "mongodb_database": f"premix_bench_{uuid.uuid4().hex[:12]}",
+        }
+    )
+    store = await Store.open(settings)
+    await store.ensure_indexes()
+    pool = [WorkerProcess(settings, [], buyers=0) for _ in range(workers)]
+    try:
+        users = await _seed_users(store, net, jobs)
+        await asyncio.gather(*(p.start() for p in pool))
+        started = time.perf_counter()
+        job_ids = await _enqueue_all(settings, users)
+        seconds, done = await _all_ended(watcher, job_ids, started)
+        await asyncio.gather(*(p.stop() for p in pool))
+    finally:
+        for p in pool:
+            await p.kill()
+        await store.drop_database()
+        await store.close()
     return seconds, done
 
 
@@ -407,6 +473,7 @@ async def bench_queue(
                     worker_counts=worker_counts,
                     jobs=throughput_jobs,
                     repeat=repeat,
+                    mongodb_uri=os.environ.get(MONGODB_URI_ENV) or None,
                     progress=progress,
                 )
             reset_memory_stores(settings.mongodb_uri)
