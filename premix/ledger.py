@@ -24,6 +24,7 @@ from premix.errors import TransientError
 from premix.store import DocumentCollection
 
 Document = dict[str, Any]
+MAX_INT64 = 2**63 - 1  # the largest integer BSON (MongoDB) stores
 
 
 class RunStatus(StrEnum):
@@ -229,6 +230,8 @@ class RunRecord:
             raise LedgerError("a plan needs as many amounts as recipients, at least one")
         if any(isinstance(a, bool) or not isinstance(a, int) or a <= 0 for a in amounts):
             raise LedgerError("plan amounts must be positive integer lamports")
+        if sum(amounts) > MAX_INT64:  # so every amount and total fits a BSON int64
+            raise LedgerError(f"plan amounts must sum to at most {MAX_INT64} lamports")
         if len(set(recipients)) != len(recipients):
             raise LedgerError("a plan pays each recipient once")
         self.plan = [

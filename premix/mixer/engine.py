@@ -46,6 +46,9 @@ BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its 
 # Expiries of one transaction one execution accepts before handing the job back to the queue
 # (a node that drops everything); the re-run resumes from the ledger.
 MAX_EXPIRIES_PER_EXECUTION: Final = 5
+# Block-height checks in a row without a new finalized block before a wait for outcomes hands
+# the job back (a halted chain or a stuck node) instead of polling until the job times out.
+MAX_STALLED_HEIGHT_CHECKS: Final = 25
 
 
 @dataclass(frozen=True)
@@ -201,6 +204,7 @@ class MixerRun:
         pending = [a for a in attempts if a.is_open]
         rounds = 0
         delays = poll_delays(self.poll_seconds, backoff=backoff)
+        stall = HeightStall()
         while pending:
             await asyncio.sleep(next(delays))
             rounds += 1
@@ -208,6 +212,7 @@ class MixerRun:
             if self.expiry_check_due or rounds % EXPIRY_CHECK_ROUNDS == 0:
                 self.expiry_check_due = False
                 height = await self.rpc.block_height(Finalized)
+                stall.observe(height)
             statuses = await self.rpc.signature_statuses(
                 [Signature.from_string(a.signature) for a in pending],
                 search_history=height is not None,
@@ -343,6 +348,27 @@ class MixerRun:
 
     def _recipient(self, position: int) -> Pubkey:
         return Pubkey.from_string(self.record.plan[position].recipient)
+
+
+class HeightStall:
+    """Counts block-height checks in a row that saw no new finalized block."""
+
+    def __init__(self) -> None:
+        self.highest: int | None = None
+        self.checks = 0
+
+    def observe(self, height: int) -> None:
+        """Record one check; raises `TransientError` after `MAX_STALLED_HEIGHT_CHECKS` in a row
+        without progress (the attempts stay open; a re-run settles them)."""
+        if self.highest is None or height > self.highest:
+            self.highest, self.checks = height, 0
+            return
+        self.checks += 1
+        if self.checks >= MAX_STALLED_HEIGHT_CHECKS:
+            raise TransientError(
+                f"the chain is not advancing (finalized block height stuck at {height}); "
+                "waiting for confirmations later"
+            )
 
 
 def poll_delays(base_seconds: float, *, backoff: bool) -> Iterator[float]:
