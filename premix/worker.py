@@ -286,6 +286,7 @@ class PremixRun:
         self.phase = Phase.JOB_STARTED
         self.ledger = Ledger(self.store)
         self.run_opened = False
+        self.lock_released = False
 
     async def execute(self) -> dict[str, Any]:
         """Run the phases; return the result, or raise `Retry` for a transient failure."""
@@ -317,7 +318,6 @@ class PremixRun:
         except Exception as e:
             self.log.exception("job_crashed", phase=int(self.phase))
             return await self._fail(PremixError(f"internal error ({type(e).__name__})"))
-        await _release_quietly(self.redis, self.job.user_id, self.job_id)
         return result
 
     async def _phases(self) -> dict[str, Any]:
@@ -483,6 +483,8 @@ class PremixRun:
         balances = await self._verify_recipients(run, mix)
         if run.status is not RunStatus.COMPLETED:
             await self.ledger.finish(self.job_id, RunStatus.COMPLETED)
+        # Free the user before the final event: whoever sees it may enqueue the next premix.
+        await self._release_lock()
         funded = len(mix.funded)
         message = (
             f"Premix complete: sent {format_sol(mix.sent_lamports)} to {funded} wallet(s) in "
@@ -585,14 +587,15 @@ class PremixRun:
         message = error.user_message
         funded = mix.funded if mix is not None else []
         self.log.warning("job_failed", phase=int(self.phase), reason=message)
+        if self.run_opened:
+            await self._finish_run_failed(message)
+        await self._release_lock()
         await self.progress.failed(
             self.phase,
             message,
             sentLamports=mix.sent_lamports if mix is not None else 0,
             walletsFunded=len(funded),
         )
-        if self.run_opened:
-            await self._finish_run_failed(message)
         await self.notifier.notify_failed(
             self.job.user_chat_id,
             job_id=self.job_id,
@@ -600,7 +603,6 @@ class PremixRun:
             amount_lamports=self.job.amount_lamports,
             funded=funded,
         )
-        await _release_quietly(self.redis, self.job.user_id, self.job_id)
         return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
 
     async def _ledger_report(self) -> MixResult | None:
@@ -620,7 +622,13 @@ class PremixRun:
         except (LedgerError, PremixError, PyMongoError, OSError) as e:
             self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
 
+    async def _release_lock(self) -> None:
+        self.lock_released = True  # the heartbeat must not take it back
+        await _release_quietly(self.redis, self.job.user_id, self.job_id)
+
     async def _hold_user_lock(self) -> bool:
+        if self.lock_released:
+            return False
         return await refresh_user_lock(
             self.redis, self.job.user_id, self.job_id, self.settings.user_lock_ttl_seconds
         )

@@ -14,12 +14,12 @@ from solders.pubkey import Pubkey
 
 from premix import worker as worker_module
 from premix.amounts import format_sol
-from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
+from premix.constants import JOB_FUNCTION, PROGRESS_CHANNEL_PREFIX, QUEUE_NAME, RUNS_COLLECTION
 from premix.jobs import EnqueueResult
 from premix.ledger import Attempt, AttemptState, Ledger, RunRecord, RunStatus, utc_now
 from premix.localnet import Localnet
 from premix.mixer import FeePolicy
-from premix.progress import ProgressEvent, latest_progress
+from premix.progress import ProgressEvent, latest_progress, subscribe_progress
 from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder
 from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
@@ -340,6 +340,30 @@ async def test_a_second_premix_for_the_user_is_refused_while_one_runs(
     assert await user_lock_holder(redis_client, "u1") is None
     accepted = await enqueue_premix_funds("u1", 42, 1, settings=settings)
     assert accepted.success is True
+
+
+async def test_the_user_is_free_for_the_next_premix_when_the_final_event_arrives(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=2)
+    job_id = await enqueue(settings, "u1", "0.5")
+    holders_at_final_event: list[str | None] = []
+
+    async def watch() -> None:
+        async for event in subscribe_progress(redis_client, job_id, poll_interval_seconds=0.01):
+            if event.status in ("completed", "failed"):
+                holders_at_final_event.append(await user_lock_holder(redis_client, "u1"))
+
+    watcher = asyncio.create_task(watch())
+    for _ in range(500):
+        [(_, subscribers)] = await redis_client.pubsub_numsub(PROGRESS_CHANNEL_PREFIX + job_id)
+        if subscribers:
+            break
+        await asyncio.sleep(0.005)
+    await run_worker(settings)
+    await asyncio.wait_for(watcher, 10)
+
+    assert holders_at_final_event == [None]
 
 
 async def test_payload_with_bad_fields_written_by_hand_fails_cleanly(
