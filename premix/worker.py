@@ -73,6 +73,7 @@ log = get_logger(__name__)
 RETRY_BACKOFF_SECONDS: Final = (1, 2, 5, 10, 30)
 # A job finding another job of the same user running waits this long and tries again.
 USER_BUSY_RETRY_SECONDS: Final = 5
+DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends a run this much before arq's
 KEEP_RESULT_SECONDS: Final = 86_400
 # Phase 6 reads the recipients' balances this many times before calling a shortfall real
 # (a node may serve balances a moment behind the signature statuses it confirmed).
@@ -301,8 +302,15 @@ class PremixRun:
             self.log.info("user_busy_job_deferred", running_job_id=holder)
             raise Retry(defer=USER_BUSY_RETRY_SECONDS)
         try:
-            async with self._lock_heartbeat():
+            async with self._lock_heartbeat(), asyncio.timeout(self._deadline_seconds()):
                 result = await self._phases()
+        except TimeoutError:
+            # Our own deadline, just under arq's job timeout (which would fail the job silently):
+            # hand the job back so a re-run resumes the same ledger run.
+            timeout = TransientError(f"the run took longer than {self._deadline_seconds():g} s")
+            if self.job_try < self.settings.job_max_tries:
+                self._retry(timeout)
+            return await self._fail(timeout)
         except PremixError as e:
             if not e.permanent and self.job_try < self.settings.job_max_tries:
                 self._retry(e)
@@ -621,6 +629,11 @@ class PremixRun:
             await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
         except (LedgerError, PremixError, PyMongoError, OSError) as e:
             self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
+
+    def _deadline_seconds(self) -> float:
+        """A little under arq's job timeout, so the job ends through our failure handling."""
+        timeout = self.settings.job_timeout_seconds
+        return max(timeout * 0.9, timeout - DEADLINE_MARGIN_SECONDS)
 
     async def _release_lock(self) -> None:
         self.lock_released = True  # the heartbeat must not take it back

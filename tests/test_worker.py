@@ -313,6 +313,28 @@ async def test_transient_failure_on_the_last_try_ends_the_job(
         assert await user_lock_holder(redis_client, "u1") is None
 
 
+async def test_a_run_that_outlives_the_job_timeout_ends_through_premix_not_arq(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    # arq would cancel the job at its timeout and drop it without an event or lock release;
+    # premix's own deadline (a little earlier) fails it cleanly, or retries while tries remain.
+    settings = make_settings(redis_url, net.url, job_max_tries=1, job_timeout_seconds=3)
+    async with open_store(settings) as store:
+        await create_user(store, net, "u1", buyers=2)
+        job_id = await enqueue(settings, "u1", 1)
+        net.faults.inject("latency", method="getBalance", count=1, ms=4_000)
+
+        await run_worker(settings)
+
+        info = await job_result(settings, job_id)
+        assert info.result["message"] == "Temporary failure: the run took longer than 2.7 s"
+        event = await latest(redis_client, job_id)
+        assert (event.phase, event.status) == (4, "failed")
+        assert await user_lock_holder(redis_client, "u1") is None
+        buyers = await store.wallets.buyer_public_keys("u1")
+        assert [net.balance(key) for key in buyers] == [0, 0]
+
+
 async def test_a_second_premix_for_the_user_is_refused_while_one_runs(
     settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
