@@ -2,7 +2,6 @@
 
 from decimal import Decimal
 from functools import lru_cache
-from typing import Literal
 
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -32,7 +31,6 @@ class Settings(BaseSettings):
     min_wallet_sol: Decimal = Field(default=Decimal("0.01"), gt=0)
     # Per-position caps in SOL overriding the default tier table (comma-separated or JSON list).
     tier_caps_sol: tuple[Decimal, ...] | None = None
-    default_mode: Literal["standard", "fast"] = "standard"
     priority_fee_micro_lamports: int = Field(default=0, ge=0)
     compute_unit_limit: int = Field(default=0, ge=0)
     # Seconds between signature-status polls while a transfer is in flight (fast mode backs off).
