@@ -93,6 +93,14 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class ChainPoint:
+    """A slot and its block height, as one node sees them at one commitment."""
+
+    slot: int
+    block_height: int
+
+
+@dataclass(frozen=True)
 class LatestBlockhash:
     blockhash: Hash
     last_valid_block_height: int  # the transaction can land in blocks up to this height
@@ -185,6 +193,11 @@ class SolanaRpc:
         )
         return response.value
 
+    async def chain_point(self, commitment: Commitment = Confirmed) -> ChainPoint:
+        """Return the slot and block height at `commitment`, read together (getEpochInfo)."""
+        response = await self._call("getEpochInfo", lambda: self.client.get_epoch_info(commitment))
+        return ChainPoint(response.value.absolute_slot, response.value.block_height)
+
     async def balance(self, pubkey: Pubkey) -> int:
         """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account)."""
         response = await self._call("getBalance", lambda: self.client.get_balance(pubkey))
@@ -227,13 +240,26 @@ class SolanaRpc:
         """Return each signature's status, None when the node has not seen it; batched 256 per
         call. `search_history` also searches beyond the recent status cache (use it before
         concluding that an expired transaction never landed)."""
+        _, statuses = await self.signature_statuses_seen_at(
+            signatures, search_history=search_history
+        )
+        return statuses
+
+    async def signature_statuses_seen_at(
+        self, signatures: Sequence[Signature], *, search_history: bool = False
+    ) -> tuple[int, list[SignatureStatus | None]]:
+        """Like `signature_statuses`, with the lowest slot the answering node(s) had reached
+        (the responses' context slot): a node behind that slot may not know a landed one."""
         result: list[SignatureStatus | None] = []
+        seen_at: int | None = None
         for start in range(0, len(signatures), MAX_SIGNATURES_PER_STATUS_CALL):
             chunk = list(signatures[start : start + MAX_SIGNATURES_PER_STATUS_CALL])
             response = await self._call(
                 "getSignatureStatuses",
                 partial(self.client.get_signature_statuses, chunk, search_history),
             )
+            slot = response.context.slot
+            seen_at = slot if seen_at is None else min(seen_at, slot)
             for status in response.value:
                 if status is None:
                     result.append(None)
@@ -241,7 +267,7 @@ class SolanaRpc:
                 confirmation = _confirmation_name(status.confirmation_status)
                 error = None if status.err is None else describe_transaction_error(status.err)
                 result.append(SignatureStatus(status.slot, confirmation, error))
-        return result
+        return (seen_at if seen_at is not None else 0), result
 
     # --- send ---
 

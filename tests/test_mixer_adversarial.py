@@ -184,6 +184,26 @@ class HookedRpc(SteppingRpc):
             self.before_balance(self.balance_reads)
 
 
+class LaggingStatusesRpc(SteppingRpc):
+    """An RPC endpoint that is several nodes behind a load balancer: the first
+    `lagging_lookups` status lookups are answered by a node stopped at `node_slot`, which
+    knows none of the signatures; every other call reaches a current node."""
+
+    def __init__(self, net: Localnet, *, node_slot: int, lagging_lookups: int) -> None:
+        super().__init__(net)
+        self.node_slot = node_slot
+        self.lagging_lookups = lagging_lookups
+
+    async def signature_statuses_seen_at(
+        self, signatures: Sequence[Signature], *, search_history: bool = False
+    ) -> tuple[int, list[SignatureStatus | None]]:
+        if self.lagging_lookups > 0:
+            self.lagging_lookups -= 1
+            self.calls["getSignatureStatuses"] += 1
+            return self.node_slot, [None] * len(signatures)
+        return await super().signature_statuses_seen_at(signatures, search_history=search_history)
+
+
 class OneInFlightRpc(SteppingRpc):
     """Fails the test if a standard run sends while two transactions may be in flight: at
     every send, the ledger's open attempts all belong to one transaction."""
@@ -300,6 +320,32 @@ async def test_a_transaction_landed_beyond_the_status_cache_is_found_by_searchin
     assert landed_on_chain(localnet, first.signature)
     localnet.advance(STATUS_CACHE_SLOTS + 100)
     await harness.run(ledger=WatchedLedger(store, localnet))
+    await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
+    record = await assert_ledger_matches_chain(harness)
+    assert [a.signature for a in record.transactions[0].attempts] == [first.signature]
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_status_lookup_answered_by_a_lagging_node_never_gives_up_a_landed_transaction(
+    localnet: Localnet, store: Store, mode: str
+) -> None:
+    # The block height comes from a current node, the status lookups from one that stopped
+    # before the transaction landed: "not found" there proves nothing.
+    harness = harness_for(localnet, store, mode)
+    await harness.open()
+    killer = KillAfterSend(localnet, kill_at=1)  # the first transaction lands unrecorded
+    with pytest.raises(WorkerKilled):
+        await harness.run(rpc=killer)
+    await killer.close()
+    first = (await harness.record()).transactions[0].attempts[0]
+    landed = localnet.transaction_log[Signature.from_string(first.signature)]
+    assert landed.landed_slot is not None
+    localnet.advance(200)  # its blockhash expired long ago, even at `finalized`
+    async with LaggingStatusesRpc(
+        localnet, node_slot=landed.landed_slot - 1, lagging_lookups=4
+    ) as rpc:
+        await harness.run(rpc=rpc, ledger=WatchedLedger(store, localnet))
+        assert rpc.lagging_lookups == 0
     await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
     record = await assert_ledger_matches_chain(harness)
     assert [a.signature for a in record.transactions[0].attempts] == [first.signature]

@@ -4,8 +4,9 @@
 signed attempt is saved in the ledger before its first send; every outcome is saved once seen.
 An attempt is settled as landed only at `confirmed`, and as expired only when the `finalized`
 block height, read *before* a status lookup that searches history, is above its last valid
-block height and the lookup does not find it. Until then it may land, so it is only re-sent as
-the same bytes.
+block height and the lookup does not find it - twice, the second time with the finalized slot
+and a lookup answered by a node that has reached it (RPC endpoints are often several nodes).
+Until then it may land, so it is only re-sent as the same bytes.
 """
 
 import asyncio
@@ -233,6 +234,7 @@ class MixerRun:
         """Record what `statuses` (read after `height`, if given) prove; save once."""
         now = utc_now()
         landed_ok: list[LedgerTransaction] = []
+        unseen_past_validity: list[Attempt] = []
         changed = False
         done_before = len(self.record.funded_positions())
         sent_before = self.record.totals.sent_lamports
@@ -261,12 +263,13 @@ class MixerRun:
                     error=status.error,
                 )
             elif status is None and height is not None and height > attempt.last_valid_block_height:
-                self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
-                changed = True
-                self.expiries[tx.index] += 1
-                self.log.info(
-                    "transaction_expired", transaction=tx.index, signature=attempt.signature
-                )
+                unseen_past_validity.append(attempt)
+        for attempt in await self._never_landing(unseen_past_validity):
+            tx, _ = self.record.find_attempt(attempt.signature)
+            self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
+            changed = True
+            self.expiries[tx.index] += 1
+            self.log.info("transaction_expired", transaction=tx.index, signature=attempt.signature)
         if changed:
             await self.save()
         if any(count >= MAX_EXPIRIES_PER_EXECUTION for count in self.expiries.values()):
@@ -282,6 +285,28 @@ class MixerRun:
             await self.report_progress(
                 done_before, sent_before, f"transaction {tx.index + 1} confirmed"
             )
+
+    async def _never_landing(self, candidates: Sequence[Attempt]) -> list[Attempt]:
+        """The `candidates` (unseen by a lookup read after a height above their last valid
+        block height) that a second look proves can never land: the finalized slot and height
+        read together, then a history search answered by a node that has reached that slot.
+
+        Behind a load balancer the height and the lookup may come from different nodes; a node
+        lagging behind the block a transaction landed in would not know it."""
+        if not candidates:
+            return []
+        finalized = await self.rpc.chain_point(Finalized)
+        seen_at, statuses = await self.rpc.signature_statuses_seen_at(
+            [Signature.from_string(a.signature) for a in candidates], search_history=True
+        )
+        if seen_at < finalized.slot:
+            self.log.warning("status_node_behind", node_slot=seen_at, finalized_slot=finalized.slot)
+            return []
+        return [
+            attempt
+            for attempt, status in zip(candidates, statuses, strict=True)
+            if status is None and finalized.block_height > attempt.last_valid_block_height
+        ]
 
     # --- checks and reports ---
 
