@@ -341,11 +341,10 @@ async def test_a_status_lookup_answered_by_a_lagging_node_never_gives_up_a_lande
     landed = localnet.transaction_log[Signature.from_string(first.signature)]
     assert landed.landed_slot is not None
     localnet.advance(200)  # its blockhash expired long ago, even at `finalized`
-    async with LaggingStatusesRpc(
-        localnet, node_slot=landed.landed_slot - 1, lagging_lookups=4
-    ) as rpc:
-        await harness.run(rpc=rpc, ledger=WatchedLedger(store, localnet))
-        assert rpc.lagging_lookups == 0
+    lagging = LaggingStatusesRpc(localnet, node_slot=landed.landed_slot - 1, lagging_lookups=4)
+    async with lagging:
+        await harness.run(rpc=lagging, ledger=WatchedLedger(store, localnet))
+    assert lagging.lagging_lookups == 0
     await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
     record = await assert_ledger_matches_chain(harness)
     assert [a.signature for a in record.transactions[0].attempts] == [first.signature]
