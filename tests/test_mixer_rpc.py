@@ -3,6 +3,7 @@
 from datetime import UTC, datetime
 
 import pytest
+from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
@@ -113,6 +114,22 @@ async def test_statuses_are_batched_256_and_accounts_100_per_call(localnet: Loca
         statuses = await rpc.signature_statuses([Signature.new_unique() for _ in range(300)])
         assert (rpc.calls["getMultipleAccounts"], rpc.calls["getSignatureStatuses"]) == (2, 2)
     assert balances == [0] * 149 + [123_456_789]
+    assert statuses == [None] * 300
+
+
+async def test_a_chain_point_and_the_slot_a_status_lookup_was_answered_at(
+    localnet: Localnet,
+) -> None:
+    localnet.advance(40)
+    async with SolanaRpc(localnet.url) as rpc:
+        point = await rpc.chain_point(Finalized)
+        seen_at, statuses = await rpc.signature_statuses_seen_at(
+            [Signature.new_unique() for _ in range(300)], search_history=True
+        )
+        assert rpc.calls["getEpochInfo"] == 1
+    finalized = localnet.chain.block(Commitment.FINALIZED)
+    assert (point.slot, point.block_height) == (finalized.slot, finalized.height)
+    assert seen_at == localnet.slot  # the node's processed slot, lowest over both batches
     assert statuses == [None] * 300
 
 
