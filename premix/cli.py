@@ -36,7 +36,7 @@ from premix.demo import DEFAULT_AMOUNT_SOL as DEMO_DEFAULT_AMOUNT_SOL
 from premix.demo import DEFAULT_SLOT_MS as DEMO_DEFAULT_SLOT_MS
 from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import TierTable, format_plan, plan_distribution
-from premix.errors import PremixError
+from premix.errors import PremixError, TransientError
 from premix.jobs import USER_ID_PATTERN, EnqueueResult, Mode
 from premix.keys import KeyRing, keypair_from_file, keypair_from_secret
 from premix.localnet import DEFAULT_SLOT_MS, Localnet
@@ -281,7 +281,10 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         note(MEMORY_STORE_NOTE)
     store = await Store.open(settings)
     try:
-        await store.ping()
+        try:
+            await store.ping()
+        except TransientError as e:
+            raise CommandFailed(f"{e} (check PREMIX_MONGODB_URI)") from e
         yield store
     finally:
         await store.close()

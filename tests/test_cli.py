@@ -28,7 +28,7 @@ from premix.cli import run
 from premix.constants import PROGRESS_STATE_PREFIX, QUEUE_NAME, USER_LOCK_PREFIX
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
-from premix.progress import Phase, ProgressEmitter, ProgressEvent, progress_channel
+from premix.progress import Phase, ProgressEmitter, ProgressEvent
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 from tests.fixtures.store import secret_forms
@@ -336,6 +336,21 @@ def test_wallets_import_of_a_bad_file_names_the_path_never_the_content(tmp_path:
     )
 
 
+def test_wallets_list_with_mongodb_down_is_one_line_naming_the_setting() -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        port = closed.getsockname()[1]
+    uri = f"mongodb://127.0.0.1:{port}/?serverSelectionTimeoutMS=300"
+
+    result = premix("wallets", "list", "--user", "u1", env={"PREMIX_MONGODB_URI": uri})
+
+    assert_one_error_line(
+        result,
+        "Temporary failure: MongoDB did not answer (ServerSelectionTimeoutError) "
+        "(check PREMIX_MONGODB_URI)",
+    )
+
+
 def test_keys_generate_prints_one_usable_entry_on_stdout() -> None:
     result = premix("keys", "generate", "--key-id", "k2026")
 
@@ -562,26 +577,23 @@ async def start_watch(redis_url: str, *args: str) -> asyncio.subprocess.Process:
     )  # fmt: skip
 
 
-async def wait_for_subscriber(redis: Redis, channel: str) -> None:
-    async with asyncio.timeout(30):
-        while dict(await redis.pubsub_numsub(channel)).get(channel.encode(), 0) < 1:
-            await asyncio.sleep(0.01)
-
-
 async def test_watch_follows_the_six_phases_and_exits_0_on_completed(
     redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
 ) -> None:
     emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-ok", progress_job)
     await emitter.started()
     process = await start_watch(redis_url, "job-ok", "--json", "--timeout", "60")
-    await wait_for_subscriber(redis_client, progress_channel("job-ok"))
+    assert process.stdout is not None
+    # The watcher prints the latest state once subscribed: every later event reaches it.
+    first_line = await asyncio.wait_for(process.stdout.readline(), 60)
     for phase in list(Phase)[1:-1]:
         await emitter.phase(phase)
     await emitter.mixer_progress(3, 4)
     await emitter.completed("Funded 4 wallets")
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
 
-    events = [ProgressEvent.model_validate_json(line) for line in stdout.decode().splitlines()]
+    lines = [first_line.decode(), *stdout.decode().splitlines()]
+    events = [ProgressEvent.model_validate_json(line) for line in lines]
     assert process.returncode == 0, stderr
     assert [(e.phase, e.percent, e.status.value) for e in events] == [
         (1, 10, "started"),
@@ -600,8 +612,9 @@ async def test_watch_exits_1_with_the_failure_when_the_job_fails(
 ) -> None:
     emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-bad", progress_job)
     await emitter.started()
-    process = await start_watch(redis_url, "job-bad", "--timeout", "60")
-    await wait_for_subscriber(redis_client, progress_channel("job-bad"))
+    process = await start_watch(redis_url, "job-bad", "--json", "--timeout", "60")
+    assert process.stdout is not None
+    await asyncio.wait_for(process.stdout.readline(), 60)  # subscribed, latest state printed
     await emitter.failed(
         Phase.CHECKING_BALANCES,
         "Insufficient funding wallet balance: needed 2.01 SOL, available 1 SOL",
@@ -609,7 +622,8 @@ async def test_watch_exits_1_with_the_failure_when_the_job_fails(
     stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
 
     assert process.returncode == 1
-    assert "[4/6] Checking Balances" in stdout.decode()  # the bar stopped where the job did
+    final = ProgressEvent.model_validate_json(stdout)
+    assert (final.phase, final.status.value) == (4, "failed")
     assert stderr.decode() == (
         "premix: error: job job-bad failed: Insufficient funding wallet balance: needed "
         "2.01 SOL, available 1 SOL\n"
