@@ -518,3 +518,21 @@ async def test_a_stopped_node_cuts_open_connections_and_restarts_with_its_chain(
         localnet.start()
         assert localnet.url == url
         assert (await rpc.get_balance(wallet)).value == SOL
+
+
+def test_a_client_hanging_up_mid_reply_prints_no_traceback_but_real_errors_do(
+    localnet: Localnet, capsys: pytest.CaptureFixture[str]
+) -> None:
+    server = localnet._server
+    assert server is not None
+    for hang_up in (BrokenPipeError(), ConnectionResetError()):
+        try:
+            raise hang_up
+        except ConnectionError:
+            server.handle_error(None, ("127.0.0.1", 1))
+    assert "Traceback" not in capsys.readouterr().err
+    try:
+        raise ValueError("a bug in a handler")
+    except ValueError:
+        server.handle_error(None, ("127.0.0.1", 1))
+    assert "ValueError: a bug in a handler" in capsys.readouterr().err
