@@ -27,7 +27,7 @@ from premix.constants import (
     TOTAL_PHASES,
 )
 from premix.jobs import PremixFundsJob
-from premix.logs import get_logger, redact_value
+from premix.logs import get_logger, redact_text, redact_value
 from premix.settings import Settings
 
 log = get_logger(__name__)
@@ -183,7 +183,7 @@ class ProgressEmitter:
             socket_user_id=self._job.socket_user_id,
             phase=phase,
             title=phase.title,
-            description=description,
+            description=redact_text(description),
             percent=phase.percent if percent is None else percent,
             status=ProgressStatus(status),
             timestamp=_utc_now(),

@@ -7,6 +7,7 @@ from typing import Any
 import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
+from solders.keypair import Keypair
 
 from premix.constants import PROGRESS_ALL_CHANNEL, PROGRESS_STATE_PREFIX
 from premix.jobs import PremixFundsJob
@@ -205,6 +206,18 @@ async def test_event_details_are_redacted(
         Phase.VALIDATING_PARAMETERS, details={"private_key": "abc", "wallets": 3}
     )
     assert event.details == {"private_key": "[REDACTED]", "wallets": 3}
+
+
+async def test_a_secret_in_an_event_description_is_redacted_on_redis(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    secret = str(Keypair())  # base58 of a 64-byte secret key
+    emitter = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await emitter.phase(Phase.VALIDATING_PARAMETERS, description=f"bad key {secret}")
+    stored = await latest_progress(redis_client, JOB_ID)
+    assert stored is not None
+    assert secret not in stored.description
+    assert stored.description == "bad key [REDACTED]"
 
 
 async def test_emitting_with_redis_down_does_not_raise(
