@@ -1,5 +1,6 @@
 """A private, throwaway `redis-server` on a free loopback port, so the machine's Redis (6379)
-is never written to by a benchmark. No persistence; stopped (and its data gone) on exit."""
+is never written to by a benchmark or a test. Also used by the test fixtures (tests/fixtures/
+redis.py) and the Redis-restart test, which turns on append-only persistence."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import tempfile
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 
 import redis as redis_sync
 
@@ -24,47 +26,70 @@ def free_port() -> int:
         return port
 
 
-@contextmanager
-def private_redis() -> Iterator[str]:
-    """Start `redis-server` on a free port; yield its URL; stop it afterwards.
+class RedisServer:
+    """One `redis-server` process on a free loopback port, keeping its files in `workdir`.
 
-    Raises `RuntimeError` when redis-server is missing or does not start.
+    `appendonly=True` persists every write (fsync always), so `restart()` keeps the data.
+    `start()` raises `RuntimeError` when redis-server is missing or does not start.
     """
-    binary = shutil.which("redis-server")
-    if binary is None:
-        raise RuntimeError("redis-server is not installed")
-    port = free_port()
-    with tempfile.TemporaryDirectory(prefix="premix-bench-redis-") as workdir:
-        process = subprocess.Popen(
-            [
-                binary,
-                "--port",
-                str(port),
-                "--bind",
-                "127.0.0.1",
-                "--save",
-                "",
-                "--appendonly",
-                "no",
-                "--dir",
-                workdir,
-            ],
+
+    def __init__(self, workdir: Path, *, appendonly: bool = False) -> None:
+        self.workdir = workdir
+        self.appendonly = appendonly
+        self.port = free_port()
+        self.process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        binary = shutil.which("redis-server")
+        if binary is None:
+            raise RuntimeError("redis-server is not installed")
+        persistence = ["--appendonly", "yes", "--appendfsync", "always"] if self.appendonly else []
+        self.process = subprocess.Popen(
+            [binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+             "--appendonly", "no", *persistence, "--dir", str(self.workdir)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
-        )
+        )  # fmt: skip
+        client = redis_sync.Redis(host="127.0.0.1", port=self.port)
+        deadline = time.monotonic() + START_TIMEOUT_SECONDS
         try:
-            client = redis_sync.Redis(host="127.0.0.1", port=port)
-            deadline = time.monotonic() + START_TIMEOUT_SECONDS
             while True:
                 try:
-                    client.ping()
-                    break
-                except redis_sync.ConnectionError:
-                    if time.monotonic() > deadline or process.poll() is not None:
-                        raise RuntimeError(f"redis-server did not start on port {port}") from None
+                    if client.ping():
+                        return
+                except (redis_sync.ConnectionError, redis_sync.BusyLoadingError):
+                    if time.monotonic() > deadline or self.process.poll() is not None:
+                        self.stop()
+                        raise RuntimeError(
+                            f"redis-server did not start on port {self.port}"
+                        ) from None
                     time.sleep(0.02)
-            client.close()
-            yield f"redis://127.0.0.1:{port}/0"
         finally:
-            process.terminate()
-            process.wait(timeout=10)
+            client.close()
+
+    def stop(self) -> None:
+        """SIGTERM: redis-server writes out its append-only file and exits."""
+        if self.process is not None:
+            self.process.terminate()
+            self.process.wait(timeout=10)
+            self.process = None
+
+    def restart(self) -> None:
+        self.stop()
+        self.start()
+
+
+@contextmanager
+def private_redis() -> Iterator[str]:
+    """Start `redis-server` on a free port; yield its URL; stop it afterwards (data gone)."""
+    with tempfile.TemporaryDirectory(prefix="premix-redis-") as workdir:
+        server = RedisServer(Path(workdir))
+        server.start()
+        try:
+            yield server.url
+        finally:
+            server.stop()

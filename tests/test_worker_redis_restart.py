@@ -3,18 +3,15 @@
 balance exactly as planned and nothing paid twice."""
 
 import shutil
-import subprocess
-import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
-import redis as redis_sync
 
+from benchmarks.services import RedisServer
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
-from tests.fixtures.redis import free_port
 from tests.test_worker_crash import assert_paid_exactly_once
 from tests.test_worker_helpers import (
     TestRpc,
@@ -29,57 +26,11 @@ from tests.test_worker_helpers import (
 SOL = 10**9
 
 
-class PersistentRedis:
-    """A private redis-server with append-only persistence that can be restarted in place."""
-
-    def __init__(self, workdir: Path) -> None:
-        binary = shutil.which("redis-server")
-        if binary is None:
-            pytest.skip("redis-server is not installed")
-        self.binary = binary
-        self.workdir = workdir
-        self.port = free_port()
-        self.process: subprocess.Popen[bytes] | None = None
-        self.restarts = 0
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.process = subprocess.Popen(
-            [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-             "--appendonly", "yes", "--appendfsync", "always", "--dir", str(self.workdir)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.DEVNULL,
-        )  # fmt: skip
-        client = redis_sync.Redis(host="127.0.0.1", port=self.port)
-        deadline = time.monotonic() + 10
-        while True:
-            try:
-                if client.ping():
-                    break
-            except (redis_sync.ConnectionError, redis_sync.BusyLoadingError):
-                if time.monotonic() > deadline:
-                    raise RuntimeError("redis-server did not start") from None
-                time.sleep(0.02)
-        client.close()
-
-    def stop(self) -> None:
-        if self.process is not None:
-            self.process.terminate()  # SIGTERM: redis flushes the append-only file and exits
-            self.process.wait(timeout=10)
-            self.process = None
-
-    def restart(self) -> None:
-        self.stop()
-        self.start()
-        self.restarts += 1
-
-
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[PersistentRedis]:
-    server = PersistentRedis(tmp_path)
+def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    server = RedisServer(tmp_path, appendonly=True)
     server.start()
     try:
         yield server
@@ -95,7 +46,7 @@ async def _restore_logging() -> AsyncIterator[None]:
 
 @pytest.mark.parametrize(("mode", "sol", "transactions"), [("standard", 2, 4), ("fast", 20, 2)])
 async def test_redis_restart_mid_run_finishes_with_exact_balances(
-    persistent_redis: PersistentRedis,
+    persistent_redis: RedisServer,
     fast_localnet: Localnet,
     mode: str,
     sol: int,
@@ -107,15 +58,18 @@ async def test_redis_restart_mid_run_finishes_with_exact_balances(
         queued = await enqueue_premix_funds("u1", 42, sol, {"mode": mode}, settings=settings)
         assert queued.success and queued.job_id is not None
 
+        restarts = []
+
         def restart_redis_after_first_send(method: str, count: int) -> None:
             if (method, count) == ("send", 1):
                 persistent_redis.restart()  # blocks the worker's loop, as a real outage would
+                restarts.append(method)
 
         finished = await run_worker(
             settings, rpc=TestRpc(fast_localnet.url, on_call=restart_redis_after_first_send)
         )
 
-        assert finished and persistent_redis.restarts == 1
+        assert finished and restarts == ["send"]
         result = (await job_result(settings, queued.job_id)).result
         assert result["success"] is True, result["message"]
         await assert_paid_exactly_once(
