@@ -95,7 +95,9 @@ def _describe_settings_error(error: ValidationError) -> str:
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         name = "_".join(str(loc) for loc in item["loc"]).upper()
-        parts.append(f"PREMIX_{name}: {item['msg']}")
+        message = item["msg"].removeprefix("Value error, ")
+        # A check across several settings names its variables itself.
+        parts.append(f"PREMIX_{name}: {message}" if name else message)
     return "; ".join(parts)
 
 

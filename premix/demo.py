@@ -239,7 +239,7 @@ async def _run(
     await store.ensure_indexes()
     await store.wallets.set_funding_wallet(user_id, funding)
     await store.wallets.add_buyer_wallets(user_id, buyers)
-    buffer = sol_to_lamports(settings.fee_buffer_sol) if settings.fee_buffer_sol > 0 else 0
+    buffer = settings.fee_buffer_lamports
     airdrop = options.amount_lamports + buffer + FEE_ALLOWANCE_LAMPORTS
     net.airdrop(funding.pubkey(), airdrop)
     if on_plan is not None:

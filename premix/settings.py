@@ -3,10 +3,10 @@
 from decimal import Decimal
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from premix.constants import MAX_BUYER_WALLETS
+from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
 
 MEMORY_STORE_URI = "memory://"
 
@@ -60,6 +60,33 @@ class Settings(BaseSettings):
         if isinstance(value, str) and not value.strip():
             return None
         return value
+
+    @field_validator("fee_buffer_sol")
+    @classmethod
+    def _whole_lamports(cls, value: Decimal) -> Decimal:
+        if value != value.quantize(Decimal("0.000000001")):
+            raise ValueError("must be a whole number of lamports (at most 9 decimals)")
+        return value
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Settings":
+        # Fail when the settings are read, not in the middle of a job.
+        from premix.distribution import TierTable  # distribution reads Settings: import late
+
+        TierTable.from_settings(self)
+        arq_redelivery_seconds = self.job_timeout_seconds + 10
+        if self.user_lock_ttl_seconds <= arq_redelivery_seconds:
+            raise ValueError(
+                f"PREMIX_USER_LOCK_TTL_SECONDS ({self.user_lock_ttl_seconds}) must be more than "
+                f"PREMIX_JOB_TIMEOUT_SECONDS + 10 ({arq_redelivery_seconds}), so a crashed "
+                "job's user lock outlives the wait before arq runs it again"
+            )
+        return self
+
+    @property
+    def fee_buffer_lamports(self) -> int:
+        """`fee_buffer_sol` in lamports (exact; may be 0)."""
+        return int(self.fee_buffer_sol * LAMPORTS_PER_SOL)
 
     @property
     def uses_memory_store(self) -> bool:

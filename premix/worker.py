@@ -33,7 +33,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from premix.amounts import format_sol, lamports_to_sol, sol_to_lamports
+from premix.amounts import format_sol, lamports_to_sol
 from premix.constants import JOB_FUNCTION, QUEUE_NAME
 from premix.distribution import DistributionError, TierTable, plan_distribution
 from premix.errors import (
@@ -436,7 +436,7 @@ class PremixRun:
             run,
             self.job.mode,
             FeePolicy.from_settings(self.settings),
-            sol_to_lamports(self.settings.fee_buffer_sol),
+            self.settings.fee_buffer_lamports,
             landed_ok=landed_ok,
         )
         if need.total_lamports == 0:

@@ -35,7 +35,7 @@ async def close_pools() -> AsyncIterator[None]:
 
 @pytest.fixture
 def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, user_lock_ttl_seconds=600)
+    return Settings(redis_url=redis_url, user_lock_ttl_seconds=600, job_timeout_seconds=300)
 
 
 async def queued_job(redis: Redis, job_id: str) -> dict[str, Any]:

@@ -4,6 +4,7 @@ with its exact message, a failed event on Redis and no retry; transient ones are
 import asyncio
 import pickle
 from collections.abc import AsyncIterator
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -196,6 +197,22 @@ async def test_insufficient_balance_shows_needed_and_available_in_sol(
     assert net.balance(user.funding.pubkey()) == SOL // 2  # nothing was sent
     assert user.buyer_balances(net) == [0] * 5
     assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_zero_fee_buffer_lets_the_funding_wallet_send_all_it_holds(
+    redis_url: str, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, fee_buffer_sol=Decimal(0))
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1", buyers=2, funding_lamports=SOL + 2 * 5_000)
+        job_id = await enqueue(settings, "u1", 1)
+
+        await run_worker(settings)
+
+        result = (await job_result(settings, job_id)).result
+        assert result["success"] is True, result["message"]
+        assert user.buyer_balances(net) == [SOL // 2, SOL // 2]
+        assert net.balance(user.funding.pubkey()) == 0
 
 
 async def test_fast_mode_needs_fewer_fees_than_standard_mode(

@@ -1,0 +1,56 @@
+"""Settings are checked when they are read: a bad combination fails at start-up with a message
+naming the variables, never in the middle of a job."""
+
+from decimal import Decimal
+
+import pytest
+from pydantic import ValidationError
+
+from premix.settings import Settings
+
+
+def test_defaults_are_the_documented_ones() -> None:
+    settings = Settings()
+    assert settings.fee_buffer_lamports == 10_000_000  # 0.01 SOL
+    assert (settings.max_wallets, settings.min_wallet_sol) == (73, Decimal("0.01"))
+    assert settings.redis_url == "redis://127.0.0.1:6379/0"
+
+
+def test_a_zero_fee_buffer_is_allowed_and_is_zero_lamports() -> None:
+    assert Settings(fee_buffer_sol=Decimal(0)).fee_buffer_lamports == 0
+
+
+def test_a_fee_buffer_finer_than_a_lamport_is_refused() -> None:
+    with pytest.raises(ValidationError, match="whole number of lamports"):
+        Settings(fee_buffer_sol=Decimal("0.0000000001"))
+
+
+def test_a_minimum_below_the_rent_exempt_minimum_is_refused_at_load(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PREMIX_MIN_WALLET_SOL", "0.0001")
+    with pytest.raises(ValidationError, match="below the rent-exempt minimum"):
+        Settings()
+
+
+def test_the_user_lock_must_outlive_arqs_redelivery_of_a_crashed_job() -> None:
+    with pytest.raises(ValidationError) as error:
+        Settings(user_lock_ttl_seconds=900, job_timeout_seconds=900)
+    assert "PREMIX_USER_LOCK_TTL_SECONDS (900) must be more than PREMIX_JOB_TIMEOUT_SECONDS" in (
+        str(error.value)
+    )
+    assert Settings(user_lock_ttl_seconds=911, job_timeout_seconds=900).user_lock_ttl_seconds == 911
+
+
+def test_tier_caps_from_the_environment_as_a_list_or_a_single_value(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setenv("PREMIX_TIER_CAPS_SOL", "0.5,1")
+    assert Settings().tier_caps_sol == (Decimal("0.5"), Decimal(1))
+    monkeypatch.setenv("PREMIX_TIER_CAPS_SOL", "0.5")
+    assert Settings().tier_caps_sol == (Decimal("0.5"),)
+
+
+def test_an_empty_bot_token_means_no_bot(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("PREMIX_TELEGRAM_BOT_TOKEN", "")
+    assert Settings().telegram_bot_token is None
