@@ -39,6 +39,8 @@ CONNECT_TIMEOUT_SECONDS: Final = 1.0
 COMMAND_TIMEOUT_SECONDS: Final = 2.0
 
 QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
+# Configuration errors are logged in full; the user sees only this.
+QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
 
 # KEYS[1] = lock key, ARGV[1] = job id: delete the lock only if this job holds it.
 _RELEASE_SCRIPT: Final = """
@@ -174,7 +176,11 @@ async def enqueue_premix_funds(
     an unreachable Redis. `settings` defaults to `get_settings()`; `redis` defaults to the
     shared pool for `settings.redis_url`.
     """
-    settings = settings if settings is not None else get_settings()
+    try:
+        settings = settings if settings is not None else get_settings()
+    except ValidationError as e:
+        log.error("enqueue_settings_invalid", error=describe_validation_error(e))
+        return EnqueueResult(False, QUEUE_MISCONFIGURED)
     try:
         job = PremixFundsJob.from_request(user_id, user_chat_id, mix_amount, options)
     except ValidationError as e:
@@ -188,7 +194,11 @@ async def enqueue_premix_funds(
     job_id = new_job_id(job.user_id)
     bound_log = log.bind(job_id=job_id, user_id=job.user_id)
     if redis is None:
-        arq_redis = queue_pool(settings.redis_url)
+        try:
+            arq_redis = queue_pool(settings.redis_url)
+        except ValueError as e:  # not a redis:// URL
+            bound_log.error("enqueue_redis_url_invalid", error=str(e))
+            return EnqueueResult(False, QUEUE_MISCONFIGURED)
     elif isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
         arq_redis = redis
     else:

@@ -13,6 +13,7 @@ from redis.asyncio import Redis
 from premix.constants import JOB_FUNCTION, QUEUE_NAME, USER_LOCK_PREFIX
 from premix.jobs import PremixOptions
 from premix.queue import (
+    QUEUE_MISCONFIGURED,
     QUEUE_UNAVAILABLE,
     close_queue,
     enqueue_premix_funds,
@@ -22,7 +23,7 @@ from premix.queue import (
     user_lock_holder,
 )
 from premix.serialization import DeserializationError, job_deserializer, job_serializer
-from premix.settings import Settings
+from premix.settings import Settings, get_settings
 
 ARQ_JOB_PREFIX = "arq:job:"
 
@@ -206,6 +207,23 @@ async def test_unreachable_redis_returns_a_clear_failure_without_raising(
     assert result.success is False
     assert result.job_id is None
     assert result.message == QUEUE_UNAVAILABLE
+
+
+async def test_a_redis_url_that_is_not_one_is_refused_without_raising() -> None:
+    result = await enqueue_premix_funds("u1", 42, 0.5, settings=Settings(redis_url="nonsense"))
+    assert (result.success, result.job_id, result.message) == (False, None, QUEUE_MISCONFIGURED)
+
+
+async def test_invalid_environment_settings_are_refused_without_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    get_settings.cache_clear()
+    monkeypatch.setenv("PREMIX_MIN_WALLET_SOL", "0.0001")  # below the rent-exempt minimum
+    try:
+        result = await enqueue_premix_funds("u1", 42, 0.5)
+    finally:
+        get_settings.cache_clear()
+    assert (result.success, result.job_id, result.message) == (False, None, QUEUE_MISCONFIGURED)
 
 
 async def test_failed_enqueue_after_taking_the_lock_releases_it(
