@@ -565,11 +565,24 @@ class PremixRun:
                     run = await self._settle_open_attempts(run, funding)
             except (PremixError, RpcRequestError, PyMongoError, OSError) as e:
                 self.log.warning("open_attempts_not_settled", error=type(e).__name__)
-        if run is not None and run.transactions:
+        if run is not None and (run.status is RunStatus.COMPLETED or _all_funded(run)):
+            # The money went out; only the ending was lost (the worker died after sending).
+            try:
+                return await self._complete(result_from_record(run))
+            except PremixError as e:
+                return await self._fail(e)
+        tries = self.job_try - 1
+        if run is None:
+            return await self._fail(
+                PremixError(
+                    f"the job could not start in {tries} attempt(s) (another premix of this "
+                    "user was running, or its worker stopped); nothing was sent"
+                )
+            )
+        if run.transactions:
             self.phase = Phase.INITIALIZING_MIXER
-        stops = self.job_try - 1
         return await self._fail(
-            PremixError(f"the job stopped {stops} time(s) before finishing; it is not run again")
+            PremixError(f"the job stopped {tries} time(s) before finishing; it is not run again")
         )
 
     def _retry(self, error: PremixError) -> NoReturn:
@@ -717,6 +730,11 @@ def _chat_id_or_none(value: object) -> int | None:
     if isinstance(value, int) and not isinstance(value, bool) and value in _CHAT_ID_RANGE:
         return value
     return None
+
+
+def _all_funded(run: RunRecord) -> bool:
+    """True when the ledger shows every planned wallet funded (the run only lacks its end)."""
+    return bool(run.plan) and result_from_record(run).complete
 
 
 async def _release_quietly(redis: Redis, user_id: str, job_id: str) -> None:

@@ -8,7 +8,8 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from premix.constants import RUNS_COLLECTION
+from premix import worker as worker_module
+from premix.constants import RUNS_COLLECTION, USER_LOCK_PREFIX
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
 from premix.notify import Notifier
@@ -281,3 +282,55 @@ async def test_a_job_that_keeps_dying_is_failed_with_a_report_after_its_last_try
         run = await Ledger(store).get(job_id)
         assert run is not None and run.status is RunStatus.FAILED
         assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_completed_run_redelivered_after_its_last_try_is_reported_completed(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    # The worker died after the money went out but before the job's end was recorded, on the
+    # job's last allowed try: the user must hear "complete", not "failed".
+    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        queued = await enqueue_premix_funds("u1", 42, 2, {"mode": "fast"}, settings=settings)
+        job_id = queued.job_id
+        assert job_id is not None
+        assert await run_worker(settings, notifier=DiesWhenNotifying(settings)) is False
+        await expire_in_progress_marker(redis_client, job_id)
+        sends_before = net.stats.calls["sendTransaction"]
+        notifier = RecordingNotifier(settings)
+
+        await run_worker(settings, notifier=notifier)
+
+        assert net.stats.calls["sendTransaction"] == sends_before
+        info = await job_result(settings, job_id)
+        assert (info.result["success"], info.job_try) == (True, 2)
+        assert [n["wallets_funded"] for n in notifier.completed] == [4]
+        await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 1)
+        assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_job_that_never_started_says_nothing_was_sent_after_its_last_try(
+    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "USER_BUSY_RETRY_SECONDS", 0.01)
+    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+        job_id = queued.job_id
+        assert job_id is not None
+        # Another premix of the user holds the lock through the job's only try.
+        await redis_client.set(USER_LOCK_PREFIX + "u1", "premix-u1-1")
+
+        await run_worker(settings)
+
+        info = await job_result(settings, job_id)
+        assert (info.result["success"], info.job_try) == (False, 2)
+        assert info.result["message"] == (
+            "Premix failed: the job could not start in 1 attempt(s) (another premix of this user "
+            "was running, or its worker stopped); nothing was sent"
+        )
+        assert user.buyer_balances(net) == [0] * len(user.buyers)
+        assert await Ledger(store).get(job_id) is None
+        assert await user_lock_holder(redis_client, "u1") == "premix-u1-1"  # not ours to free
