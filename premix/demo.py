@@ -75,7 +75,7 @@ class DemoWallet:
     position: int  # 1-based, as in `premix plan`
     public_key: str
     lamports: int  # planned
-    status: str  # funded | failed | not_sent
+    status: str  # funded | pending | failed | not_sent
     signature: str | None
     balance_lamports: int  # on chain after the run
 

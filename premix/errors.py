@@ -72,18 +72,33 @@ class MixerFailed(PremixError):
         *,
         funded: Sequence[tuple[str, int]] = (),
         unfunded: Sequence[tuple[str, int]] = (),
+        pending: Sequence[tuple[str, int]] = (),
         result: "MixResult | None" = None,
     ) -> None:
         self.reason = reason
         self.funded = list(funded)
         self.unfunded = list(unfunded)
+        self.pending = list(pending)
         self.result = result  # the mixer's per-wallet report (signatures, errors), if it ran
         sent = sum(lamports for _, lamports in self.funded)
         detail = (
             f"{reason}. Sent {format_sol(sent)} to {len(self.funded)} wallet(s); "
             f"{len(self.unfunded)} wallet(s) not funded"
         )
+        if self.pending:
+            detail += f"; {len(self.pending)} wallet(s) pending (sent, may still land)"
         super().__init__(detail)
+
+    @classmethod
+    def from_result(cls, reason: str, result: "MixResult") -> "MixerFailed":
+        """The failure with `result`'s per-wallet report (funded, not funded, pending)."""
+        return cls(
+            reason,
+            funded=result.funded,
+            unfunded=result.unfunded,
+            pending=result.pending,
+            result=result,
+        )
 
 
 class TransientError(PremixError):

@@ -543,12 +543,10 @@ class PremixRun:
             if attempt + 1 < VERIFY_BALANCE_TRIES:
                 await asyncio.sleep(self.settings.confirm_poll_seconds)
         position, balance = short[0]
-        raise MixerFailed(
+        raise MixerFailed.from_result(
             f"wallet {run.plan[position].recipient} holds {format_sol(balance)} after the "
             f"premix, expected at least {format_sol(expected[position])}",
-            funded=mix.funded,
-            unfunded=mix.unfunded,
-            result=mix,
+            mix,
         )
 
     # --- how an attempt ends ---
@@ -602,9 +600,7 @@ class PremixRun:
             and mix is not None
         ):
             # Once transfers may have gone out, the user is told exactly what was sent.
-            error = MixerFailed(
-                error.detail or error.title, funded=mix.funded, unfunded=mix.unfunded, result=mix
-            )
+            error = MixerFailed.from_result(error.detail or error.title, mix)
         message = error.user_message
         funded = mix.funded if mix is not None else []
         self.log.warning("job_failed", phase=int(self.phase), reason=message)

@@ -77,11 +77,8 @@ async def run_mixer(
     funding_key = str(funding.pubkey())
     if record.funding is not None and record.funding != funding_key:
         result = result_from_record(record)
-        raise MixerFailed(
-            f"the funding wallet changed since run {run_id} started",
-            funded=result.funded,
-            unfunded=result.unfunded,
-            result=result,
+        raise MixerFailed.from_result(
+            f"the funding wallet changed since run {run_id} started", result
         )
     run = MixerRun(
         record=record,

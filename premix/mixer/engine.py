@@ -361,7 +361,7 @@ class MixerRun:
         await self.save()
         result = result_from_record(self.record)
         self.log.warning("mixer_failed", reason=reason, funded=len(result.funded))
-        raise MixerFailed(reason, funded=result.funded, unfunded=result.unfunded, result=result)
+        raise MixerFailed.from_result(reason, result)
 
     async def fail_for(self, refusals: Sequence[Refusal]) -> None:
         """Fail the run for the first on-chain failure or refusal of this execution."""

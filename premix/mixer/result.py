@@ -10,6 +10,7 @@ from premix.ledger import AttemptState, RunRecord, TransactionState
 class WalletStatus(StrEnum):
     FUNDED = "funded"  # its transaction landed without error
     FAILED = "failed"  # its last attempt failed on chain or was refused by the node
+    PENDING = "pending"  # signed and maybe sent, not settled: it may still land (a re-run settles)
     NOT_SENT = "not_sent"  # never landed (not signed yet, or every attempt expired)
 
 
@@ -48,9 +49,18 @@ class MixResult:
 
     @property
     def unfunded(self) -> list[tuple[str, int]]:
-        """(public key, lamports) of every wallet that did not receive its amount."""
+        """(public key, lamports) of every wallet known not to have received its amount."""
         return [
-            (w.public_key, w.lamports) for w in self.wallets if w.status is not WalletStatus.FUNDED
+            (w.public_key, w.lamports)
+            for w in self.wallets
+            if w.status in (WalletStatus.FAILED, WalletStatus.NOT_SENT)
+        ]
+
+    @property
+    def pending(self) -> list[tuple[str, int]]:
+        """(public key, lamports) of every wallet whose transfer may still land."""
+        return [
+            (w.public_key, w.lamports) for w in self.wallets if w.status is WalletStatus.PENDING
         ]
 
     @property
@@ -93,6 +103,8 @@ def result_from_record(record: RunRecord) -> MixResult:
                 )
             elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
                 status = WalletStatus.FAILED
+            elif last.is_open:
+                status = WalletStatus.PENDING
         wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
     totals = record.totals
     return MixResult(
