@@ -5,8 +5,9 @@ premix's own (structlog) and foreign ones (arq, httpx) alike, so no call site ha
 - by key name: `private_key`, `secret_key`, `encryption_keys`, `bot_token`, `keypair`, anything
   containing `secret`, `private`, `password` or `token`;
 - by value: a base58 64-byte Solana secret key (checked with solders, so signatures survive),
-  a 64-number JSON keypair, a Telegram bot token, a base64 32-byte key, a URL's password,
-  and the literal secrets of the `Settings` given to `configure_logging`;
+  a 64-number JSON keypair, a Telegram bot token, a base64 32-byte key, a URL's password or
+  query-string credential (`?api-key=...`), and the literal secrets of the `Settings` given
+  to `configure_logging`;
 - by type: pydantic `SecretStr`/`SecretBytes`, solders `Keypair` (shown by public key only).
 
 Use it as `log = get_logger(__name__).bind(job_id=..., user_id=...)`; log events, not sentences.
@@ -57,6 +58,11 @@ _BASE58_64_BYTES = re.compile(
 _BYTE_ARRAY_64 = re.compile(r"\[\s*(?:\d{1,3}\s*,\s*){63}\d{1,3}\s*\]")
 # 32 bytes in base64 (standard or url-safe) is 43 characters and one "=".
 _BASE64_32_BYTES = re.compile(r"(?<![A-Za-z0-9+/_-])[A-Za-z0-9+/_-]{43}=")
+# A credential in a URL's query string (hosted RPC endpoints: "?api-key=...").
+_URL_QUERY_CREDENTIAL = re.compile(
+    r"(?P<name>[?&](?:api[-_]?key|apikey|key|token|access[-_]?token|secret|auth)=)[^&\s#\"']+",
+    re.IGNORECASE,
+)
 # The password part of "scheme://user:password@host".
 _URL_PASSWORD = re.compile(r"(?P<prefix>[a-z][a-z0-9+.-]*://[^:/@\s]*:)[^@\s/]+@", re.IGNORECASE)
 
@@ -110,6 +116,7 @@ def redact_text(text: str) -> str:
     text = _BYTE_ARRAY_64.sub(REDACTED, text)
     text = _BASE64_32_BYTES.sub(REDACTED, text)
     text = _URL_PASSWORD.sub(lambda m: f"{m.group('prefix')}{REDACTED}@", text)
+    text = _URL_QUERY_CREDENTIAL.sub(lambda m: f"{m.group('name')}{REDACTED}", text)
     return _BASE58_64_BYTES.sub(_redact_base58_candidate, text)
 
 
@@ -154,7 +161,7 @@ class SecretRedactor:
 
 # Libraries whose INFO/DEBUG records carry URLs with credentials (the Telegram URL holds the
 # bot token); they log at WARNING and above only, and the redactor still scrubs those.
-_NOISY_LOGGERS: Final = ("httpx", "httpcore")
+_NOISY_LOGGERS: Final = ("httpx", "httpcore", "httpx2", "httpcore2")  # solana-py uses httpx2
 _HANDLER_MARK: Final = "_premix_handler"
 # Libraries that install their own handlers (arq's CLI does): routed to the root handler
 # instead, so their records are redacted and rendered like premix's own.

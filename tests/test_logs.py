@@ -124,6 +124,21 @@ def test_foreign_library_records_and_exceptions_are_redacted(rendered_logs: io.S
     assert REDACTED in str(records[1]["exception"])
 
 
+def test_rpc_api_keys_in_urls_are_redacted_and_http_client_chatter_is_quiet(
+    rendered_logs: io.StringIO,
+) -> None:
+    url = "https://mainnet.example-rpc.com/?api-key=0123456789abcdef"
+    logging.getLogger("httpx2").info("HTTP Request: POST %s", url)  # solana-py's client
+    logging.getLogger("httpx2").warning("HTTP Request: POST %s failed", url)
+    get_logger("premix.test").warning("rpc_unreachable", url=url)
+    output = rendered_logs.getvalue()
+    assert "0123456789abcdef" not in output
+    assert [record["event"] for record in lines(rendered_logs)] == [
+        f"HTTP Request: POST {url.replace('0123456789abcdef', REDACTED)} failed",
+        "rpc_unreachable",
+    ]
+
+
 def test_registered_literal_secret_is_redacted_even_without_a_known_shape(
     rendered_logs: io.StringIO,
 ) -> None:
