@@ -12,7 +12,7 @@ import shutil
 import subprocess
 from pathlib import Path
 
-import pytest
+from tests.fixtures import missing_tool
 
 ROOT = Path(__file__).resolve().parent.parent
 COMPOSE_FILE = ROOT / "docker-compose.yml"
@@ -84,7 +84,7 @@ def test_dockerfile_runs_the_arq_worker() -> None:
 def test_compose_file_is_accepted_by_docker_compose_config() -> None:
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        missing_tool("neither `docker compose` nor `docker-compose` is installed")
     environment = {**os.environ, "PREMIX_ENCRYPTION_KEYS": "k1:" + "A" * 43 + "="}
 
     result = subprocess.run(
@@ -102,7 +102,7 @@ def test_compose_file_is_accepted_by_docker_compose_config() -> None:
 def test_compose_refuses_to_start_the_worker_without_encryption_keys() -> None:
     command = compose_command()
     if command is None:
-        pytest.skip("neither `docker compose` nor `docker-compose` is installed")
+        missing_tool("neither `docker compose` nor `docker-compose` is installed")
     environment = {k: v for k, v in os.environ.items() if k != "PREMIX_ENCRYPTION_KEYS"}
 
     result = subprocess.run(

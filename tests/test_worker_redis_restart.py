@@ -12,6 +12,7 @@ from benchmarks.services import RedisServer
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
+from tests.fixtures import missing_tool
 from tests.test_worker_crash import assert_paid_exactly_once
 from tests.test_worker_helpers import (
     TestRpc,
@@ -29,7 +30,7 @@ SOL = 10**9
 @pytest.fixture
 def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
     if shutil.which("redis-server") is None:
-        pytest.skip("redis-server is not installed")
+        missing_tool("redis-server is not installed")
     server = RedisServer(tmp_path, appendonly=True)
     server.start()
     try:
