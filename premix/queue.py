@@ -232,7 +232,7 @@ async def enqueue_premix_funds(
         await _undo_enqueue(arq_redis, job.user_id, job_id)
         raise
     if queued is None:  # arq refuses a job id it already knows
-        await _release_quietly(arq_redis, job.user_id, job_id)
+        await release_user_lock_quietly(arq_redis, job.user_id, job_id)
         return EnqueueResult(False, f"A job with id {job_id} already exists; nothing was enqueued")
 
     bound_log.info(
@@ -254,7 +254,8 @@ def _queue_error_message(error: BaseException) -> str:
     )
 
 
-async def _release_quietly(redis: Redis, user_id: str, job_id: str) -> None:
+async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> None:
+    """`release_user_lock`, logging instead of raising when Redis is unreachable."""
     try:
         await release_user_lock(redis, user_id, job_id)
     except (RedisError, OSError) as e:
@@ -274,4 +275,4 @@ async def _undo_enqueue(redis: Redis, user_id: str, job_id: str) -> None:
             await pipe.execute()
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
-    await _release_quietly(redis, user_id, job_id)
+    await release_user_lock_quietly(redis, user_id, job_id)

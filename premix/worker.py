@@ -61,7 +61,7 @@ from premix.mixer.engine import MixerRun
 from premix.mixer.result import result_from_record
 from premix.notify import Notifier
 from premix.progress import Phase, ProgressEmitter, ProgressStatus
-from premix.queue import refresh_user_lock, release_user_lock, user_lock_holder
+from premix.queue import refresh_user_lock, release_user_lock_quietly, user_lock_holder
 from premix.rpc import RpcRequestError, SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
@@ -646,7 +646,7 @@ class PremixRun:
 
     async def _release_lock(self) -> None:
         self.lock_released = True  # the heartbeat must not take it back
-        await _release_quietly(self.redis, self.job.user_id, self.job_id)
+        await release_user_lock_quietly(self.redis, self.job.user_id, self.job_id)
 
     async def _hold_user_lock(self) -> bool:
         if self.lock_released:
@@ -706,7 +706,7 @@ async def _refuse_payload(
     emitter = ProgressEmitter(ctx["redis"], ctx["settings"], job_id, stand_in)
     await emitter.phase(Phase.VALIDATING_PARAMETERS, ProgressStatus.FAILED, message)
     for user_id in dict.fromkeys(user_ids):
-        await _release_quietly(ctx["redis"], user_id, job_id)
+        await release_user_lock_quietly(ctx["redis"], user_id, job_id)
     if chat_id is not None:
         notifier: Notifier = ctx["notifier"]
         await notifier.notify_failed(chat_id, job_id=job_id, reason=message)
@@ -731,13 +731,6 @@ def _chat_id_or_none(value: object) -> int | None:
 def _all_funded(run: RunRecord) -> bool:
     """True when the ledger shows every planned wallet funded (the run only lacks its end)."""
     return bool(run.plan) and result_from_record(run).complete
-
-
-async def _release_quietly(redis: Redis, user_id: str, job_id: str) -> None:
-    try:
-        await release_user_lock(redis, user_id, job_id)
-    except (RedisError, OSError) as e:
-        log.warning("user_lock_not_released", job_id=job_id, error=type(e).__name__)
 
 
 # --- arq ---
