@@ -486,10 +486,6 @@ class Chain:
                 )
             return statuses
 
-    def transaction(self, signature: Signature) -> TransactionRecord | None:
-        with self._lock:
-            return self._log.get(signature)
-
     @property
     def transaction_log(self) -> Mapping[Signature, TransactionRecord]:
         """A snapshot of the log: every transaction received, in arrival order."""

@@ -74,7 +74,6 @@ class Faults:
     """The active fault rules of one localnet (thread-safe)."""
 
     def __init__(self, seed: int = 0) -> None:
-        self.seed = seed
         self._random = random.Random(seed)
         self._rules: list[FaultRule] = []
         self._lock = threading.Lock()
@@ -127,11 +126,6 @@ class Faults:
         """Switch every fault off."""
         with self._lock:
             self._rules.clear()
-
-    @property
-    def rules(self) -> list[FaultRule]:
-        with self._lock:
-            return list(self._rules)
 
     def take(self, kind: FaultKind, methods: list[str]) -> FaultRule | None:
         """The first rule of `kind` that fires for a request calling `methods`, counted as used."""

@@ -108,10 +108,6 @@ class RpcMethods:
             "simulateTransaction": self.simulate_transaction,
         }
 
-    @property
-    def names(self) -> list[str]:
-        return sorted(self._methods)
-
     def call(self, method: str, params: Any, *, drop_send: bool = False) -> Any:
         """Run one call; returns its JSON result or raises `RpcError`."""
         handler = self._methods.get(method)

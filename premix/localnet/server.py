@@ -50,11 +50,6 @@ class RpcStats:
             self.http_requests = 0
             self.calls.clear()
 
-    @property
-    def total_calls(self) -> int:
-        with self._lock:
-            return sum(self.calls.values())
-
 
 class RpcServer(ThreadingHTTPServer):
     """Serves `RpcMethods` over HTTP with `Faults` applied and `RpcStats` counted."""
