@@ -80,6 +80,11 @@ def lamports_to_sol(lamports: int) -> Decimal:
     return Decimal(lamports) / LAMPORTS_PER_SOL
 
 
+def sol_text(lamports: int) -> str:
+    """Return `lamports` as exact SOL digits for JSON, without a unit: '0.5', '12'."""
+    return f"{lamports_to_sol(lamports):f}"
+
+
 def format_sol(lamports: int) -> str:
     """Return `lamports` as a SOL string for people, without trailing zeros: '0.5 SOL'."""
     text = f"{lamports_to_sol(lamports):.9f}".rstrip("0").rstrip(".")

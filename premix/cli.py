@@ -30,7 +30,7 @@ from rich.table import Table
 from solana.exceptions import SolanaRpcException
 from solders.keypair import Keypair
 
-from premix.amounts import AmountError, format_sol, lamports_to_sol, sol_to_lamports
+from premix.amounts import AmountError, format_sol, lamports_to_sol, sol_text, sol_to_lamports
 from premix.constants import MAX_BUYER_WALLETS, QUEUE_NAME
 from premix.demo import DEFAULT_AMOUNT_SOL as DEMO_DEFAULT_AMOUNT_SOL
 from premix.demo import DEFAULT_SLOT_MS as DEMO_DEFAULT_SLOT_MS
@@ -161,11 +161,6 @@ def print_json(value: object) -> None:
 def note(message: str) -> None:
     """Print an informational line on stderr (never mixed into stdout's JSON)."""
     click.echo(f"{PROG}: {message}", err=True)
-
-
-def sol_text(lamports: int) -> str:
-    """`lamports` as an exact, plain SOL string for JSON: '0.5', '12'."""
-    return format(lamports_to_sol(lamports), "f")
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

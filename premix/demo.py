@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix.amounts import lamports_to_sol, sol_to_lamports
+from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
 from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
 from premix.distribution import TierTable, plan_distribution
 from premix.errors import PremixError
@@ -84,7 +84,7 @@ class DemoWallet:
             "position": self.position,
             "publicKey": self.public_key,
             "lamports": self.lamports,
-            "sol": _sol(self.lamports),
+            "sol": sol_text(self.lamports),
             "status": self.status,
             "signature": self.signature,
             "balanceLamports": self.balance_lamports,
@@ -126,7 +126,7 @@ class DemoReport:
             "userId": self.user_id,
             "mode": self.mode,
             "amountLamports": self.amount_lamports,
-            "amountSol": _sol(self.amount_lamports),
+            "amountSol": sol_text(self.amount_lamports),
             "slotMs": self.slot_ms,
             "funding": {
                 "publicKey": self.funding_public_key,
@@ -139,9 +139,9 @@ class DemoReport:
                 "walletsUsed": len(self.wallets),
                 "walletsFunded": sum(1 for w in self.wallets if w.status == "funded"),
                 "sentLamports": self.sent_lamports,
-                "sentSol": _sol(self.sent_lamports),
+                "sentSol": sol_text(self.sent_lamports),
                 "feeLamports": self.fee_lamports,
-                "feeSol": _sol(self.fee_lamports),
+                "feeSol": sol_text(self.fee_lamports),
                 "transactions": self.transactions,
                 "balanceLamports": self.balance_total_lamports,
                 "wallSeconds": round(self.wall_seconds, 3),
@@ -156,10 +156,6 @@ class DemoReport:
                 for event in self.events
             ],
         }
-
-
-def _sol(lamports: int) -> str:
-    return f"{lamports_to_sol(lamports):f}"
 
 
 def demo_plan(options: DemoOptions, settings: Settings) -> list[int]:
