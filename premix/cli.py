@@ -850,9 +850,8 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
     console.print()
     console.print(demo_table(report, console.width))
     console.print(
-        f"Sent {format_sol(report.sent_lamports)} to "
-        f"{sum(1 for w in report.wallets if w.status == 'funded')} of {len(report.wallets)} "
-        f"wallet(s) in {report.transactions} transaction(s); fees "
+        f"Sent {format_sol(report.sent_lamports)} to {report.funded_wallets} of "
+        f"{len(report.wallets)} wallet(s) in {report.transactions} transaction(s); fees "
         f"{format_sol(report.fee_lamports)}; wall time {report.wall_seconds:.2f} s "
         f"(enqueue to the final event)."
     )

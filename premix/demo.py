@@ -118,6 +118,11 @@ class DemoReport:
         """What the plan's wallets hold on chain after the run."""
         return sum(wallet.balance_lamports for wallet in self.wallets)
 
+    @property
+    def funded_wallets(self) -> int:
+        """How many of the plan's wallets the run funded (status "funded")."""
+        return sum(1 for wallet in self.wallets if wallet.status == "funded")
+
     def to_json(self) -> dict[str, Any]:
         return {
             "success": self.succeeded,
@@ -137,7 +142,7 @@ class DemoReport:
             "wallets": [wallet.to_json() for wallet in self.wallets],
             "totals": {
                 "walletsUsed": len(self.wallets),
-                "walletsFunded": sum(1 for w in self.wallets if w.status == "funded"),
+                "walletsFunded": self.funded_wallets,
                 "sentLamports": self.sent_lamports,
                 "sentSol": sol_text(self.sent_lamports),
                 "feeLamports": self.fee_lamports,
