@@ -15,7 +15,7 @@ import threading
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
-from typing import Any, TypeVar
+from typing import Any, TypeVar, get_args
 
 import click
 import httpx
@@ -37,7 +37,7 @@ from premix.demo import DEFAULT_SLOT_MS as DEMO_DEFAULT_SLOT_MS
 from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import TierTable, format_plan, plan_distribution
 from premix.errors import PremixError, TransientError
-from premix.jobs import USER_ID_PATTERN, EnqueueResult, Mode
+from premix.jobs import USER_ID_PATTERN, USER_ID_RULE, EnqueueResult, Mode
 from premix.keys import KeyRing, keypair_from_file, keypair_from_secret
 from premix.localnet import DEFAULT_SLOT_MS, Localnet
 from premix.logs import configure_logging, redact_text
@@ -126,13 +126,14 @@ class UserIdType(click.ParamType[str]):
     def convert(self, value: Any, param: click.Parameter | None, ctx: click.Context | None) -> str:
         text = str(value)
         if not re.fullmatch(USER_ID_PATTERN, text):
-            self.fail("must be 1 to 128 letters, digits or _.:@- characters", param, ctx)
+            self.fail(USER_ID_RULE, param, ctx)
         return text
 
 
 SOL = SolAmountType()
 USER_ID = UserIdType()
 WALLET_COUNT = click.IntRange(1, MAX_BUYER_WALLETS)
+MODE = click.Choice(get_args(Mode))
 
 
 def json_option(function: Callable[..., Any]) -> Callable[..., Any]:
@@ -566,7 +567,7 @@ def localnet_command(host: str, port: int, slot_ms: int, seed: int) -> None:
 @click.option("--amount", "amount_lamports", type=SOL, required=True, help="SOL to distribute.")
 @click.option(
     "--mode",
-    type=click.Choice(["standard", "fast"]),
+    type=MODE,
     default=None,
     help="Transfer engine (default: standard).",
 )
@@ -752,7 +753,7 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
 @cli.command()
 @click.option(
     "--mode",
-    type=click.Choice(["standard", "fast"]),
+    type=MODE,
     default="standard",
     show_default=True,
     help="Transfer engine.",

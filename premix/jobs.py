@@ -25,6 +25,7 @@ from premix.constants import MAX_BUYER_WALLETS
 Mode = Literal["standard", "fast"]
 
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
+USER_ID_RULE = "must be 1 to 128 letters, digits or _.:@- characters"  # USER_ID_PATTERN in words
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 _CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
@@ -40,7 +41,7 @@ def _check_user_id(value: object) -> str:
     if isinstance(value, int) and not isinstance(value, bool):
         value = str(value)
     if not isinstance(value, str) or not _USER_ID_RE.fullmatch(value):
-        raise ValueError("must be 1 to 128 letters, digits or _.:@- characters")
+        raise ValueError(USER_ID_RULE)
     return value
 
 
