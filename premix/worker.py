@@ -28,7 +28,11 @@ from arq.worker import Retry, func, get_kwargs
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
+from redis.asyncio.retry import Retry as RedisRetry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
@@ -73,6 +77,8 @@ log = get_logger(__name__)
 RETRY_BACKOFF_SECONDS: Final = (1, 2, 5, 10, 30)
 # A job finding another job of the same user running waits this long and tries again.
 USER_BUSY_RETRY_SECONDS: Final = 5
+# A Redis command is tried this many more times, backing off up to 1 s (a restart takes ~1 s).
+REDIS_COMMAND_RETRIES: Final = 10
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends a run this much before arq's
 KEEP_RESULT_SECONDS: Final = 86_400
 # Phase 6 reads the recipients' balances this many times before calling a shortfall real
@@ -735,6 +741,16 @@ def _all_funded(run: RunRecord) -> bool:
 
 # --- arq ---
 
+
+def arq_redis_settings(redis_url: str) -> RedisSettings:
+    """arq's Redis connection for a worker: a command that finds its connection closed (Redis
+    restarted) is retried with backoff for a few seconds instead of stopping the worker."""
+    redis = RedisSettings.from_dsn(redis_url)
+    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    redis.retry = RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_COMMAND_RETRIES)
+    return redis
+
+
 _ENV_SETTINGS = get_settings()
 
 
@@ -747,7 +763,7 @@ class WorkerSettings:
     job_serializer: Final = job_serializer  # JSON, never pickle
     job_deserializer: Final = job_deserializer
     poll_delay: Final = _ENV_SETTINGS.worker_poll_delay_seconds  # low: fast job pickup
-    redis_settings: Final = RedisSettings.from_dsn(_ENV_SETTINGS.redis_url)
+    redis_settings: Final = arq_redis_settings(_ENV_SETTINGS.redis_url)
     job_timeout: Final = _ENV_SETTINGS.job_timeout_seconds
     # One delivery more than premix's own limit: that last one only reports and fails the job
     # (arq would otherwise drop it silently, leaving the user lock and no failed event).
@@ -762,7 +778,7 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         **get_kwargs(dict(vars(WorkerSettings))),
         "poll_delay": settings.worker_poll_delay_seconds,
-        "redis_settings": RedisSettings.from_dsn(settings.redis_url),
+        "redis_settings": arq_redis_settings(settings.redis_url),
         "job_timeout": settings.job_timeout_seconds,
         "max_tries": settings.job_max_tries + 1,
     }

@@ -76,3 +76,12 @@ async def test_redis_restart_mid_run_finishes_with_exact_balances(
         await assert_paid_exactly_once(
             store, fast_localnet, user, queued.job_id, sol * SOL, transactions
         )
+
+
+def test_worker_redis_commands_are_retried_on_a_closed_connection() -> None:
+    from redis.exceptions import ConnectionError as RedisConnectionError
+
+    from premix.worker import WorkerSettings
+
+    assert RedisConnectionError in (WorkerSettings.redis_settings.retry_on_error or [])
+    assert WorkerSettings.redis_settings.retry is not None
