@@ -288,16 +288,20 @@ async def open_store(settings: Settings) -> AsyncIterator[Store]:
         await store.close()
 
 
+def funding_row(public_key: object) -> dict[str, Any]:
+    """The funding wallet as a JSON row (position 0)."""
+    return {"role": FUNDING, "position": 0, "publicKey": str(public_key)}
+
+
+def buyer_row(stored_position: int, public_key: object) -> dict[str, Any]:
+    """A buyer wallet as a JSON row; the store counts from 0, people (and `premix plan`) from 1."""
+    return {"role": BUYER, "position": stored_position + 1, "publicKey": str(public_key)}
+
+
 def wallet_rows(funding: object | None, buyers: Sequence[object]) -> list[dict[str, Any]]:
-    """Wallets as JSON rows: role, 1-based position among buyers (0 for funding), public key."""
-    rows: list[dict[str, Any]] = []
-    if funding is not None:
-        rows.append({"role": FUNDING, "position": 0, "publicKey": str(funding)})
-    rows += [
-        {"role": BUYER, "position": position, "publicKey": str(public_key)}
-        for position, public_key in enumerate(buyers, start=1)
-    ]
-    return rows
+    """Wallets as JSON rows: the funding wallet (if any) first, then the buyers in order."""
+    rows = [] if funding is None else [funding_row(funding)]
+    return rows + [buyer_row(position, public_key) for position, public_key in enumerate(buyers)]
 
 
 def print_wallet_table(title: str, rows: Sequence[dict[str, Any]]) -> None:
@@ -361,15 +365,13 @@ def wallets_create(
             buyer_keypairs = [Keypair() for _ in range(buyers)]
             positions = await store.wallets.add_buyer_wallets(user_id, buyer_keypairs)
             rows = [
-                {"role": BUYER, "position": position + 1, "publicKey": str(keypair.pubkey())}
+                buyer_row(position, keypair.pubkey())
                 for position, keypair in zip(positions, buyer_keypairs, strict=True)
             ]
             if funding:
                 funding_keypair = Keypair()
                 await store.wallets.set_funding_wallet(user_id, funding_keypair)
-                rows.insert(
-                    0, {"role": FUNDING, "position": 0, "publicKey": str(funding_keypair.pubkey())}
-                )
+                rows.insert(0, funding_row(funding_keypair.pubkey()))
             return rows
 
     rows = run_async(create())
@@ -459,9 +461,9 @@ def wallets_import(
                         "--replace to replace it (its key is then deleted from the store)"
                     )
                 await store.wallets.set_funding_wallet(user_id, keypair)
-                return {"role": FUNDING, "position": 0, "publicKey": str(keypair.pubkey())}
+                return funding_row(keypair.pubkey())
             [position] = await store.wallets.add_buyer_wallets(user_id, [keypair])
-            return {"role": BUYER, "position": position + 1, "publicKey": str(keypair.pubkey())}
+            return buyer_row(position, keypair.pubkey())
 
     row = run_async(store_keypair())
     if as_json:
