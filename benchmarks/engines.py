@@ -28,7 +28,8 @@ from __future__ import annotations
 import asyncio
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -133,6 +134,32 @@ class EngineCase:
         }
 
 
+@dataclass
+class RunCost:
+    """What a run cost on the node; the `EngineRun` fields of the same names."""
+
+    wall_seconds: float = 0.0
+    slots_elapsed: int = 0
+    rpc_round_trips: int = 0
+    rpc_calls: dict[str, int] = field(default_factory=dict)
+    confirm_slots_after_send: int = 0
+
+
+@contextmanager
+def _measured(net: Localnet, rpc: ObservingRpc) -> Iterator[RunCost]:
+    """Measure the block's wall time, slots and RPC traffic; the figures are set when it ends."""
+    net.stats.reset()
+    start_slot = net.slot
+    started = time.perf_counter()
+    cost = RunCost()
+    yield cost
+    cost.wall_seconds = time.perf_counter() - started
+    cost.slots_elapsed = net.slot - start_slot
+    cost.rpc_round_trips = net.stats.http_requests
+    cost.rpc_calls = dict(net.stats.calls)
+    cost.confirm_slots_after_send = _confirm_slots(net, rpc.confirmed_seen_at)
+
+
 def _single_or_list(values: list[int]) -> int | list[int]:
     return values[0] if len(set(values)) == 1 else values
 
@@ -154,24 +181,17 @@ async def run_premix_once(
             net.airdrop(funding.pubkey(), sum(amounts) + SPARE_LAMPORTS)
             rpc = ObservingRpc(net)
             try:
-                net.stats.reset()
-                start_slot = net.slot
-                started = time.perf_counter()
-                result = await run_mixer(
-                    run_id=run_id,
-                    mode=mode,
-                    funding=funding,
-                    recipients=recipients,
-                    amounts=amounts,
-                    rpc=rpc,
-                    ledger=ledger,
-                    settings=settings,
-                )
-                wall = time.perf_counter() - started
-                slots = net.slot - start_slot
-                round_trips = net.stats.http_requests
-                calls = dict(net.stats.calls)
-                confirm = _confirm_slots(net, rpc.confirmed_seen_at)
+                with _measured(net, rpc) as cost:
+                    result = await run_mixer(
+                        run_id=run_id,
+                        mode=mode,
+                        funding=funding,
+                        recipients=recipients,
+                        amounts=amounts,
+                        rpc=rpc,
+                        ledger=ledger,
+                        settings=settings,
+                    )
             finally:
                 await rpc.close()
             funded = [net.balance(r) for r in recipients] == amounts
@@ -183,12 +203,8 @@ async def run_premix_once(
         wallets=wallets,
         transactions=result.transactions,
         fee_lamports=result.fee_lamports,
-        rpc_round_trips=round_trips,
-        rpc_calls=calls,
-        wall_seconds=wall,
-        slots_elapsed=slots,
-        confirm_slots_after_send=confirm,
         funded_exactly=funded,
+        **vars(cost),
     )
 
 
@@ -202,19 +218,12 @@ async def run_sequential_once(wallets: int, *, slot_ms: int, poll_seconds: float
         net.airdrop(funding.pubkey(), sum(amounts) + SPARE_LAMPORTS)
         rpc = ObservingRpc(net)
         try:
-            net.stats.reset()
-            start_slot = net.slot
-            started = time.perf_counter()
-            fee_total = 0
-            for recipient, lamports in zip(recipients, amounts, strict=True):
-                fee_total += await _send_and_confirm(
-                    rpc, funding, recipient, lamports, fees, poll_seconds
-                )
-            wall = time.perf_counter() - started
-            slots = net.slot - start_slot
-            round_trips = net.stats.http_requests
-            calls = dict(net.stats.calls)
-            confirm = _confirm_slots(net, rpc.confirmed_seen_at)
+            with _measured(net, rpc) as cost:
+                fee_total = 0
+                for recipient, lamports in zip(recipients, amounts, strict=True):
+                    fee_total += await _send_and_confirm(
+                        rpc, funding, recipient, lamports, fees, poll_seconds
+                    )
         finally:
             await rpc.close()
         funded = [net.balance(r) for r in recipients] == amounts
@@ -223,12 +232,8 @@ async def run_sequential_once(wallets: int, *, slot_ms: int, poll_seconds: float
         wallets=wallets,
         transactions=len(amounts),
         fee_lamports=fee_total,
-        rpc_round_trips=round_trips,
-        rpc_calls=calls,
-        wall_seconds=wall,
-        slots_elapsed=slots,
-        confirm_slots_after_send=confirm,
         funded_exactly=funded,
+        **vars(cost),
     )
 
 
