@@ -40,6 +40,7 @@ from solders.signature import Signature
 
 from benchmarks.measure import Spread
 from premix.amounts import lamports_to_sol
+from premix.constants import LAMPORTS_PER_SOL
 from premix.distribution import max_distributable_lamports, plan_distribution
 from premix.ledger import Ledger
 from premix.localnet import Localnet
@@ -50,7 +51,7 @@ from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 
 DESIGNS = ("premix-fast", "premix-standard", "sequential")
-SPARE_LAMPORTS = 10 * 10**9  # funding beyond the plan: fees and nothing else
+SPARE_LAMPORTS = 10 * LAMPORTS_PER_SOL  # funding beyond the plan: fees and nothing else
 
 
 def amount_lamports_for(wallets: int) -> int:

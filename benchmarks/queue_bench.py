@@ -41,7 +41,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from benchmarks.measure import Spread
-from premix.constants import PROGRESS_ALL_CHANNEL
+from premix.constants import LAMPORTS_PER_SOL, PROGRESS_ALL_CHANNEL
 from premix.keys import KeyRing
 from premix.localnet import Localnet
 from premix.progress import ProgressEvent
@@ -58,7 +58,7 @@ JOB_TIMEOUT_SECONDS = 180.0
 THROUGHPUT_WALLETS = 10
 THROUGHPUT_AMOUNT_SOL = 5  # fills the first 10 wallets of the default table (0.5 SOL caps)
 RSS_USER = "bench-rss"
-RSS_FUNDING_LAMPORTS = 200 * 10**9
+RSS_FUNDING_LAMPORTS = 200 * LAMPORTS_PER_SOL
 RSS_JOBS = (  # (amount in SOL, options): one of each engine
     (85, {"mode": "fast"}),
     (12.7, {"mode": "standard", "maxWallets": 21}),
@@ -348,7 +348,7 @@ async def _seed_users(store: Store, net: Localnet, jobs: int) -> list[str]:
         funding = Keypair()
         await store.wallets.set_funding_wallet(user, funding)
         await store.wallets.add_buyer_wallets(user, [Keypair() for _ in range(THROUGHPUT_WALLETS)])
-        net.airdrop(funding.pubkey(), (THROUGHPUT_AMOUNT_SOL + 1) * 10**9)
+        net.airdrop(funding.pubkey(), (THROUGHPUT_AMOUNT_SOL + 1) * LAMPORTS_PER_SOL)
     return users
 
 
