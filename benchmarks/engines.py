@@ -38,7 +38,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from benchmarks.measure import Spread
+from benchmarks.measure import Progress, Spread
 from premix.amounts import lamports_to_sol
 from premix.constants import LAMPORTS_PER_SOL
 from premix.distribution import max_distributable_lamports, plan_distribution
@@ -277,7 +277,7 @@ async def bench_engines(
     slot_ms: int,
     repeat: int,
     settings: Settings,
-    progress: Any = None,
+    progress: Progress = None,
 ) -> dict[str, Any]:
     """Run every design `repeat` times for each wallet count (interleaved, so drift on a shared
     machine hits every design alike) and return the JSON section `engines`."""

@@ -1,4 +1,4 @@
-"""Spreads of repeated measurements, pass/miss targets, and a description of the machine."""
+"""Spreads of repeated measurements, pass/miss targets, the machine, and the progress callback."""
 
 from __future__ import annotations
 
@@ -6,10 +6,13 @@ import os
 import platform
 import statistics
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from datetime import UTC, datetime
 from typing import Any
+
+# Where a long benchmark reports what it is doing (a line to stderr), or None for silence.
+Progress = Callable[[str], None] | None
 
 
 @dataclass(frozen=True)

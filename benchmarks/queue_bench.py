@@ -40,7 +40,7 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from benchmarks.measure import Spread
+from benchmarks.measure import Progress, Spread
 from premix.constants import LAMPORTS_PER_SOL, PROGRESS_ALL_CHANNEL
 from premix.keys import KeyRing
 from premix.localnet import Localnet
@@ -66,8 +66,6 @@ RSS_JOBS = (  # (amount in SOL, options): one of each engine
 
 # Set: throughput runs separate worker processes sharing this MongoDB (optional).
 MONGODB_URI_ENV = "PREMIX_BENCH_MONGODB_URI"
-
-Progress = Callable[[str], None] | None
 
 
 def base_settings(redis_url: str, rpc_url: str) -> Settings:
