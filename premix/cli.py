@@ -232,7 +232,7 @@ def plan(
     settings = state.settings
     table = TierTable.from_settings(settings)
     available = available_wallets if available_wallets is not None else settings.max_wallets
-    wallet_limit = min(available, max_wallets or settings.max_wallets, settings.max_wallets)
+    wallet_limit = min(available, settings.wallet_limit(max_wallets))
     amounts = plan_distribution(amount_lamports, wallet_limit, table)
     if as_json:
         print_json(

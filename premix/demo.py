@@ -165,8 +165,11 @@ class DemoReport:
 
 def demo_plan(options: DemoOptions, settings: Settings) -> list[int]:
     """The plan the worker will compute for the demo's 73 wallets (raises `DistributionError`)."""
-    limit = min(options.max_wallets or settings.max_wallets, settings.max_wallets)
-    return plan_distribution(options.amount_lamports, limit, TierTable.from_settings(settings))
+    return plan_distribution(
+        options.amount_lamports,
+        settings.wallet_limit(options.max_wallets),
+        TierTable.from_settings(settings),
+    )
 
 
 async def run_demo(

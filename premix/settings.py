@@ -88,6 +88,11 @@ class Settings(BaseSettings):
         """`fee_buffer_sol` in lamports (exact; may be 0)."""
         return int(self.fee_buffer_sol * LAMPORTS_PER_SOL)
 
+    def wallet_limit(self, requested: int | None = None) -> int:
+        """Return how many buyer wallets a premix may use: `requested` (a job's `maxWallets`,
+        None: no request) capped at `max_wallets`."""
+        return min(requested or self.max_wallets, self.max_wallets)
+
     @property
     def uses_memory_store(self) -> bool:
         """True when `mongodb_uri` selects the embedded in-process store."""

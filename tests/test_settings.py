@@ -16,6 +16,13 @@ def test_defaults_are_the_documented_ones() -> None:
     assert settings.redis_url == "redis://127.0.0.1:6379/0"
 
 
+def test_a_job_uses_at_most_max_wallets_whatever_it_asks_for() -> None:
+    settings = Settings(max_wallets=30)
+    assert settings.wallet_limit() == 30
+    assert settings.wallet_limit(10) == 10
+    assert settings.wallet_limit(73) == 30
+
+
 def test_a_zero_fee_buffer_is_allowed_and_is_zero_lamports() -> None:
     assert Settings(fee_buffer_sol=Decimal(0)).fee_buffer_lamports == 0
 
