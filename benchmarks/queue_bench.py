@@ -118,6 +118,7 @@ class EventWatcher:
     def first(
         self, job_id: str, match: Callable[[ProgressEvent], bool]
     ) -> tuple[float, ProgressEvent] | None:
+        """Like `wait_for`, without waiting: None when no such event has arrived yet."""
         return next(((t, e) for t, e in self.events.get(job_id, []) if match(e)), None)
 
     async def wait_for(
@@ -164,6 +165,7 @@ class WorkerProcess:
         self.ready: dict[str, Any] = {}
 
     async def start(self) -> dict[str, Any]:
+        """Start the process; return its ready line (`funding`: user -> funding public key)."""
         env = dict(os.environ)
         env.update(
             {
@@ -192,6 +194,7 @@ class WorkerProcess:
         return self.ready
 
     async def stop(self) -> dict[str, Any]:
+        """SIGTERM the process; return its last line (`peak_rss_bytes`, `baseline_rss_bytes`)."""
         assert self.process is not None
         self.process.terminate()
         report = await self._read_json()

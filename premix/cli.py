@@ -643,6 +643,7 @@ QUEUED_STATES = {
 
 
 def unknown_job(job_id: str, settings: Settings) -> CommandFailed:
+    """Return the failure for a job id with neither progress nor a queued job (to raise)."""
     return CommandFailed(
         f"unknown job {job_id}: no progress and no queued job with that id (progress is kept "
         f"for {settings.progress_ttl_seconds} s; check PREMIX_REDIS_URL)"
@@ -693,6 +694,7 @@ def progress_bar(console: Console) -> Progress:
 
 
 def bar_text(event: ProgressEvent) -> str:
+    """Return the progress bar's label for `event`: '[3/6] Calculating Distribution'."""
     return f"[{event.phase}/{event.total_phases}] {event.title}"
 
 

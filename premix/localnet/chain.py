@@ -493,6 +493,7 @@ class Chain:
             return dict(self._log)
 
     def transaction_count(self) -> int:
+        """Transactions that landed (getTransactionCount), failed ones included."""
         with self._lock:
             return sum(1 for record in self._log.values() if record.landed)
 
