@@ -13,6 +13,12 @@ in the queue: arq runs it again once its in-progress marker expires, and the led
 re-run settle what was sent before it sends anything (nothing is paid twice). arq delivers a job
 once more than `job_max_tries`: that delivery sends nothing; it reports what the run sent and
 fails the job.
+
+arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
+starts the job again while the first execution still holds it. Money stays exact (every ledger
+write is a compare-and-swap); the older execution, seeing arq's try counter move past its own
+try, stops at its next event or ending without a word (`PremixRun.step_aside`), so the user
+hears only from the newer one.
 """
 
 import asyncio
@@ -21,9 +27,10 @@ import re
 from collections.abc import AsyncIterator, Collection, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final, NoReturn
+from typing import Any, Final
 
 from arq.connections import RedisSettings
+from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
 from arq.worker import Retry, func, get_kwargs
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -80,6 +87,7 @@ USER_BUSY_RETRY_SECONDS: Final = 5
 # A Redis command is tried this many more times, backing off up to 1 s (a restart takes ~1 s).
 REDIS_COMMAND_RETRIES: Final = 10
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends a run this much before arq's
+ARQ_IN_PROGRESS_EXTRA_SECONDS: Final = 10  # arq's in-progress marker outlives the job timeout
 KEEP_RESULT_SECONDS: Final = 86_400
 # Phase 6 reads the recipients' balances this many times before calling a shortfall real
 # (a node may serve balances a moment behind the signature statuses it confirmed).
@@ -276,6 +284,10 @@ def balance_needed(
 # --- one job ---
 
 
+class Superseded(Exception):
+    """arq started this job again while this execution still ran: the newer one reports."""
+
+
 class PremixRun:
     """One attempt at one job: the six phases, their events, and how the attempt ends."""
 
@@ -302,7 +314,9 @@ class PremixRun:
         try:
             holds_lock = await self._hold_user_lock()
         except (RedisError, OSError) as e:
-            self._retry(TransientError(f"{type(e).__name__} while taking the user lock"))
+            return await self._retry(
+                TransientError(f"{type(e).__name__} while taking the user lock")
+            )
         if not holds_lock:
             holder = await user_lock_holder(self.redis, self.job.user_id)
             self.log.info("user_busy_job_deferred", running_job_id=holder)
@@ -310,21 +324,23 @@ class PremixRun:
         try:
             async with self._lock_heartbeat(), asyncio.timeout(self._deadline_seconds()):
                 result = await self._phases()
+        except Superseded:
+            return await self.step_aside()
         except TimeoutError:
             # Our own deadline, just under arq's job timeout (which would fail the job silently):
             # hand the job back so a re-run resumes the same ledger run.
             timeout = TransientError(f"the run took longer than {self._deadline_seconds():g} s")
             if self.job_try < self.settings.job_max_tries:
-                self._retry(timeout)
+                return await self._retry(timeout)
             return await self._fail(timeout)
         except PremixError as e:
             if not e.permanent and self.job_try < self.settings.job_max_tries:
-                self._retry(e)
+                return await self._retry(e)
             return await self._fail(e)
         except (RedisError, OSError, PyMongoError) as e:
             transient = TransientError(f"{type(e).__name__} while talking to a service")
             if self.job_try < self.settings.job_max_tries:
-                self._retry(transient)
+                return await self._retry(transient)
             return await self._fail(transient)
         except RpcRequestError as e:
             detail = f"the Solana RPC endpoint refused a request ({redact_text(str(e))})"
@@ -356,33 +372,25 @@ class PremixRun:
             self.log.info("run_already_completed")
             return await self._complete(result_from_record(run))
 
-        self.phase = Phase.VALIDATING_PARAMETERS
-        await self.progress.phase(self.phase, description="Checking funding and buyer wallets")
+        await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
         funding, buyers = await self._load_wallets()
 
-        self.phase = Phase.CALCULATING_DISTRIBUTION
-        await self.progress.phase(
-            self.phase, description=f"Planning {format_sol(self.job.amount_lamports)}"
+        await self._enter(
+            Phase.CALCULATING_DISTRIBUTION, f"Planning {format_sol(self.job.amount_lamports)}"
         )
         if not run.plan:  # a re-run keeps the plan it started with
             amounts = self._plan(len(buyers))
             recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
             run = await self.ledger.record_plan(self.job_id, recipients, amounts)
 
-        self.phase = Phase.CHECKING_BALANCES
-        await self.progress.phase(
-            self.phase,
-            description=(
-                f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} "
-                "plus fees"
-            ),
+        await self._enter(
+            Phase.CHECKING_BALANCES,
+            f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} plus fees",
         )
         await self._check_balances(funding, run)
 
-        self.phase = Phase.INITIALIZING_MIXER
-        await self.progress.phase(
-            self.phase,
-            description=f"Sending {len(run.plan)} transfers ({self.job.mode} mode)",
+        await self._enter(
+            Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
         )
         mix = await run_mixer(
             run_id=self.job_id,
@@ -480,6 +488,7 @@ class PremixRun:
     # --- phase 5 ---
 
     async def _mixer_progress(self, progress: MixerProgress) -> None:
+        await self._check_not_superseded()
         await self.progress.mixer_progress(
             progress.done_wallets,
             progress.total_wallets,
@@ -495,16 +504,13 @@ class PremixRun:
         self.phase = Phase.PREMIX_COMPLETE
         run = await self.ledger.require(self.job_id)
         balances = await self._verify_recipients(run, mix)
+        await self._check_not_superseded()
         if run.status is not RunStatus.COMPLETED:
             await self.ledger.finish(self.job_id, RunStatus.COMPLETED)
         # Free the user before the final event: whoever sees it may enqueue the next premix.
         await self._release_lock()
         funded = len(mix.funded)
-        message = (
-            f"Premix complete: sent {format_sol(mix.sent_lamports)} to {funded} wallet(s) in "
-            f"{mix.transactions} transaction(s) ({self.job.mode} mode), "
-            f"fees {format_sol(mix.fee_lamports)}"
-        )
+        message = self._completion_message(mix)
         await self.progress.completed(
             message,
             sentLamports=mix.sent_lamports,
@@ -529,6 +535,13 @@ class PremixRun:
         )
         return build_result(
             self.job_id, message, success=True, job=self.job, mix=mix, balances=balances
+        )
+
+    def _completion_message(self, mix: MixResult) -> str:
+        return (
+            f"Premix complete: sent {format_sol(mix.sent_lamports)} to {len(mix.funded)} "
+            f"wallet(s) in {mix.transactions} transaction(s) ({self.job.mode} mode), "
+            f"fees {format_sol(mix.fee_lamports)}"
         )
 
     async def _verify_recipients(self, run: RunRecord, mix: MixResult) -> list[int]:
@@ -573,6 +586,8 @@ class PremixRun:
             # The money went out; only the ending was lost (the worker died after sending).
             try:
                 return await self._complete(result_from_record(run))
+            except Superseded:
+                return await self.step_aside()
             except PremixError as e:
                 return await self._fail(e)
         tries = self.job_try - 1
@@ -589,7 +604,11 @@ class PremixRun:
             PremixError(f"the job stopped {tries} time(s) before finishing; it is not run again")
         )
 
-    def _retry(self, error: PremixError) -> NoReturn:
+    async def _retry(self, error: PremixError) -> dict[str, Any]:
+        """Hand the job back to arq for a later try (raises `Retry`), unless a newer execution
+        of it took over (`step_aside`)."""
+        if await self._superseded():
+            return await self.step_aside()
         delay = RETRY_BACKOFF_SECONDS[min(self.job_try, len(RETRY_BACKOFF_SECONDS)) - 1]
         self.log.warning(
             "job_retrying", phase=int(self.phase), reason=error.user_message, retry_in=delay
@@ -597,6 +616,8 @@ class PremixRun:
         raise Retry(defer=delay) from error
 
     async def _fail(self, error: PremixError) -> dict[str, Any]:
+        if await self._superseded():
+            return await self.step_aside()
         mix = error.result if isinstance(error, MixerFailed) else None
         if mix is None:
             mix = await self._ledger_report()
@@ -626,6 +647,55 @@ class PremixRun:
             amount_lamports=self.job.amount_lamports,
             funded=funded,
         )
+        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+
+    async def _enter(self, phase: Phase, description: str) -> None:
+        """Start `phase`: its progress event, unless a newer execution took the job over."""
+        self.phase = phase
+        await self._check_not_superseded()
+        await self.progress.phase(phase, description=description)
+
+    async def _check_not_superseded(self) -> None:
+        if await self._superseded():
+            raise Superseded(self.job_id)
+
+    async def _superseded(self) -> bool:
+        """True when arq started this job again after this execution began (its process
+        stalled past the in-progress marker) or the job has already ended elsewhere."""
+        try:
+            tries = await self.redis.get(retry_key_prefix + self.job_id)
+            if tries is not None:
+                return int(tries) > self.job_try
+            # No try counter: the job ended elsewhere (arq kept its result), or Redis lost its
+            # data (a restart without persistence) and this execution is all that is left.
+            return bool(await self.redis.exists(result_key_prefix + self.job_id))
+        except (RedisError, OSError):
+            return False  # cannot tell: carry on, the ledger keeps the money exact either way
+
+    async def step_aside(self) -> dict[str, Any]:
+        """End a superseded execution without a word: no event, message, lock change or ledger
+        ending; the newer execution does those. Raises `Retry`, delayed past any execution that
+        may still hold the job, while arq still has it (so nothing runs alongside the newer
+        one); once the job has ended, returns the ledger's account of the run as the result
+        (an arq `Retry` now would leave a ghost entry that arq later fails as "expired")."""
+        self.log.warning("job_superseded", phase=int(self.phase))
+        try:
+            queued = bool(await self.redis.exists(job_key_prefix + self.job_id))
+        except (RedisError, OSError):
+            queued = True
+        if queued:
+            delay = self.settings.job_timeout_seconds + ARQ_IN_PROGRESS_EXTRA_SECONDS
+            raise Retry(defer=delay)
+        try:
+            run = await self.ledger.get(self.job_id)
+        except (PyMongoError, PremixError, OSError) as e:
+            self.log.warning("ledger_unreadable", error=type(e).__name__)
+            run = None
+        mix = result_from_record(run) if run is not None and run.plan else None
+        if run is not None and run.status is RunStatus.COMPLETED and mix is not None:
+            message = self._completion_message(mix)
+            return build_result(self.job_id, message, success=True, job=self.job, mix=mix)
+        message = (run.error if run is not None else None) or "Premix failed: the job ended"
         return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
 
     async def _ledger_report(self) -> MixResult | None:

@@ -1,0 +1,226 @@
+"""The service under stress: the same job run by two workers at once, locks that expire in a
+backlog, services failing mid-run, hand-written payloads, readers of a job that died, and
+secrets in every failure path. Each test states what the user and the money must see."""
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+import redis as redis_sync
+from redis.asyncio import Redis
+from solders.pubkey import Pubkey
+
+from premix.constants import QUEUE_NAME
+from premix.localnet import Localnet
+from premix.notify import Notifier
+from premix.progress import latest_progress
+from premix.queue import enqueue_premix_funds, user_lock_holder
+from premix.rpc import SendResult
+from premix.settings import Settings
+from premix.store import Store
+from tests.test_worker_crash import assert_paid_exactly_once
+from tests.test_worker_helpers import (
+    TestRpc,
+    collect_events,
+    create_user,
+    expire_in_progress_marker,
+    job_result,
+    make_settings,
+    open_store,
+    restored_logging,
+    run_worker,
+)
+
+SOL = 10**9
+
+
+@pytest.fixture
+def net(fast_localnet: Localnet) -> Localnet:
+    return fast_localnet
+
+
+@pytest.fixture
+def settings(redis_url: str, net: Localnet) -> Settings:
+    return make_settings(redis_url, net.url)
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    async with open_store(settings) as opened:
+        yield opened
+
+
+@pytest.fixture(autouse=True)
+async def _restore_logging() -> AsyncIterator[None]:
+    async with restored_logging():
+        yield
+
+
+class StallingRpc(TestRpc):
+    """Stands for a worker whose process stalls (frozen, swapped out) right after the
+    `stall_at`-th call of `stall_on` reached the node, until the test calls `resume()`."""
+
+    __test__ = False
+
+    def __init__(self, url: str, *, stall_on: str, stall_at: int = 1) -> None:
+        super().__init__(url)
+        self.stall_on, self.stall_at = stall_on, stall_at
+        self.stalled = asyncio.Event()
+        self._resume = asyncio.Event()
+
+    def resume(self) -> None:
+        self._resume.set()
+
+    async def _stall_here(self, method: str) -> None:
+        if method == self.stall_on and self.seen.get(method) == self.stall_at:
+            self.stalled.set()
+            await self._resume.wait()
+
+    async def send_raw(self, wire: bytes) -> SendResult:
+        result = await super().send_raw(wire)
+        await self._stall_here("send")
+        return result
+
+    async def balance(self, pubkey: Pubkey) -> int:
+        result = await super().balance(pubkey)
+        await self._stall_here("balance")
+        return result
+
+
+class RecordingNotifier(Notifier):
+    """Records what the user would be told instead of calling Telegram."""
+
+    def __init__(self, settings: Settings) -> None:
+        super().__init__(settings)
+        self.told: list[str] = []
+
+    async def notify_completed(self, chat_id: int, **kwargs: Any) -> bool:
+        self.told.append("completed")
+        return True
+
+    async def notify_failed(self, chat_id: int, **kwargs: Any) -> bool:
+        self.told.append(f"failed: {kwargs['reason']}")
+        return True
+
+
+async def enqueue(settings: Settings, user_id: str, amount: object, **options: Any) -> str:
+    queued = await enqueue_premix_funds(user_id, 42, amount, options or None, settings=settings)
+    assert queued.success, queued.message
+    assert queued.job_id is not None
+    return queued.job_id
+
+
+# --- the same job run by two workers at once ---
+
+
+@pytest.mark.parametrize(
+    ("stall_on", "where"),
+    [
+        pytest.param("send", "mixer", id="stalled-after-its-first-send"),
+        pytest.param("balance", "phase-4", id="stalled-checking-the-balance"),
+    ],
+)
+async def test_a_stalled_worker_waking_after_a_redelivery_completed_the_job_stays_silent(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    stall_on: str,
+    where: str,
+) -> None:
+    # arq redelivers a job whose in-progress marker expired; the first worker was only stalled
+    # and wakes after the redelivery finished. Money goes out once, the user hears once, and
+    # the job's result and progress keep saying what happened.
+    user = await create_user(store, net, "u1")
+    job_id = await enqueue(settings, "u1", 2)
+    events = await collect_events(redis_client, job_id)
+    stalling = StallingRpc(net.url, stall_on=stall_on)
+    first_told = RecordingNotifier(settings)
+    first = asyncio.create_task(run_worker(settings, rpc=stalling, notifier=first_told))
+    await asyncio.wait_for(stalling.stalled.wait(), 10)
+
+    await expire_in_progress_marker(redis_client, job_id)
+    second_told = RecordingNotifier(settings)
+    assert await run_worker(settings, rpc=TestRpc(net.url), notifier=second_told)
+    completed = await latest_progress(redis_client, job_id)
+    assert completed is not None and completed.status == "completed"
+    stalling.resume()
+    assert await asyncio.wait_for(first, 20)
+
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+    assert (first_told.told, second_told.told) == ([], ["completed"])
+    assert await latest_progress(redis_client, job_id) == completed  # nothing after the end
+    received = await events.wait()
+    assert [e.status for e in received].count("completed") == 1
+    assert received[-1] == completed
+    # nothing of the job is left in the queue to fail it later as "expired"
+    assert await redis_client.zcard(QUEUE_NAME) == 0
+    await run_worker(settings)
+    info = await job_result(settings, job_id)
+    assert (info.success, info.result["success"]) == (True, True), info.result
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_stalled_worker_waking_while_the_redelivery_runs_leaves_the_job_to_it(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1")
+    job_id = await enqueue(settings, "u1", 2)
+    events = await collect_events(redis_client, job_id)
+    first_rpc = StallingRpc(net.url, stall_on="balance")
+    first_told = RecordingNotifier(settings)
+    first = asyncio.create_task(run_worker(settings, rpc=first_rpc, notifier=first_told))
+    await asyncio.wait_for(first_rpc.stalled.wait(), 10)
+    await expire_in_progress_marker(redis_client, job_id)
+    second_rpc = StallingRpc(net.url, stall_on="send")
+    second_told = RecordingNotifier(settings)
+    second = asyncio.create_task(run_worker(settings, rpc=second_rpc, notifier=second_told))
+    await asyncio.wait_for(second_rpc.stalled.wait(), 10)
+
+    first_rpc.resume()  # wakes in phase 4 while the redelivery is sending
+    seconds, _ = await redis_client.time()
+    for _ in range(500):
+        score = await redis_client.zscore(QUEUE_NAME, job_id)
+        if score is not None and score > (seconds + 60) * 1000:
+            break  # it handed the job back to arq, not due before the redelivery has ended
+        await asyncio.sleep(0.01)
+    else:
+        raise AssertionError("the stalled execution did not hand the job back")
+    assert first_rpc.seen.get("send") is None  # it sent nothing after waking
+    second_rpc.resume()
+    assert await asyncio.wait_for(second, 20)
+    assert await asyncio.wait_for(first, 20)
+
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+    assert (first_told.told, second_told.told) == ([], ["completed"])
+    received = await events.wait()
+    assert received[-1].status == "completed"
+    assert [e.status for e in received].count("completed") == 1
+    assert await redis_client.zcard(QUEUE_NAME) == 0
+    assert (await job_result(settings, job_id)).result["success"] is True
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_run_whose_queue_redis_lost_mid_run_still_finishes_and_tells_the_user(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    # Redis restarted without persistence: arq's records of the job are gone. The running
+    # execution is all that is left of the job; it must finish, not take itself for a copy.
+    user = await create_user(store, net, "u1")
+    job_id = await enqueue(settings, "u1", 2)
+    flush = redis_sync.Redis.from_url(settings.redis_url)
+
+    def lose_redis_data(method: str, count: int) -> None:
+        if (method, count) == ("send", 1):
+            flush.flushdb()
+
+    told = RecordingNotifier(settings)
+    assert await run_worker(settings, rpc=TestRpc(net.url, on_call=lose_redis_data), notifier=told)
+    flush.close()
+
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+    assert told.told == ["completed"]
+    event = await latest_progress(redis_client, job_id)
+    assert event is not None and event.status == "completed"
+    assert (await job_result(settings, job_id)).result["success"] is True
