@@ -14,6 +14,7 @@ from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
 from typing import Any, Final
 
+from arq.constants import result_key_prefix
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
 from pydantic.alias_generators import to_camel
 from redis.asyncio import Redis
@@ -285,8 +286,10 @@ async def subscribe_progress(
 
     Subscribes first, then reads the latest state, so an event published in between is not
     lost and a job that already finished yields its final event and ends. Events already seen
-    (by `sequence`) are skipped. Without a deadline this waits as long as the job takes; wrap it
-    in `asyncio.timeout` to bound it.
+    (by `sequence`) are skipped, a terminal one never. Also ends, after every
+    `poll_interval_seconds` without an event, once arq holds a result for the job but no
+    terminal event came (arq refused or dropped the job before premix could report). Otherwise
+    this waits as long as the job takes; wrap it in `asyncio.timeout` to bound it.
     """
     async with redis.pubsub() as pubsub:
         await pubsub.subscribe(progress_channel(job_id))
@@ -301,10 +304,18 @@ async def subscribe_progress(
             message = await pubsub.get_message(
                 ignore_subscribe_messages=True, timeout=poll_interval_seconds
             )
-            if message is None or message.get("type") != "message":
+            if message is None:
+                if await redis.exists(result_key_prefix + job_id):
+                    # The job has ended; its terminal event, if any, is the latest state.
+                    latest = await latest_progress(redis, job_id)
+                    if latest is not None and latest.is_terminal:
+                        yield latest
+                    return
+                continue
+            if message.get("type") != "message":
                 continue
             event = ProgressEvent.model_validate_json(message["data"])
-            if event.sequence <= last_sequence:
+            if event.sequence <= last_sequence and not event.is_terminal:
                 continue
             last_sequence = event.sequence
             yield event

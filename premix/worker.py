@@ -93,6 +93,7 @@ KEEP_RESULT_SECONDS: Final = 86_400
 # (a node may serve balances a moment behind the signature statuses it confirmed).
 VERIFY_BALANCE_TRIES: Final = 5
 
+REFUSAL_MESSAGE_LIMIT: Final = 500  # characters of the message refusing a hand-written payload
 _JOB_ID = re.compile(r"^premix-(?P<user_id>.+)-\d+$")
 _CHAT_ID_RANGE: Final = range(-(2**63), 2**63)
 
@@ -139,6 +140,11 @@ async def premix_funds(ctx: dict[str, Any], *args: object, **kwargs: object) -> 
         job = PremixFundsJob.model_validate(payload)
     except ValidationError as e:
         message = f"Invalid parameters: {describe_validation_error(e)}"
+        return await _refuse_payload(ctx, job_id, payload, message)
+    named_user = _user_id_from_job_id(job_id)
+    if named_user is not None and named_user != job.user_id:
+        # enqueue_premix_funds names the job after its user: the payload was changed by hand.
+        message = f"Invalid parameters: userId: {job.user_id} is not the user of job {job_id}"
         return await _refuse_payload(ctx, job_id, payload, message)
     return await PremixRun(ctx, job_id, job).execute()
 
@@ -762,6 +768,8 @@ async def _refuse_payload(
     """End a job whose payload is not a valid premix job (written to Redis by hand): nothing
     is retried and the ledger is not touched; the failed event goes out under the job id, the
     user lock is released and the chat told, as far as the payload or job id name them."""
+    if len(message) > REFUSAL_MESSAGE_LIMIT:  # a payload with thousands of bad fields
+        message = message[: REFUSAL_MESSAGE_LIMIT - 1] + "…"
     fields = payload if isinstance(payload, dict) else {}
     user_ids = [
         user_id

@@ -230,3 +230,51 @@ async def test_emitting_with_redis_down_does_not_raise(
     finally:
         await client.aclose()
     assert (event.phase, event.status, event.sequence) == (1, ProgressStatus.STARTED, 1)
+
+
+async def test_a_terminal_event_ends_the_subscription_even_with_a_sequence_already_seen(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    # Two emitters of one job numbering alike (two executions racing): the final word counts.
+    older = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await older.started()
+    newer = ProgressEmitter(redis_client, settings, JOB_ID, job)
+
+    async def collect() -> list[ProgressEvent]:
+        return [event async for event in subscribe_progress(redis_client, JOB_ID)]
+
+    reader = asyncio.create_task(collect())
+    await wait_for_subscriber(redis_client, progress_channel(JOB_ID))
+    await newer.phase(Phase.VALIDATING_PARAMETERS)  # sequence 2
+    await newer.phase(Phase.CALCULATING_DISTRIBUTION)  # sequence 3
+    await older.completed("Funded 12 wallets")  # sequence 2 again
+
+    async with asyncio.timeout(5):
+        events = await reader
+    assert [(e.sequence, e.status) for e in events] == [
+        (1, "started"),
+        (2, "in_progress"),
+        (3, "in_progress"),
+        (2, "completed"),
+    ]
+
+
+async def test_a_job_that_arq_ended_without_a_final_event_ends_the_subscription(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    await ProgressEmitter(redis_client, settings, JOB_ID, job).started()
+
+    async def collect() -> list[ProgressEvent]:
+        events = subscribe_progress(redis_client, JOB_ID, poll_interval_seconds=0.01)
+        return [event async for event in events]
+
+    reader = asyncio.create_task(collect())
+    await wait_for_subscriber(redis_client, progress_channel(JOB_ID))
+    await asyncio.sleep(0.05)
+    assert not reader.done()  # no result yet: the job may still report
+    # arq stored a result (it failed the job itself) and no terminal event will come
+    await redis_client.set(f"arq:result:{JOB_ID}", b"{}")
+
+    async with asyncio.timeout(5):
+        events = await reader
+    assert [e.status for e in events] == ["started"]

@@ -8,14 +8,15 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
+from arq.constants import job_key_prefix
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
 
-from premix.constants import QUEUE_NAME
+from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
 from premix.localnet import Localnet
 from premix.notify import Notifier
 from premix.progress import latest_progress
-from premix.queue import enqueue_premix_funds, user_lock_holder
+from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder, user_lock_key
 from premix.rpc import SendResult
 from premix.settings import Settings
 from premix.store import Store
@@ -224,3 +225,108 @@ async def test_a_run_whose_queue_redis_lost_mid_run_still_finishes_and_tells_the
     event = await latest_progress(redis_client, job_id)
     assert event is not None and event.status == "completed"
     assert (await job_result(settings, job_id)).result["success"] is True
+
+
+# --- payloads written to Redis by hand ---
+
+HAND_JOB_ID = "premix-u1-1700000000000"
+VALID_PAYLOAD: dict[str, Any] = {"userId": "u1", "userChatId": 42, "mixAmount": "1"}
+
+
+@pytest.mark.parametrize(
+    ("payload", "message"),
+    [
+        pytest.param(
+            {**VALID_PAYLOAD, "isAdmin": True},
+            "Invalid parameters: isAdmin: unknown field",
+            id="extra-field",
+        ),
+        pytest.param(
+            {"userId": ["u1"], "userChatId": "42", "mixAmount": True, "mode": "turbo"},
+            "Invalid parameters: userId: must be 1 to 128 letters, digits or _.:@- characters; "
+            "userChatId: must be an integer Telegram chat id; mixAmount: must be a number of "
+            "SOL, not a boolean; mode: Input should be 'standard' or 'fast'",
+            id="wrong-types",
+        ),
+        pytest.param(
+            {**VALID_PAYLOAD, "mixAmount": "NaN", "maxWallets": 74},
+            "Invalid parameters: mixAmount: must be a finite number of SOL; maxWallets: must be "
+            "a whole number from 1 to 73",
+            id="nan-amount",
+        ),
+        pytest.param(
+            {**VALID_PAYLOAD, "userId": "u2"},
+            f"Invalid parameters: userId: u2 is not the user of job {HAND_JOB_ID}",
+            id="another-users-payload",
+        ),
+    ],
+)
+async def test_a_hand_written_payload_is_refused_naming_what_is_wrong_and_changes_nothing(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    payload: dict[str, Any],
+    message: str,
+) -> None:
+    await redis_client.set(user_lock_key("u1"), HAND_JOB_ID)  # as enqueueing would
+    await redis_client.set(user_lock_key("u2"), "premix-u2-1")  # another premix, running
+    told = RecordingNotifier(settings)
+    await queue_pool(settings.redis_url).enqueue_job(
+        JOB_FUNCTION, payload, _job_id=HAND_JOB_ID, _queue_name=QUEUE_NAME
+    )
+
+    await run_worker(settings, notifier=told)
+
+    info = await job_result(settings, HAND_JOB_ID)
+    assert (info.job_try, info.result["success"], info.result["message"]) == (1, False, message)
+    event = await latest_progress(redis_client, HAND_JOB_ID)
+    assert event is not None
+    assert (event.phase, event.status, event.description) == (2, "failed", message)
+    assert await user_lock_holder(redis_client, "u1") is None
+    assert await user_lock_holder(redis_client, "u2") == "premix-u2-1"
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 0
+    chat_named = isinstance(payload["userChatId"], int)
+    assert told.told == ([f"failed: {message}"] if chat_named else [])
+
+
+async def test_a_payload_with_thousands_of_bad_fields_gets_a_bounded_message(
+    settings: Settings, store: Store, redis_client: Redis
+) -> None:
+    payload = {**VALID_PAYLOAD, **{f"field{i}": i for i in range(20_000)}}
+    await queue_pool(settings.redis_url).enqueue_job(
+        JOB_FUNCTION, payload, _job_id=HAND_JOB_ID, _queue_name=QUEUE_NAME
+    )
+
+    await run_worker(settings)
+
+    message = (await job_result(settings, HAND_JOB_ID)).result["message"]
+    assert message.startswith("Invalid parameters: field0: unknown field; field1: unknown")
+    assert len(message) == 500 and message.endswith("…")
+    event = await latest_progress(redis_client, HAND_JOB_ID)
+    assert event is not None and event.description == message
+
+
+@pytest.mark.parametrize(
+    "raw",
+    [
+        pytest.param(b'{"t":1,"f":"premix_funds","a":[{"mixAmount":NaN}],"k":{},"et":1}', id="nan"),
+        pytest.param(b'{"t":1,"f":"premix_funds","a":[{"userId":"\xff\xfe"}],"k":{}}', id="utf8"),
+        pytest.param(b'["premix_funds"]', id="json-list"),
+    ],
+)
+async def test_job_bytes_that_are_not_premix_json_are_refused_and_readers_are_let_go(
+    settings: Settings, store: Store, redis_client: Redis, raw: bytes
+) -> None:
+    await redis_client.set(job_key_prefix + HAND_JOB_ID, raw)
+    await redis_client.zadd(QUEUE_NAME, {HAND_JOB_ID: 1})
+    events = await collect_events(redis_client, HAND_JOB_ID)
+
+    await run_worker(settings)
+
+    info = await job_result(settings, HAND_JOB_ID)
+    assert (info.success, info.result) == (
+        False,
+        {"error": "DeserializationError", "message": "unable to deserialize job"},
+    )
+    assert await events.wait(5) == []  # the reader is not left waiting for a final event
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 0
