@@ -27,6 +27,7 @@ Mode = Literal["standard", "fast"]
 USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 USER_ID_RULE = "must be 1 to 128 letters, digits or _.:@- characters"  # USER_ID_PATTERN in words
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
+_FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,23}")  # how an unknown key may be echoed
 _CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
 
@@ -157,8 +158,11 @@ def describe_validation_error(error: ValidationError) -> str:
     for item in error.errors(include_input=False, include_url=False):
         message = item["msg"].removeprefix("Value error, ")
         if item["type"] == "extra_forbidden":
-            # An unknown key is named as the caller spelt it (bounded: it is caller input).
-            field = ".".join(str(loc) for loc in item["loc"])[:64]
+            # An unknown key is repeated back only if it looks like a field name: any other key
+            # might be pasted secret material (a base58 secret key is a valid JSON key).
+            field = ".".join(str(loc) for loc in item["loc"])
+            if not _FIELD_NAME_RE.fullmatch(field):
+                field = "request"
             message = "unknown field"
         else:
             field = ".".join(

@@ -3,16 +3,21 @@ backlog, services failing mid-run, hand-written payloads, readers of a job that 
 secrets in every failure path. Each test states what the user and the money must see."""
 
 import asyncio
+import base64
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 import redis as redis_sync
 from arq.constants import job_key_prefix
+from pydantic import SecretStr
 from redis.asyncio import Redis
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
+from premix.errors import PremixError
 from premix.localnet import Localnet
 from premix.notify import Notifier
 from premix.progress import latest_progress
@@ -20,12 +25,18 @@ from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder, use
 from premix.rpc import SendResult
 from premix.settings import Settings
 from premix.store import Store
+from tests.fixtures.store import secret_forms
+from tests.test_e2e import redis_strings
 from tests.test_worker_crash import assert_paid_exactly_once
 from tests.test_worker_helpers import (
+    BOT_TOKEN,
+    ENCRYPTION_KEYS,
     TestRpc,
     collect_events,
     create_user,
+    drain,
     expire_in_progress_marker,
+    fake_telegram,
     job_result,
     make_settings,
     open_store,
@@ -330,3 +341,102 @@ async def test_job_bytes_that_are_not_premix_json_are_refused_and_readers_are_le
     )
     assert await events.wait(5) == []  # the reader is not left waiting for a final event
     assert await store.collection(RUNS_COLLECTION).count_documents({}) == 0
+
+
+# --- secrets in every failure path ---
+
+
+async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot_token(
+    redis_url: str,
+    redis_client: Redis,
+    net: Localnet,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with fake_telegram() as telegram:
+        settings = make_settings(
+            redis_url,
+            net.url,
+            telegram_api_url=telegram.url,
+            telegram_bot_token=SecretStr(BOT_TOKEN),
+        )
+        async with open_store(settings) as store:
+            # 1. a funding wallet whose ciphertext does not decrypt (moved from a buyer)
+            broken = await create_user(store, net, "broken", buyers=3)
+            wallets = store.collection("wallets")
+            funding = await wallets.find_one({"user_id": "broken", "role": "funding"})
+            buyer = await wallets.find_one({"user_id": "broken", "role": "buyer"})
+            assert funding is not None and buyer is not None
+            await wallets.update_one(
+                {"_id": funding["_id"]},
+                {"$set": {"encrypted_secret_key": buyer["encrypted_secret_key"]}},
+            )
+            broken_job = await enqueue(settings, "broken", "0.5")
+            # 2. a run that fails in the mixer after sending (its funding drained mid-run)
+            drained = await create_user(store, net, "drained", buyers=10, funding_lamports=3 * SOL)
+            drained_job = await enqueue(settings, "drained", 2)
+            # 3. a hand-written payload carrying a secret key, by name and as a field name
+            leaked = str(Keypair())  # someone's secret key, pasted by mistake
+            await queue_pool(settings.redis_url).enqueue_job(
+                JOB_FUNCTION,
+                {**VALID_PAYLOAD, "privateKey": leaked, leaked: 1, "secretKey": leaked},
+                _job_id=HAND_JOB_ID,
+                _queue_name=QUEUE_NAME,
+            )
+
+            def drain_after_first_send(method: str, count: int) -> None:
+                if (method, count) == ("send", 1):
+                    drain(net, drained.funding, keep_lamports=SOL // 10)
+
+            await run_worker(settings, rpc=TestRpc(net.url, on_call=drain_after_first_send))
+            # 4. a worker whose encryption key is not the one the wallets were sealed with
+            wrong_key = "k1:" + base64.b64encode(bytes(range(32))).decode()
+            wrong = make_settings(
+                redis_url,
+                net.url,
+                mongodb_uri=settings.mongodb_uri,
+                encryption_keys=SecretStr(wrong_key),
+                telegram_api_url=telegram.url,
+                telegram_bot_token=SecretStr(BOT_TOKEN),
+            )
+            wrong_job = await enqueue(wrong, "broken", "0.5")  # the first job freed the lock
+            await run_worker(wrong)
+            # 5. a worker whose encryption keys do not parse
+            bad_config = make_settings(
+                redis_url, net.url, encryption_keys=SecretStr("k1:" + wrong_key[3:40])
+            )
+            with pytest.raises(PremixError, match="is not 32 bytes of base64"):
+                await run_worker(bad_config)
+
+            results = {
+                job_id: (await job_result(settings, job_id)).result
+                for job_id in (broken_job, drained_job, HAND_JOB_ID, wrong_job)
+            }
+            ledger = await store.collection(RUNS_COLLECTION).find({}).to_list()
+            captured = capsys.readouterr()
+
+    assert results[broken_job]["message"].startswith("Wallet key could not be decrypted")
+    assert results[drained_job]["message"].startswith("Mixer operation failed")
+    assert results[HAND_JOB_ID]["message"].startswith("Invalid parameters")
+    assert results[wrong_job]["message"].startswith("Wallet key could not be decrypted")
+    events = [await latest_progress(redis_client, job_id) for job_id in results]
+    places = {
+        "logs": captured.err + captured.out,
+        "results": json.dumps(results),
+        "events": "\n".join(event.to_json() for event in events if event is not None),
+        "telegram": json.dumps([body for _, body in telegram.requests]),
+        "ledger": "\n".join(str(document) for document in ledger),
+    }
+    assert "job_failed" in places["logs"] and len(telegram.requests) == 4
+    assert len(events) == 4 and all(event is not None for event in events)
+    # premix repeats no part of a secret pasted into a payload (arq itself keeps the payload
+    # it was given in its result record, as it stored it in the job record)
+    for place, text in places.items():
+        assert leaked[:24] not in text, f"the pasted secret key leaked into {place}"
+    places["redis"] = await redis_strings(redis_client)
+    secrets = [ENCRYPTION_KEYS, ENCRYPTION_KEYS[3:], wrong_key, wrong_key[3:], BOT_TOKEN]
+    for user in (broken, drained):
+        for keypair in (user.funding, *user.buyers):
+            secrets += secret_forms(keypair)
+    for place, text in places.items():
+        for secret in secrets:
+            assert secret not in text, f"a secret leaked into {place}: {secret[:6]}..."
