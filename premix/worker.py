@@ -505,11 +505,14 @@ class PremixRun:
 
     # --- phase 6 ---
 
-    async def _complete(self, mix: MixResult) -> dict[str, Any]:
-        """Verify every recipient's balance on chain, mark the run completed, tell the user."""
+    async def _complete(self, mix: MixResult, *, unchecked: str | None = None) -> dict[str, Any]:
+        """Verify every recipient's balance on chain, mark the run completed, tell the user.
+
+        `unchecked`: why the final balance check cannot run (it is skipped and the message says
+        so); only for a run whose every transfer the ledger holds as confirmed on chain."""
         self.phase = Phase.PREMIX_COMPLETE
         run = await self.ledger.require(self.job_id)
-        balances = await self._verify_recipients(run, mix)
+        balances = None if unchecked else await self._verify_recipients(run, mix)
         await self._check_not_superseded()
         if run.status is not RunStatus.COMPLETED:
             await self.ledger.finish(self.job_id, RunStatus.COMPLETED)
@@ -517,6 +520,11 @@ class PremixRun:
         await self._release_lock()
         funded = len(mix.funded)
         message = self._completion_message(mix)
+        if unchecked:
+            message += (
+                f" (every transfer confirmed on chain; the final balance check could not run: "
+                f"{unchecked})"
+            )
         await self.progress.completed(
             message,
             sentLamports=mix.sent_lamports,
@@ -624,6 +632,11 @@ class PremixRun:
     async def _fail(self, error: PremixError) -> dict[str, Any]:
         if await self._superseded():
             return await self.step_aside()
+        if not error.permanent and self.phase is Phase.PREMIX_COMPLETE:
+            run = await self._ledger_run()
+            if run is not None and run.status is RunStatus.COMPLETED:
+                # Every transfer landed; only the final check failed: the premix is complete.
+                return await self._complete(result_from_record(run), unchecked=error.user_message)
         mix = error.result if isinstance(error, MixerFailed) else None
         if mix is None:
             mix = await self._ledger_report()
@@ -692,11 +705,7 @@ class PremixRun:
         if queued:
             delay = self.settings.job_timeout_seconds + ARQ_IN_PROGRESS_EXTRA_SECONDS
             raise Retry(defer=delay)
-        try:
-            run = await self.ledger.get(self.job_id)
-        except (PyMongoError, PremixError, OSError) as e:
-            self.log.warning("ledger_unreadable", error=type(e).__name__)
-            run = None
+        run = await self._ledger_run()
         mix = result_from_record(run) if run is not None and run.plan else None
         if run is not None and run.status is RunStatus.COMPLETED and mix is not None:
             message = self._completion_message(mix)
@@ -708,12 +717,16 @@ class PremixRun:
         """The per-wallet report of the run as the ledger stands, if it has a plan."""
         if not self.run_opened:
             return None
+        run = await self._ledger_run()
+        return result_from_record(run) if run is not None and run.plan else None
+
+    async def _ledger_run(self) -> RunRecord | None:
+        """The run as the ledger stands, or None when it is missing or unreadable."""
         try:
-            run = await self.ledger.get(self.job_id)
+            return await self.ledger.get(self.job_id)
         except (PyMongoError, PremixError, OSError) as e:
             self.log.warning("ledger_unreadable", error=type(e).__name__)
             return None
-        return result_from_record(run) if run is not None and run.plan else None
 
     async def _finish_run_failed(self, message: str) -> None:
         try:

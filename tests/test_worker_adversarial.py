@@ -10,21 +10,23 @@ from typing import Any
 
 import pytest
 import redis as redis_sync
-from arq.constants import job_key_prefix
+from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from pydantic import SecretStr
+from pymongo.errors import AutoReconnect
 from redis.asyncio import Redis
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix.constants import JOB_FUNCTION, QUEUE_NAME, RUNS_COLLECTION
+from premix import worker as worker_module
+from premix.constants import JOB_FUNCTION, PROGRESS_ALL_CHANNEL, QUEUE_NAME, RUNS_COLLECTION
 from premix.errors import PremixError
 from premix.localnet import Localnet
 from premix.notify import Notifier
-from premix.progress import latest_progress
+from premix.progress import ProgressEvent, latest_progress
 from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder, user_lock_key
 from premix.rpc import SendResult
 from premix.settings import Settings
-from premix.store import Store
+from premix.store import MemoryCollection, Store
 from tests.fixtures.store import secret_forms
 from tests.test_e2e import redis_strings
 from tests.test_worker_crash import assert_paid_exactly_once
@@ -440,3 +442,147 @@ async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot
     for place, text in places.items():
         for secret in secrets:
             assert secret not in text, f"a secret leaked into {place}: {secret[:6]}..."
+
+
+# --- services failing mid-run ---
+
+
+async def test_a_store_write_that_lands_but_reports_an_error_is_resumed_without_paying_twice(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # MongoDB applied the write of the first signed attempt, then the connection dropped.
+    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.01,))
+    user = await create_user(store, net, "u1")
+    job_id = await enqueue(settings, "u1", 2)
+    replace_one = MemoryCollection.replace_one
+    writes = 0
+
+    async def flaky_replace_one(self: MemoryCollection, *args: Any, **kwargs: Any) -> Any:
+        nonlocal writes
+        result = await replace_one(self, *args, **kwargs)
+        writes += 1
+        if writes == 2:  # the plan, then the first signed attempt
+            raise AutoReconnect("connection closed")
+        return result
+
+    monkeypatch.setattr(MemoryCollection, "replace_one", flaky_replace_one)
+    told = RecordingNotifier(settings)
+
+    await run_worker(settings, rpc=TestRpc(net.url), notifier=told)
+
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2)
+    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+    assert told.told == ["completed"]
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_rpc_down_for_the_final_check_on_the_last_try_still_reports_the_premix_complete(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        job_id = await enqueue(settings, "u1", 2)
+
+        def rpc_down_after_the_last_transfer(method: str, count: int) -> None:
+            if (method, count) == ("balance", 5):  # phase 4, then one check per transfer
+                net.faults.inject("http_5xx", method="getMultipleAccounts")
+
+        told = RecordingNotifier(settings)
+        await run_worker(
+            settings, rpc=TestRpc(net.url, on_call=rpc_down_after_the_last_transfer), notifier=told
+        )
+
+        # every transfer was confirmed (and its balance checked) during the run: it is complete
+        info = await job_result(settings, job_id)
+        assert (info.result["success"], info.result["message"]) == (
+            True,
+            "Premix complete: sent 2 SOL to 4 wallet(s) in 4 transaction(s) (standard mode), "
+            "fees 0.00002 SOL (every transfer confirmed on chain; the final balance check could "
+            "not run: Temporary failure: Solana RPC getMultipleAccounts failed 3 times; last "
+            "error: HTTP 503)",
+        )
+        assert told.told == ["completed"]
+        event = await latest_progress(redis_client, job_id)
+        assert event is not None
+        assert (event.status, event.description) == ("completed", info.result["message"])
+        await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+        assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_run_past_its_deadline_with_tries_left_keeps_the_user_and_resumes(
+    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.3,))
+    settings = make_settings(redis_url, net.url, job_timeout_seconds=1)  # deadline 0.9 s
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1")
+        job_id = await enqueue(settings, "u1", 2)
+        net.faults.inject("latency", method="getBalance", count=1, ms=1_500)
+        events = await collect_events(redis_client, job_id)
+        worker = asyncio.create_task(run_worker(settings, rpc=TestRpc(net.url)))
+        tries, in_progress = retry_key_prefix + job_id, in_progress_key_prefix + job_id
+        async with asyncio.timeout(10):
+            while await redis_client.get(tries) != b"1" or await redis_client.exists(in_progress):
+                await asyncio.sleep(0.01)  # until the first try has handed the job back
+
+        # between the tries the user still has a premix queued: another one is refused
+        refused = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+        assert refused.message == (
+            f"A premix is already queued or running for this user (job {job_id}); "
+            "wait for it to finish"
+        )
+        assert await asyncio.wait_for(worker, 20)
+
+        info = await job_result(settings, job_id)
+        assert (info.result["success"], info.job_try) == (True, 2)
+        await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
+        assert "failed" not in [e.status for e in await events.wait()]
+        assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_user_lock_lost_in_a_long_backlog_never_lets_two_runs_overlap(
+    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The queue waited longer than PREMIX_USER_LOCK_TTL_SECONDS: the first job's lock expired,
+    # so the bot's second premix for the user was accepted. The worker runs them one by one.
+    monkeypatch.setattr(worker_module, "USER_BUSY_RETRY_SECONDS", 0.05)
+    settings = make_settings(redis_url, net.url, job_max_tries=1_000)  # wait as long as needed
+    async with open_store(settings) as store:
+        await _two_premixes_after_a_lost_lock(settings, store, redis_client, net)
+
+
+async def _two_premixes_after_a_lost_lock(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1")
+    first = await enqueue(settings, "u1", 1)
+    await redis_client.delete(user_lock_key("u1"))  # expired while queued
+    second = await enqueue(settings, "u1", 2)
+    async with redis_client.pubsub() as all_jobs:
+        await all_jobs.subscribe(PROGRESS_ALL_CHANNEL)
+
+        await run_worker(settings)
+
+        order = []
+        while (message := await all_jobs.get_message(timeout=0.1)) is not None:
+            if message["type"] == "message":
+                event = ProgressEvent.model_validate_json(message["data"])
+                order.append((event.job_id, event.status))
+
+    # the first job found the second holding the user and waited: no event of it in between
+    jobs = [job_id for job_id, _ in order]
+    switch = jobs.index(first)
+    assert set(jobs[:switch]) == {second} and set(jobs[switch:]) == {first}
+    assert (order[switch - 1], order[-1]) == ((second, "completed"), (first, "completed"))
+    for job_id in (first, second):
+        assert (await job_result(settings, job_id)).result["success"] is True
+    plans = [user.plan(SOL), user.plan(2 * SOL)]
+    funded = [sum(plan[i] for plan in plans if i < len(plan)) for i in range(len(user.buyers))]
+    assert user.buyer_balances(net) == funded
+    assert await user_lock_holder(redis_client, "u1") is None
