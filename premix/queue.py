@@ -151,7 +151,7 @@ async def close_queue() -> None:
 
 def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
     """Return why no plan can hold the amount for the wallets allowed, or None if one can."""
-    wallet_limit = min(job.max_wallets or settings.max_wallets, settings.max_wallets)
+    wallet_limit = settings.wallet_limit(job.max_wallets)
     try:
         wallets_needed(job.amount_lamports, wallet_limit, TierTable.from_settings(settings))
     except DistributionError as e:

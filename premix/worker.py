@@ -44,7 +44,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from premix.amounts import format_sol, lamports_to_sol
+from premix.amounts import format_sol, sol_text
 from premix.constants import JOB_FUNCTION, QUEUE_NAME
 from premix.distribution import DistributionError, TierTable, plan_distribution
 from premix.errors import (
@@ -175,7 +175,7 @@ def build_result(
                     "position": position,
                     "publicKey": wallet.public_key,
                     "lamports": wallet.lamports,
-                    "sol": _sol(wallet.lamports),
+                    "sol": sol_text(wallet.lamports),
                     "status": wallet.status.value,
                     "funded": funded,
                     "signature": wallet.signature,
@@ -194,23 +194,19 @@ def build_result(
         "userId": job.user_id if job is not None else None,
         "mode": job.mode if job is not None else None,
         "amountLamports": job.amount_lamports if job is not None else None,
-        "amountSol": _sol(job.amount_lamports) if job is not None else None,
+        "amountSol": sol_text(job.amount_lamports) if job is not None else None,
         "wallets": wallets,
         "totals": {
             "walletsPlanned": len(wallets),
             "walletsFunded": sum(1 for wallet in wallets if wallet["funded"]),
             "sentLamports": sent,
-            "sentSol": _sol(sent),
+            "sentSol": sol_text(sent),
             "feeLamports": fees,
-            "feeSol": _sol(fees),
+            "feeSol": sol_text(fees),
             "transactions": mix.transactions if mix is not None else 0,
         },
         "signatures": signatures,
     }
-
-
-def _sol(lamports: int) -> str:
-    return f"{lamports_to_sol(lamports):f}"
 
 
 # --- phase 4: what the funding wallet must hold ---
@@ -418,7 +414,7 @@ class PremixRun:
         funding = await wallets.funding_wallet(self.job.user_id)
         if funding is None:
             raise FundingWalletNotFound(self.job.user_id)
-        limit = min(self.job.max_wallets or self.settings.max_wallets, self.settings.max_wallets)
+        limit = self.settings.wallet_limit(self.job.max_wallets)
         buyers = await wallets.buyer_wallets(self.job.user_id, limit=limit)
         if not buyers:
             raise NoBuyerWallets(self.job.user_id)
