@@ -1,8 +1,10 @@
 """The enqueue side: `enqueue_premix_funds`, called by the bot backend, and the per-user lock.
 
 One premix per user at a time: enqueueing takes a Redis marker `USER_LOCK_PREFIX + user_id`
-(SET NX EX `settings.user_lock_ttl_seconds`) holding the job id. The worker refreshes it while
-the job runs and releases it when the run ends; if a worker dies, the marker expires on its own.
+holding the job id, for as long as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so
+a long backlog never lets a second premix in. The worker shortens it to
+`settings.user_lock_ttl_seconds` and refreshes it while the job runs, and releases it when the
+run ends; if a worker dies, the marker expires on its own.
 Lock operations compare the job id first (in a Lua script), so a job never frees or extends a
 marker that another job holds.
 
@@ -34,6 +36,8 @@ from premix.settings import Settings, get_settings
 
 log = get_logger(__name__)
 
+# arq drops a job not started within this long; the user's marker lasts as long while it waits.
+QUEUED_JOB_EXPIRY_SECONDS: Final = 86_400
 # Short, so an unreachable Redis answers the bot within about a second instead of hanging it.
 CONNECT_TIMEOUT_SECONDS: Final = 1.0
 COMMAND_TIMEOUT_SECONDS: Final = 2.0
@@ -206,7 +210,7 @@ async def enqueue_premix_funds(
 
     lock_key = user_lock_key(job.user_id)
     try:
-        locked = await arq_redis.set(lock_key, job_id, nx=True, ex=settings.user_lock_ttl_seconds)
+        locked = await arq_redis.set(lock_key, job_id, nx=True, ex=QUEUED_JOB_EXPIRY_SECONDS)
         if not locked:
             holder = await user_lock_holder(arq_redis, job.user_id)
             bound_log.info("premix_refused_user_busy", running_job_id=holder)
@@ -222,7 +226,11 @@ async def enqueue_premix_funds(
 
     try:
         queued = await arq_redis.enqueue_job(
-            JOB_FUNCTION, job.to_wire(), _job_id=job_id, _queue_name=QUEUE_NAME
+            JOB_FUNCTION,
+            job.to_wire(),
+            _job_id=job_id,
+            _queue_name=QUEUE_NAME,
+            _expires=QUEUED_JOB_EXPIRY_SECONDS,
         )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
@@ -259,7 +267,7 @@ async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> 
     try:
         await release_user_lock(redis, user_id, job_id)
     except (RedisError, OSError) as e:
-        # The marker then expires after user_lock_ttl_seconds on its own.
+        # The marker then expires on its own.
         log.warning(
             "user_lock_not_released", job_id=job_id, user_id=user_id, error=type(e).__name__
         )

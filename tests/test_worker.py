@@ -9,13 +9,20 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
 
 from premix import worker as worker_module
 from premix.amounts import format_sol
-from premix.constants import JOB_FUNCTION, PROGRESS_CHANNEL_PREFIX, QUEUE_NAME, RUNS_COLLECTION
+from premix.constants import (
+    JOB_FUNCTION,
+    PROGRESS_CHANNEL_PREFIX,
+    QUEUE_NAME,
+    RUNS_COLLECTION,
+    USER_LOCK_PREFIX,
+)
 from premix.jobs import EnqueueResult
 from premix.ledger import Attempt, AttemptState, Ledger, RunRecord, RunStatus, utc_now
 from premix.localnet import Localnet
@@ -379,6 +386,31 @@ async def test_a_second_premix_for_the_user_is_refused_while_one_runs(
     assert await user_lock_holder(redis_client, "u1") is None
     accepted = await enqueue_premix_funds("u1", 42, 1, settings=settings)
     assert accepted.success is True
+
+
+async def test_a_running_job_holds_its_user_for_the_lock_ttl_not_the_queue_expiry(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=2)
+    job_id = await enqueue(settings, "u1", 1)
+    assert await redis_client.ttl(USER_LOCK_PREFIX + "u1") > settings.user_lock_ttl_seconds
+    lock_while_sending: list[tuple[bytes | None, int]] = []
+    sync_redis = redis_sync.Redis.from_url(settings.redis_url)
+
+    def on_call(method: str, count: int) -> None:
+        if (method, count) == ("send", 1):
+            key = USER_LOCK_PREFIX + "u1"
+            lock_while_sending.append((sync_redis.get(key), sync_redis.ttl(key)))
+
+    try:
+        await run_worker(settings, rpc=TestRpc(net.url, on_call=on_call))
+    finally:
+        sync_redis.close()
+
+    [(holder, ttl)] = lock_while_sending
+    assert holder == job_id.encode()
+    assert 0 < ttl <= settings.user_lock_ttl_seconds
+    assert await user_lock_holder(redis_client, "u1") is None
 
 
 async def test_the_user_is_free_for_the_next_premix_when_the_final_event_arrives(
