@@ -2,14 +2,13 @@
 and nothing is paid twice - every recipient holds exactly its amount and the funding wallet paid
 exactly the plan plus the fees of the transactions that landed, one per transaction needed."""
 
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
 
 from premix import worker as worker_module
-from premix.constants import RUNS_COLLECTION, USER_LOCK_PREFIX
+from premix.constants import USER_LOCK_PREFIX
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
 from premix.notify import Notifier
@@ -17,10 +16,10 @@ from premix.progress import latest_progress
 from premix.queue import enqueue_premix_funds, user_lock_holder
 from premix.settings import Settings
 from premix.store import Store
-from tests.test_worker_helpers import (
+from tests.worker.helpers import (
     TestRpc,
-    User,
     WorkerKilled,
+    assert_paid_exactly_once,
     collect_events,
     create_user,
     drain,
@@ -28,52 +27,11 @@ from tests.test_worker_helpers import (
     job_result,
     make_settings,
     open_store,
-    restored_logging,
     run_worker,
 )
 
 SOL = 10**9
 FEE = 5_000
-
-
-@pytest.fixture
-def net(fast_localnet: Localnet) -> Localnet:
-    return fast_localnet
-
-
-@pytest.fixture
-def settings(redis_url: str, net: Localnet) -> Settings:
-    return make_settings(redis_url, net.url)
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with open_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture(autouse=True)
-async def _restore_logging() -> AsyncIterator[None]:
-    async with restored_logging():
-        yield
-
-
-async def assert_paid_exactly_once(
-    store: Store, net: Localnet, user: User, job_id: str, amount: int, transactions: int
-) -> None:
-    plan = user.plan(amount)
-    assert user.buyer_balances(net) == plan + [0] * (len(user.buyers) - len(plan))
-    assert net.balance(user.funding.pubkey()) == (
-        user.funding_lamports - amount - FEE * transactions
-    )
-    run = await Ledger(store).get(job_id)
-    assert run is not None
-    assert run.status is RunStatus.COMPLETED
-    assert (run.totals.transactions, run.totals.fee_lamports) == (
-        transactions,
-        FEE * transactions,
-    )
-    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
 
 
 # mode, amount in SOL, where the worker dies (after the n-th call of an RPC method reached the

@@ -25,8 +25,9 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from premix.constants import PROGRESS_CHANNEL_PREFIX
+from premix.constants import PROGRESS_CHANNEL_PREFIX, RUNS_COLLECTION
 from premix.distribution import TierTable, plan_distribution
+from premix.ledger import Ledger, RunStatus
 from premix.localnet import Commitment, Localnet
 from premix.logs import reset_logging
 from premix.progress import ProgressEvent, subscribe_progress
@@ -303,3 +304,23 @@ def fake_telegram() -> Iterator[FakeTelegram]:
     finally:
         server.shutdown()
         server.server_close()
+
+
+async def assert_paid_exactly_once(
+    store: Store, net: Localnet, user: User, job_id: str, amount: int, transactions: int
+) -> None:
+    """Every planned wallet holds exactly its amount, the funding wallet paid exactly the
+    amount plus 5,000 lamports per landed transaction, and the ledger run is completed."""
+    plan = user.plan(amount)
+    assert user.buyer_balances(net) == plan + [0] * (len(user.buyers) - len(plan))
+    assert net.balance(user.funding.pubkey()) == (
+        user.funding_lamports - amount - 5_000 * transactions
+    )
+    run = await Ledger(store).get(job_id)
+    assert run is not None
+    assert run.status is RunStatus.COMPLETED
+    assert (run.totals.transactions, run.totals.fee_lamports) == (
+        transactions,
+        5_000 * transactions,
+    )
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1

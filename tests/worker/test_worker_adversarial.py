@@ -5,7 +5,6 @@ secrets in every failure path. Each test states what the user and the money must
 import asyncio
 import base64
 import json
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -28,12 +27,11 @@ from premix.rpc import SendResult
 from premix.settings import Settings
 from premix.store import MemoryCollection, Store
 from tests.fixtures.store import secret_forms
-from tests.test_e2e import redis_strings
-from tests.test_worker_crash import assert_paid_exactly_once
-from tests.test_worker_helpers import (
+from tests.worker.helpers import (
     BOT_TOKEN,
     ENCRYPTION_KEYS,
     TestRpc,
+    assert_paid_exactly_once,
     collect_events,
     create_user,
     drain,
@@ -42,33 +40,11 @@ from tests.test_worker_helpers import (
     job_result,
     make_settings,
     open_store,
-    restored_logging,
     run_worker,
 )
+from tests.worker.test_e2e import redis_strings
 
 SOL = 10**9
-
-
-@pytest.fixture
-def net(fast_localnet: Localnet) -> Localnet:
-    return fast_localnet
-
-
-@pytest.fixture
-def settings(redis_url: str, net: Localnet) -> Settings:
-    return make_settings(redis_url, net.url)
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with open_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture(autouse=True)
-async def _restore_logging() -> AsyncIterator[None]:
-    async with restored_logging():
-        yield
 
 
 class StallingRpc(TestRpc):

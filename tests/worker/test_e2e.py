@@ -3,7 +3,7 @@ memory store, wallets are funded exactly as planned, progress and Telegram tell 
 no secret leaks anywhere along the way."""
 
 import json
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 
 import pytest
 from pydantic import SecretStr
@@ -18,7 +18,7 @@ from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
 from tests.fixtures.store import secret_forms
-from tests.test_worker_helpers import (
+from tests.worker.helpers import (
     BOT_TOKEN,
     ENCRYPTION_KEYS,
     FakeTelegram,
@@ -28,8 +28,6 @@ from tests.test_worker_helpers import (
     fake_telegram,
     job_result,
     make_settings,
-    open_store,
-    restored_logging,
     run_worker,
 )
 
@@ -59,18 +57,6 @@ def settings(redis_url: str, fast_localnet: Localnet, telegram: FakeTelegram) ->
         telegram_api_url=telegram.url,
         telegram_bot_token=SecretStr(BOT_TOKEN),
     )
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with open_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture(autouse=True)
-async def _restore_logging() -> AsyncIterator[None]:
-    async with restored_logging():
-        yield
 
 
 def assert_phases_in_spec_order(

@@ -3,7 +3,6 @@ with its exact message, a failed event on Redis and no retry; transient ones are
 
 import asyncio
 import pickle
-from collections.abc import AsyncIterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -34,7 +33,7 @@ from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
 from premix.store import Store
 from premix.worker import WorkerSettings, balance_needed, shutdown, startup
-from tests.test_worker_helpers import (
+from tests.worker.helpers import (
     TestRpc,
     collect_events,
     create_user,
@@ -42,33 +41,10 @@ from tests.test_worker_helpers import (
     job_result,
     make_settings,
     open_store,
-    restored_logging,
     run_worker,
 )
 
 SOL = 10**9
-
-
-@pytest.fixture
-def net(fast_localnet: Localnet) -> Localnet:
-    return fast_localnet
-
-
-@pytest.fixture
-def settings(redis_url: str, net: Localnet) -> Settings:
-    return make_settings(redis_url, net.url)
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with open_store(settings) as opened:
-        yield opened
-
-
-@pytest.fixture(autouse=True)
-async def _restore_logging() -> AsyncIterator[None]:
-    async with restored_logging():
-        yield
 
 
 async def latest(redis: Redis, job_id: str) -> ProgressEvent:

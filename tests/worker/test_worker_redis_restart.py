@@ -3,7 +3,7 @@
 balance exactly as planned and nothing paid twice."""
 
 import shutil
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -13,14 +13,13 @@ from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from tests.fixtures import missing_tool
-from tests.test_worker_crash import assert_paid_exactly_once
-from tests.test_worker_helpers import (
+from tests.worker.helpers import (
     TestRpc,
+    assert_paid_exactly_once,
     create_user,
     job_result,
     make_settings,
     open_store,
-    restored_logging,
     run_worker,
 )
 
@@ -37,12 +36,6 @@ def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
         yield server
     finally:
         server.stop()
-
-
-@pytest.fixture(autouse=True)
-async def _restore_logging() -> AsyncIterator[None]:
-    async with restored_logging():
-        yield
 
 
 @pytest.mark.parametrize(("mode", "sol", "transactions"), [("standard", 2, 4), ("fast", 20, 2)])
