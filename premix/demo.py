@@ -197,6 +197,7 @@ async def run_demo(
             "mongodb_database": "premix_demo",
             "encryption_keys": SecretStr(KeyRing.generate_key("demo")),
             "telegram_bot_token": None,  # the demo messages nobody
+            "fast_first_poll_seconds": options.slot_ms / 1000,  # one of the demo's short slots
         }
     )
     with Localnet(slot_ms=options.slot_ms, seed=0) as net:

@@ -85,7 +85,9 @@ class MixerHarness:
     run_id: str = "premix-user1-1700000000000"
     funding: Keypair = field(default_factory=Keypair)
     funding_lamports: int = FUNDING_LAMPORTS
-    settings: Settings = field(default_factory=lambda: Settings(confirm_poll_seconds=0.001))
+    settings: Settings = field(
+        default_factory=lambda: Settings(confirm_poll_seconds=0.001, fast_first_poll_seconds=0)
+    )
     progress: list[MixerProgress] = field(default_factory=list)
 
     def __post_init__(self) -> None:

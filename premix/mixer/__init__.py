@@ -87,6 +87,7 @@ async def run_mixer(
         ledger=ledger,
         fees=FeePolicy.from_settings(settings),
         poll_seconds=settings.confirm_poll_seconds,
+        first_poll_seconds=settings.fast_first_poll_seconds,
         on_progress=on_progress,
     )
     await run.settle_recorded()

@@ -73,6 +73,7 @@ class MixerRun:
         fees: FeePolicy,
         poll_seconds: float,
         on_progress: ProgressCallback | None,
+        first_poll_seconds: float = 0.0,
     ) -> None:
         self.record = record
         self.funding = funding
@@ -80,6 +81,7 @@ class MixerRun:
         self.ledger = ledger
         self.fees = fees
         self.poll_seconds = poll_seconds
+        self.first_poll_seconds = first_poll_seconds  # fast mode's wait before its first poll
         self.on_progress = on_progress
         self.landed_here: list[int] = []  # plan positions funded by this execution
         self.expiry_check_due = False  # a send saw "blockhash not found": check the height now
@@ -196,15 +198,18 @@ class MixerRun:
             still_open=len(self.record.open_attempts()),
         )
 
-    async def await_outcomes(self, attempts: Sequence[Attempt], *, backoff: bool) -> None:
-        """Poll until every attempt has landed (at `confirmed`) or expired.
+    async def await_outcomes(
+        self, attempts: Sequence[Attempt], *, backoff: bool, first_wait_seconds: float = 0.0
+    ) -> None:
+        """Poll until every attempt has landed (at `confirmed`) or expired; the first poll comes
+        after `first_wait_seconds` (at least the poll interval).
 
         Unseen attempts are re-sent (same bytes) every few rounds; the block height is read
         only every few rounds, or at once after a send saw "blockhash not found".
         """
         pending = [a for a in attempts if a.is_open]
         rounds = 0
-        delays = poll_delays(self.poll_seconds, backoff=backoff)
+        delays = poll_delays(self.poll_seconds, backoff=backoff, first_seconds=first_wait_seconds)
         stall = HeightStall()
         while pending:
             await asyncio.sleep(next(delays))
@@ -396,13 +401,17 @@ class HeightStall:
             )
 
 
-def poll_delays(base_seconds: float, *, backoff: bool) -> Iterator[float]:
-    """Seconds between status polls: constant, or doubling up to 4x (fewer round trips)."""
+def poll_delays(
+    base_seconds: float, *, backoff: bool, first_seconds: float = 0.0
+) -> Iterator[float]:
+    """Seconds before each status poll: `first_seconds` (at least `base_seconds`) before the
+    first, then `base_seconds` each time, or doubling up to 4x (fewer round trips)."""
+    yield max(first_seconds, base_seconds)
     delay = base_seconds
     while True:
-        yield delay
         if backoff:
             delay = min(delay * 2, base_seconds * 4)
+        yield delay
 
 
 async def gather_all(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:

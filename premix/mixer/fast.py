@@ -26,7 +26,11 @@ async def run_fast(run: MixerRun) -> None:
         sends = reopen + fresh
         refusals = await run.send(sends)
         refused = {id(r.attempt) for r in refusals}
-        await run.await_outcomes([a for _, a in sends if id(a) not in refused], backoff=True)
+        await run.await_outcomes(
+            [a for _, a in sends if id(a) not in refused],
+            backoff=True,
+            first_wait_seconds=run.first_poll_seconds,
+        )
         failed = [(tx, a) for tx, a in sends if a.state is AttemptState.LANDED_FAILED]
         if failed:
             await _fail_on_chain(run, failed)
