@@ -11,7 +11,7 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from premix.ledger import Ledger, RunRecord
+from premix.ledger import Attempt, Ledger, RunRecord, utc_now
 from premix.localnet import Localnet
 from premix.mixer import MixerProgress, MixResult, run_mixer
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
@@ -166,3 +166,16 @@ def drain(net: Localnet, funding: Keypair, keep_lamports: int) -> None:
     )
     net.chain.send_transaction(VersionedTransaction(message, [funding]), skip_preflight=True)
     assert net.balance(funding.pubkey()) == keep_lamports
+
+
+def run_with_plan(amounts: list[int], mode: str = "fast") -> RunRecord:
+    """A ledger run for user u1 planning `amounts` to fresh public keys (no I/O)."""
+    now = utc_now()
+    run = RunRecord("premix-u1-1", "u1", mode, sum(amounts), now, now)
+    run.set_plan([str(Pubkey.new_unique()) for _ in amounts], amounts, now=now)
+    return run
+
+
+def signed_attempt(signature: str) -> Attempt:
+    """A signed, unsettled attempt paying the 5,000-lamport base fee."""
+    return Attempt(signature, "hash", 100, "wire", utc_now(), fee_lamports=5_000)

@@ -1,33 +1,21 @@
 """The per-wallet report built from the ledger: a transfer signed and sent but not settled is
 reported as pending (it may still land), never as not sent."""
 
-from solders.pubkey import Pubkey
-
 from premix.errors import MixerFailed
-from premix.ledger import Attempt, AttemptState, RunRecord, utc_now
+from premix.ledger import AttemptState, utc_now
 from premix.mixer import WalletStatus
 from premix.mixer.result import result_from_record
+from tests.test_mixer_helpers import run_with_plan, signed_attempt
 
 SOL = 10**9
 
 
-def _run_with_plan(amounts: list[int]) -> RunRecord:
-    now = utc_now()
-    run = RunRecord("premix-u1-1", "u1", "standard", sum(amounts), now, now)
-    run.set_plan([str(Pubkey.new_unique()) for _ in amounts], amounts, now=now)
-    return run
-
-
-def _attempt(signature: str) -> Attempt:
-    return Attempt(signature, "hash", 100, "wire", utc_now(), fee_lamports=5_000)
-
-
 def test_funded_pending_failed_and_not_sent_wallets_are_told_apart() -> None:
-    run = _run_with_plan([SOL, SOL, SOL, SOL])
-    run.add_transaction([0], _attempt("sig-landed"))
+    run = run_with_plan([SOL, SOL, SOL, SOL], "standard")
+    run.add_transaction([0], signed_attempt("sig-landed"))
     run.settle("sig-landed", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
-    run.add_transaction([1], _attempt("sig-in-flight"))
-    run.add_transaction([2], _attempt("sig-failed"))
+    run.add_transaction([1], signed_attempt("sig-in-flight"))
+    run.add_transaction([2], signed_attempt("sig-failed"))
     run.settle("sig-failed", AttemptState.LANDED_FAILED, now=utc_now(), fee_lamports=5_000)
 
     result = result_from_record(run)
@@ -51,10 +39,10 @@ def test_funded_pending_failed_and_not_sent_wallets_are_told_apart() -> None:
 
 
 def test_a_failure_report_names_the_wallets_that_may_still_be_funded() -> None:
-    run = _run_with_plan([SOL, SOL, SOL])
-    run.add_transaction([0], _attempt("sig-landed"))
+    run = run_with_plan([SOL, SOL, SOL], "standard")
+    run.add_transaction([0], signed_attempt("sig-landed"))
     run.settle("sig-landed", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
-    run.add_transaction([1], _attempt("sig-in-flight"))
+    run.add_transaction([1], signed_attempt("sig-in-flight"))
 
     error = MixerFailed.from_result("the RPC endpoint stopped answering", result_from_record(run))
 

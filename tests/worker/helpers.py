@@ -325,3 +325,16 @@ async def assert_paid_exactly_once(
         5_000 * transactions,
     )
     assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+
+
+async def give_funding_a_buyers_ciphertext(store: Store, user_id: str) -> None:
+    """Copy a buyer's encrypted key into the user's funding wallet document: it no longer
+    decrypts, since the envelope authenticates its wallet's public key."""
+    wallets = store.collection("wallets")
+    funding = await wallets.find_one({"user_id": user_id, "role": "funding"})
+    buyer = await wallets.find_one({"user_id": user_id, "role": "buyer"})
+    assert funding is not None and buyer is not None
+    await wallets.update_one(
+        {"_id": funding["_id"]},
+        {"$set": {"encrypted_secret_key": buyer["encrypted_secret_key"]}},
+    )

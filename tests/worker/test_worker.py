@@ -11,7 +11,6 @@ import pytest
 import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
-from solders.pubkey import Pubkey
 
 from premix import worker as worker_module
 from premix.amounts import format_sol
@@ -23,7 +22,7 @@ from premix.constants import (
     USER_LOCK_PREFIX,
 )
 from premix.jobs import EnqueueResult
-from premix.ledger import Attempt, AttemptState, Ledger, RunRecord, RunStatus, utc_now
+from premix.ledger import AttemptState, Ledger, RunStatus, utc_now
 from premix.localnet import Localnet
 from premix.mixer import FeePolicy
 from premix.progress import ProgressEvent, latest_progress, subscribe_progress
@@ -33,11 +32,13 @@ from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
 from premix.store import Store
 from premix.worker import WorkerSettings, balance_needed, shutdown, startup
+from tests.test_mixer_helpers import run_with_plan, signed_attempt
 from tests.worker.helpers import (
     TestRpc,
     collect_events,
     create_user,
     drain,
+    give_funding_a_buyers_ciphertext,
     job_result,
     make_settings,
     open_store,
@@ -502,15 +503,8 @@ async def test_a_funding_wallet_that_cannot_be_decrypted_fails_in_phase_2(
     settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
     await create_user(store, net, "u1", buyers=3)
-    wallets = store.collection("wallets")
-    funding = await wallets.find_one({"user_id": "u1", "role": "funding"})
-    buyer = await wallets.find_one({"user_id": "u1", "role": "buyer"})
-    assert funding is not None and buyer is not None
     # a ciphertext moved to another wallet does not decrypt (the public key is authenticated)
-    await wallets.update_one(
-        {"_id": funding["_id"]},
-        {"$set": {"encrypted_secret_key": buyer["encrypted_secret_key"]}},
-    )
+    await give_funding_a_buyers_ciphertext(store, "u1")
     job_id = await enqueue(settings, "u1", "0.5")
 
     await run_worker(settings)
@@ -522,19 +516,8 @@ async def test_a_funding_wallet_that_cannot_be_decrypted_fails_in_phase_2(
     assert (event.phase, event.status) == (2, "failed")
 
 
-def _run_with_plan(amounts: list[int]) -> RunRecord:
-    now = utc_now()
-    run = RunRecord("premix-u1-1", "u1", "fast", sum(amounts), now, now)
-    run.set_plan([str(Pubkey.new_unique()) for _ in amounts], amounts, now=now)
-    return run
-
-
-def _attempt(signature: str) -> Attempt:
-    return Attempt(signature, "hash", 100, "wire", utc_now(), fee_lamports=5_000)
-
-
 def test_balance_needed_for_a_new_run_is_amount_fees_and_buffer() -> None:
-    run = _run_with_plan([SOL] * 22)
+    run = run_with_plan([SOL] * 22)
     need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
     assert (need.transfer_lamports, need.fee_lamports, need.transactions) == (22 * SOL, 10_000, 2)
     assert need.total_lamports == 22 * SOL + 10_000 + SOL // 100
@@ -543,8 +526,8 @@ def test_balance_needed_for_a_new_run_is_amount_fees_and_buffer() -> None:
 
 
 def test_balance_needed_on_resume_leaves_out_what_landed() -> None:
-    run = _run_with_plan([SOL] * 22)
-    landed = run.add_transaction(list(range(21)), _attempt("sig-1"))
+    run = run_with_plan([SOL] * 22)
+    landed = run.add_transaction(list(range(21)), signed_attempt("sig-1"))
     run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
     need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
     assert landed.state == "landed_ok"
@@ -557,8 +540,8 @@ def test_balance_needed_on_resume_leaves_out_what_landed() -> None:
 
 
 def test_balance_needed_counts_an_open_attempt_seen_on_chain_as_sent() -> None:
-    run = _run_with_plan([SOL] * 22)
-    run.add_transaction(list(range(21)), _attempt("sig-1"))
+    run = run_with_plan([SOL] * 22)
+    run.add_transaction(list(range(21)), signed_attempt("sig-1"))
     unseen = balance_needed(run, "fast", FeePolicy(), 0)
     seen = balance_needed(run, "fast", FeePolicy(), 0, landed_ok={"sig-1"})
     assert (unseen.transfer_lamports, unseen.transactions) == (22 * SOL, 2)
@@ -566,7 +549,7 @@ def test_balance_needed_counts_an_open_attempt_seen_on_chain_as_sent() -> None:
 
 
 def test_nothing_is_needed_when_every_transfer_landed() -> None:
-    run = _run_with_plan([SOL])
-    run.add_transaction([0], _attempt("sig-1"))
+    run = run_with_plan([SOL])
+    run.add_transaction([0], signed_attempt("sig-1"))
     run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
     assert balance_needed(run, "standard", FeePolicy(), SOL // 100).total_lamports == 0

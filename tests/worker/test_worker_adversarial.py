@@ -37,6 +37,7 @@ from tests.worker.helpers import (
     drain,
     expire_in_progress_marker,
     fake_telegram,
+    give_funding_a_buyers_ciphertext,
     job_result,
     make_settings,
     open_store,
@@ -340,14 +341,7 @@ async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot
         async with open_store(settings) as store:
             # 1. a funding wallet whose ciphertext does not decrypt (moved from a buyer)
             broken = await create_user(store, net, "broken", buyers=3)
-            wallets = store.collection("wallets")
-            funding = await wallets.find_one({"user_id": "broken", "role": "funding"})
-            buyer = await wallets.find_one({"user_id": "broken", "role": "buyer"})
-            assert funding is not None and buyer is not None
-            await wallets.update_one(
-                {"_id": funding["_id"]},
-                {"$set": {"encrypted_secret_key": buyer["encrypted_secret_key"]}},
-            )
+            await give_funding_a_buyers_ciphertext(store, "broken")
             broken_job = await enqueue(settings, "broken", "0.5")
             # 2. a run that fails in the mixer after sending (its funding drained mid-run)
             drained = await create_user(store, net, "drained", buyers=10, funding_lamports=3 * SOL)
