@@ -9,7 +9,7 @@ Run from the repository root:
 Modules, one per area: `engines` (transfer engines on localnet beside two reference designs),
 `queue_bench` (enqueue and pickup latency, throughput with 1/2/4 workers, worker RSS),
 `planner` (time per 73-wallet plan), `measure` (spreads, targets, machine), `report` (the
-table and the JSON document), `services` (a private redis-server), `worker_process` (a
+table and the JSON document), `worker_process` (a
 stand-alone worker whose peak RSS is measured), `run` (the command line).
 
 Nothing here asserts a time: `tests/test_benchmarks_smoke.py` only checks that a tiny run

@@ -1,6 +1,6 @@
 """Queue: enqueue latency, job pickup latency, throughput with 1/2/4 workers, worker peak RSS.
 
-Everything runs against a private `redis-server` (see `benchmarks.services`), flushed between
+Everything runs against a private Valkey (see `premix.servers`), flushed between
 sections; the machine's Redis is never touched.
 
 - enqueue: `enqueue_premix_funds` for distinct users, one after another, no worker running

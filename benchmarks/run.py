@@ -24,9 +24,9 @@ from benchmarks.measure import machine, utc_timestamp
 from benchmarks.planner import bench_planner
 from benchmarks.queue_bench import bench_queue
 from benchmarks.report import markdown, print_rich
-from benchmarks.services import private_redis
 from benchmarks.targets import evaluate
 from premix.logs import configure_logging
+from premix.servers import private_valkey
 from premix.settings import Settings
 
 SECTIONS = ("engines", "queue", "planner")
@@ -143,9 +143,9 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             progress=progress,
         )
     if "queue" in args.sections:
-        with private_redis() as redis_url:
+        with private_valkey() as valkey:
             document["queue"] = await bench_queue(
-                redis_url=redis_url,
+                redis_url=valkey.url,
                 slot_ms=args.slot_ms,
                 enqueues=args.enqueues,
                 pickups=args.pickups,

@@ -15,7 +15,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Protocol, cast
 
 from pymongo.errors import DuplicateKeyError
 
@@ -421,11 +421,16 @@ def _utc(value: Any) -> Any:
 # --- persistence ---
 
 
-@runtime_checkable
 class HasCollections(Protocol):
     """A store: anything that hands out collections by name (`premix.store.Store`)."""
 
     def collection(self, name: str) -> DocumentCollection: ...
+
+
+def _is_store(source: object) -> bool:
+    # Looked up on the type: PyMongo's AsyncCollection answers every attribute an instance is
+    # asked for with a sub-collection, so `source.collection` exists on a collection too.
+    return callable(getattr(type(source), "collection", None))
 
 
 class Ledger:
@@ -436,10 +441,11 @@ class Ledger:
     """
 
     def __init__(self, source: HasCollections | DocumentCollection) -> None:
-        if isinstance(source, HasCollections):
-            self.collection: DocumentCollection = source.collection(RUNS_COLLECTION)
-        else:
-            self.collection = source
+        self.collection: DocumentCollection = (
+            cast(HasCollections, source).collection(RUNS_COLLECTION)
+            if _is_store(source)
+            else cast(DocumentCollection, source)
+        )
 
     async def get(self, run_id: str) -> RunRecord | None:
         """Return the run `run_id`, or None if it was never opened."""

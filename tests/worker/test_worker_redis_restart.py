@@ -2,15 +2,14 @@
 (append-only file), the worker rides through the outage, and the run finishes with every
 balance exactly as planned and nothing paid twice."""
 
-import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from benchmarks.services import RedisServer
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
+from premix.servers import ServerError, ValkeyServer
 from premix.settings import Settings
 from tests.fixtures import missing_tool
 from tests.worker.helpers import (
@@ -27,20 +26,18 @@ SOL = 10**9
 
 
 @pytest.fixture
-def persistent_redis(tmp_path: Path) -> Iterator[RedisServer]:
-    if shutil.which("redis-server") is None:
-        missing_tool("redis-server is not installed")
-    server = RedisServer(tmp_path, appendonly=True)
-    server.start()
+def persistent_redis(tmp_path: Path) -> Iterator[ValkeyServer]:
     try:
+        server = ValkeyServer(tmp_path, appendonly=True)
+    except ServerError as e:
+        missing_tool(str(e))
+    with server:
         yield server
-    finally:
-        server.stop()
 
 
 @pytest.mark.parametrize(("mode", "sol", "transactions"), [("standard", 2, 4), ("fast", 20, 2)])
 async def test_redis_restart_mid_run_finishes_with_exact_balances(
-    persistent_redis: RedisServer,
+    persistent_redis: ValkeyServer,
     fast_localnet: Localnet,
     mode: str,
     sol: int,
