@@ -75,6 +75,7 @@ def base_settings(redis_url: str, rpc_url: str) -> Settings:
         redis_url=redis_url,
         rpc_url=rpc_url,
         mongodb_uri=f"memory://bench-queue-{uuid.uuid4().hex}",
+        allow_memory_store=True,  # each worker stores its own users' wallets in its process
         encryption_keys=SecretStr(KeyRing.generate_key("bench")),
         log_level="WARNING",
     )
@@ -174,6 +175,7 @@ class WorkerProcess:
                 "PREMIX_MONGODB_URI": self.settings.mongodb_uri,
                 "PREMIX_MONGODB_DATABASE": self.settings.mongodb_database,
                 "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
+                "PREMIX_ALLOW_MEMORY_STORE": str(self.settings.allow_memory_store),
                 "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
                 "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])

@@ -3,10 +3,10 @@
 from decimal import Decimal
 from functools import lru_cache
 
-from pydantic import Field, SecretStr, field_validator, model_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
+from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
 
 MEMORY_STORE_URI = "memory://"
 
@@ -17,9 +17,16 @@ class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="PREMIX_", extra="ignore", frozen=True)
 
     redis_url: str = "redis://127.0.0.1:6379/0"
+    # The arq queue (a sorted set in Redis); the demo uses a private one on a shared Redis.
+    queue_name: str = Field(default=QUEUE_NAME, min_length=1)
     # "memory://" selects the embedded in-process store (tests and demo only).
     mongodb_uri: str = "mongodb://127.0.0.1:27017"
     mongodb_database: str = "premix"
+    # How long a MongoDB operation waits for a reachable server (PyMongo's server selection);
+    # a worker that cannot reach MongoDB at start-up refuses to start after this long.
+    mongodb_timeout_seconds: float = Field(default=5.0, gt=0)
+    # A worker process on "memory://" sees no wallet another process created: refused unless set.
+    allow_memory_store: bool = False
     rpc_url: str = "http://127.0.0.1:8899"
     rpc_timeout_seconds: float = Field(default=10.0, gt=0)
     # Comma-separated "key_id:base64(32 bytes)"; the first key encrypts, every key decrypts.
@@ -100,6 +107,18 @@ class Settings(BaseSettings):
     def uses_memory_store(self) -> bool:
         """True when `mongodb_uri` selects the embedded in-process store."""
         return self.mongodb_uri.startswith(MEMORY_STORE_URI)
+
+
+def describe_settings_error(error: ValidationError) -> str:
+    """One line naming each invalid `PREMIX_*` variable and what is wrong with it; never the
+    value given (it may be a secret: pydantic's own text quotes the start of it)."""
+    parts = []
+    for item in error.errors(include_input=False, include_url=False):
+        name = "_".join(str(loc) for loc in item["loc"]).upper()
+        message = item["msg"].removeprefix("Value error, ")
+        # A check across several settings names its variables itself.
+        parts.append(f"PREMIX_{name}: {message}" if name else message)
+    return "; ".join(parts)
 
 
 @lru_cache(maxsize=1)

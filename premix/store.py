@@ -375,16 +375,20 @@ class Store:
         opened in this process with the same URI. Without `key_ring`, one is built from
         `PREMIX_ENCRYPTION_KEYS` when that is set (wallet reads and writes need it).
         Raises `StoreConfigError` for an unusable URI and `KeyConfigError` for malformed keys.
-        Does not connect: MongoDB is reached on first use (see `ping`).
+        Does not connect: MongoDB is reached on first use (see `ping`); an operation waits at
+        most `mongodb_timeout_seconds` for a reachable server.
         """
         if key_ring is None and settings.encryption_keys.get_secret_value().strip():
             key_ring = KeyRing.from_settings(settings)
         uri = settings.mongodb_uri
         if settings.uses_memory_store:
             return cls(database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri)
+        options: dict[str, Any] = {}
+        if "serverselectiontimeoutms" not in uri.lower():  # a URI's own setting wins
+            options["serverSelectionTimeoutMS"] = round(settings.mongodb_timeout_seconds * 1000)
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(
-                uri, tz_aware=True, tzinfo=UTC, appname="premix"
+                uri, tz_aware=True, tzinfo=UTC, appname="premix", **options
             )
         except (ConfigurationError, ValueError, TypeError) as e:
             # The URI may hold a password: name the problem's kind, not the URI.

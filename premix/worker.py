@@ -24,14 +24,16 @@ hears only from the newer one.
 import asyncio
 import contextlib
 import re
-from collections.abc import AsyncIterator, Collection, Sequence
+import sys
+from _collections_abc import dict_items, dict_keys, dict_values
+from collections.abc import AsyncIterator, Collection, Iterator, Sequence
 from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any, Final
+from typing import Any, Final, NoReturn
 
 from arq.connections import RedisSettings
 from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
-from arq.worker import Retry, func, get_kwargs
+from arq.worker import Retry, func
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -45,7 +47,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from premix.amounts import format_sol, sol_text
-from premix.constants import JOB_FUNCTION, QUEUE_NAME
+from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, TierTable, plan_distribution
 from premix.errors import (
     FundingWalletNotFound,
@@ -57,6 +59,7 @@ from premix.errors import (
     TransientError,
 )
 from premix.jobs import USER_ID_PATTERN, PremixFundsJob, describe_validation_error
+from premix.keys import KeyConfigError
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
 from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import (
@@ -75,8 +78,8 @@ from premix.progress import Phase, ProgressEmitter, ProgressStatus
 from premix.queue import refresh_user_lock, release_user_lock_quietly, user_lock_holder
 from premix.rpc import RpcRequestError, SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
-from premix.settings import Settings, get_settings
-from premix.store import Store
+from premix.settings import Settings, describe_settings_error, get_settings
+from premix.store import Store, StoreConfigError
 
 log = get_logger(__name__)
 
@@ -84,8 +87,9 @@ log = get_logger(__name__)
 RETRY_BACKOFF_SECONDS: Final = (1, 2, 5, 10, 30)
 # A job finding another job of the same user running waits this long and tries again.
 USER_BUSY_RETRY_SECONDS: Final = 5
-# A Redis command is tried this many more times, backing off up to 1 s (a restart takes ~1 s).
-REDIS_COMMAND_RETRIES: Final = 10
+# A Redis command (and the connection it needs) is tried this many more times, backing off up
+# to 1 s: about 30 s in all, so a worker rides through a Redis restart or failover.
+REDIS_COMMAND_RETRIES: Final = 32
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends a run this much before arq's
 ARQ_IN_PROGRESS_EXTRA_SECONDS: Final = 10  # arq's in-progress marker outlives the job timeout
 KEEP_RESULT_SECONDS: Final = 86_400
@@ -98,19 +102,56 @@ _JOB_ID = re.compile(r"^premix-(?P<user_id>.+)-\d+$")
 _CHAT_ID_RANGE: Final = range(-(2**63), 2**63)
 
 
+class WorkerStartupError(PremixError):
+    """The worker cannot run with its configuration or services; it refuses to start."""
+
+    title = "Worker refused to start"
+
+
 async def startup(ctx: dict[str, Any]) -> None:
     """Open the process-wide services into `ctx`. `settings`, `rpc` and `notifier` may be
-    pre-set there (tests, the demo); what is missing is created from the settings."""
+    pre-set there (tests, the demo); what is missing is created from the settings.
+
+    Raises `WorkerStartupError` (naming the variable to fix) when the store is `memory://`
+    without `PREMIX_ALLOW_MEMORY_STORE`, the encryption keys are missing or malformed, or
+    MongoDB does not answer within `PREMIX_MONGODB_TIMEOUT_SECONDS`."""
     settings: Settings = ctx.setdefault("settings", get_settings())
     configure_logging(settings)
-    store = await Store.open(settings)
-    await store.ensure_indexes()
-    ctx["store"] = store
+    ctx["store"] = await open_checked_store(settings)
     if "notifier" not in ctx:
         ctx["notifier"] = Notifier(settings)
     if "rpc" not in ctx:
         ctx["rpc"] = SolanaRpc.from_settings(settings)
-    log.info("worker_started", queue=QUEUE_NAME, memory_store=store.is_memory)
+    log.info("worker_started", queue=settings.queue_name, memory_store=ctx["store"].is_memory)
+
+
+async def open_checked_store(settings: Settings) -> Store:
+    """The worker's store, open, answering and indexed; raises `WorkerStartupError`."""
+    if settings.uses_memory_store and not settings.allow_memory_store:
+        raise WorkerStartupError(
+            "PREMIX_MONGODB_URI is memory://, an in-process store: a worker process sees no "
+            "wallet created by another process; point it at MongoDB (or set "
+            "PREMIX_ALLOW_MEMORY_STORE=1 where one process creates the wallets and runs the jobs)"
+        )
+    if not settings.encryption_keys.get_secret_value().strip():
+        raise WorkerStartupError(
+            "PREMIX_ENCRYPTION_KEYS is not set; the worker needs the keys the wallets are "
+            "encrypted with (comma-separated key_id:base64, see `premix keys generate`)"
+        )
+    try:
+        store = await Store.open(settings)
+    except (KeyConfigError, StoreConfigError) as e:
+        raise WorkerStartupError(e.detail or e.title) from None
+    try:
+        await store.ping()
+        await store.ensure_indexes()
+    except (TransientError, PyMongoError, OSError):
+        await store.close()
+        raise WorkerStartupError(
+            f"MongoDB at PREMIX_MONGODB_URI did not answer within "
+            f"{settings.mongodb_timeout_seconds:g} s (PREMIX_MONGODB_TIMEOUT_SECONDS)"
+        ) from None
+    return store
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -830,42 +871,103 @@ def _all_funded(run: RunRecord) -> bool:
 
 
 def arq_redis_settings(redis_url: str) -> RedisSettings:
-    """arq's Redis connection for a worker: a command that finds its connection closed (Redis
-    restarted) is retried with backoff for a few seconds instead of stopping the worker."""
+    """arq's Redis connection for a worker: a command that finds its connection closed, or no
+    server to connect to (Redis restarting), is retried with backoff for about 30 s instead of
+    stopping the worker. redis-py retries a refused connect only when `OSError` is listed: it
+    raises the socket's own error inside its retry and converts it to a redis error after."""
     redis = RedisSettings.from_dsn(redis_url)
-    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError]
+    redis.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
     redis.retry = RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_COMMAND_RETRIES)
     return redis
 
 
-_ENV_SETTINGS = get_settings()
-
-
-class WorkerSettings:
-    """`arq premix.worker.WorkerSettings`; values come from the environment (`PREMIX_*`)."""
-
-    functions: Final = [func(premix_funds, name=JOB_FUNCTION)]
-    queue_name: Final = QUEUE_NAME
-    max_jobs: Final = 1  # one run per process; scale with more processes
-    job_serializer: Final = job_serializer  # JSON, never pickle
-    job_deserializer: Final = job_deserializer
-    poll_delay: Final = _ENV_SETTINGS.worker_poll_delay_seconds  # low: fast job pickup
-    redis_settings: Final = arq_redis_settings(_ENV_SETTINGS.redis_url)
-    job_timeout: Final = _ENV_SETTINGS.job_timeout_seconds
-    # One delivery more than premix's own limit: that last one only reports and fails the job
-    # (arq would otherwise drop it silently, leaving the user lock and no failed event).
-    max_tries: Final = _ENV_SETTINGS.job_max_tries + 1
-    keep_result: Final = KEEP_RESULT_SECONDS
-    on_startup: Final = startup
-    on_shutdown: Final = shutdown
-
-
 def worker_settings(settings: Settings) -> dict[str, Any]:
-    """Return arq `Worker` keyword arguments: `WorkerSettings` with values from `settings`."""
+    """Return arq `Worker` keyword arguments for `settings` (what `WorkerSettings` holds for
+    the environment's settings). `on_startup` raises `WorkerStartupError` when the worker
+    cannot run (see `startup`)."""
     return {
-        **get_kwargs(dict(vars(WorkerSettings))),
-        "poll_delay": settings.worker_poll_delay_seconds,
+        "functions": [func(premix_funds, name=JOB_FUNCTION)],
+        "queue_name": settings.queue_name,
+        "max_jobs": 1,  # one run per process; scale with more processes
+        "job_serializer": job_serializer,  # JSON, never pickle
+        "job_deserializer": job_deserializer,
+        "poll_delay": settings.worker_poll_delay_seconds,  # low: fast job pickup
         "redis_settings": arq_redis_settings(settings.redis_url),
         "job_timeout": settings.job_timeout_seconds,
+        # One delivery more than premix's own limit: that last one only reports and fails the
+        # job (arq would otherwise drop it silently, leaving the user lock and no failed event).
         "max_tries": settings.job_max_tries + 1,
+        "keep_result": KEEP_RESULT_SECONDS,
+        "on_startup": startup,
+        "on_shutdown": shutdown,
     }
+
+
+def refuse_to_start(reason: str) -> NoReturn:
+    """End a worker process that cannot run: one line on stderr naming what to fix, exit 1."""
+    print(f"premix worker: refusing to start: {redact_text(reason)}", file=sys.stderr, flush=True)
+    raise SystemExit(1)
+
+
+async def _startup_or_exit(ctx: dict[str, Any]) -> None:
+    try:
+        await startup(ctx)
+    except WorkerStartupError as e:
+        refuse_to_start(e.detail or e.title)
+
+
+class _EnvironmentWorkerSettings(dict[str, Any]):
+    """`worker_settings(Settings())`, built from the environment on first read rather than at
+    import, so importing premix.worker never fails; arq reads a dict as worker settings. A
+    setting the worker cannot start with ends the process with one line (`refuse_to_start`)."""
+
+    def _load(self) -> None:
+        if super().__len__():
+            return
+        try:
+            settings = get_settings()
+        except ValidationError as e:
+            refuse_to_start(f"invalid configuration: {describe_settings_error(e)}")
+        self.update(worker_settings(settings), on_startup=_startup_or_exit)
+
+    def __getattr__(self, name: str) -> Any:  # WorkerSettings.queue_name, as on a class
+        try:
+            return self[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def __getitem__(self, key: str) -> Any:
+        self._load()
+        return super().__getitem__(key)
+
+    def __iter__(self) -> Iterator[str]:
+        self._load()
+        return super().__iter__()
+
+    def __len__(self) -> int:
+        self._load()
+        return super().__len__()
+
+    def __contains__(self, key: object) -> bool:
+        self._load()
+        return super().__contains__(key)
+
+    def get(self, key: str, default: Any = None) -> Any:
+        self._load()
+        return super().get(key, default)
+
+    def keys(self) -> "dict_keys[str, Any]":
+        self._load()
+        return super().keys()
+
+    def values(self) -> "dict_values[str, Any]":
+        self._load()
+        return super().values()
+
+    def items(self) -> "dict_items[str, Any]":  # what arq's get_kwargs reads
+        self._load()
+        return super().items()
+
+
+# `arq premix.worker.WorkerSettings`: values come from the environment (`PREMIX_*`).
+WorkerSettings: Final = _EnvironmentWorkerSettings()

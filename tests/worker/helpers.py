@@ -51,6 +51,7 @@ def make_settings(
     values: dict[str, Any] = {
         "redis_url": redis_url,
         "mongodb_uri": f"memory://worker-{uuid.uuid4().hex}",
+        "allow_memory_store": True,  # the test stores the wallets in the worker's process
         "encryption_keys": SecretStr(ENCRYPTION_KEYS),
         "rpc_url": rpc_url,
         "worker_poll_delay_seconds": 0.01,
