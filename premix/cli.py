@@ -31,7 +31,7 @@ from solana.exceptions import SolanaRpcException
 from solders.keypair import Keypair
 
 from premix.amounts import AmountError, format_sol, lamports_to_sol, sol_text, sol_to_lamports
-from premix.constants import MAX_BUYER_WALLETS, QUEUE_NAME
+from premix.constants import MAX_BUYER_WALLETS
 from premix.demo import DEFAULT_AMOUNT_SOL as DEMO_DEFAULT_AMOUNT_SOL
 from premix.demo import DEFAULT_SLOT_MS as DEMO_DEFAULT_SLOT_MS
 from premix.demo import DemoOptions, DemoReport, run_demo
@@ -43,7 +43,7 @@ from premix.localnet import DEFAULT_SLOT_MS, Localnet
 from premix.logs import configure_logging, redact_text
 from premix.progress import ProgressEvent, ProgressStatus, latest_progress, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds, queue_pool
-from premix.settings import Settings
+from premix.settings import Settings, describe_settings_error
 from premix.store import BUYER, FUNDING, Store, TooManyBuyerWallets
 
 PROG = "premix"
@@ -78,7 +78,7 @@ class CliState:
             try:
                 settings = Settings()
             except ValidationError as e:
-                raise CommandFailed(f"invalid configuration: {_describe_settings_error(e)}") from e
+                raise CommandFailed(f"invalid configuration: {describe_settings_error(e)}") from e
             # Errors are the command's one line; logs only with --verbose.
             level = settings.log_level if self.verbose else "CRITICAL"
             # Kept in the settings: the demo's in-process worker configures logging from them.
@@ -89,16 +89,6 @@ class CliState:
 
 
 pass_state = click.make_pass_decorator(CliState)
-
-
-def _describe_settings_error(error: ValidationError) -> str:
-    parts = []
-    for item in error.errors(include_input=False, include_url=False):
-        name = "_".join(str(loc) for loc in item["loc"]).upper()
-        message = item["msg"].removeprefix("Value error, ")
-        # A check across several settings names its variables itself.
-        parts.append(f"PREMIX_{name}: {message}" if name else message)
-    return "; ".join(parts)
 
 
 # --- parameter types ---
@@ -270,12 +260,19 @@ MEMORY_STORE_NOTE = (
     "note: PREMIX_MONGODB_URI is memory://, an in-process store that is gone when this command "
     "exits; set it to a MongoDB URI to keep wallets (the demo uses memory:// on its own)"
 )
+MEMORY_STORE_REFUSED = (
+    "PREMIX_MONGODB_URI is memory://, an in-process store that is gone when this command "
+    "exits: the wallet keys would be lost; set it to a MongoDB URI. Nothing was stored"
+)
 
 
 @asynccontextmanager
-async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The configured store, reachable and indexed; closed afterwards."""
+async def open_store(settings: Settings, *, stores_keys: bool = False) -> AsyncIterator[Store]:
+    """The configured store, reachable; closed afterwards. `stores_keys`: the command writes
+    wallet keys, refused on `memory://` (they would be gone when the command exits)."""
     if settings.uses_memory_store:
+        if stores_keys:
+            raise CommandFailed(MEMORY_STORE_REFUSED)
         note(MEMORY_STORE_NOTE)
     store = await Store.open(settings)
     try:
@@ -349,7 +346,7 @@ def wallets_create(
     settings = state.settings
 
     async def create() -> list[dict[str, Any]]:
-        async with open_store(settings) as store:
+        async with open_store(settings, stores_keys=True) as store:
             await store.ensure_indexes()
             if funding:
                 existing = await store.wallets.funding_public_key(user_id)
@@ -450,7 +447,7 @@ def wallets_import(
     settings = state.settings
 
     async def store_keypair() -> dict[str, Any]:
-        async with open_store(settings) as store:
+        async with open_store(settings, stores_keys=True) as store:
             await store.ensure_indexes()
             store.wallets.key_ring  # noqa: B018 - fail on missing keys before writing anything
             if role == FUNDING:
@@ -628,9 +625,9 @@ def describe_event(event: ProgressEvent) -> str:
     return f"{line} - {event.description}" if event.description else line
 
 
-async def queued_job_status(redis: ArqRedis, job_id: str) -> str:
+async def queued_job_status(redis: ArqRedis, settings: Settings, job_id: str) -> str:
     """arq's status of `job_id` in the premix queue ("not_found" when arq does not know it)."""
-    status = await Job(job_id, redis, _queue_name=QUEUE_NAME).status()
+    status = await Job(job_id, redis, _queue_name=settings.queue_name).status()
     return str(status.value)
 
 
@@ -662,7 +659,7 @@ def status(state: CliState, job_id: str, as_json: bool) -> None:
         try:
             redis = queue_pool(settings.redis_url)
             event = await latest_progress(redis, job_id)
-            queued = "" if event is not None else await queued_job_status(redis, job_id)
+            queued = "" if event is not None else await queued_job_status(redis, settings, job_id)
             return event, queued
         finally:
             await close_queue()
@@ -720,7 +717,7 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
         redis = queue_pool(settings.redis_url)
         try:
             known = await latest_progress(redis, job_id) is not None
-            if not known and await queued_job_status(redis, job_id) == "not_found":
+            if not known and await queued_job_status(redis, settings, job_id) == "not_found":
                 raise unknown_job(job_id, settings)
             async with asyncio.timeout(timeout):
                 return await follow_events(redis)
@@ -787,6 +784,12 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
     show_default=True,
     help="Give up when the job has not ended after this many seconds.",
 )
+@click.option(
+    "--redis-url",
+    metavar="URL",
+    default=None,
+    help="Use this Redis (with a queue private to the run) instead of a private Valkey.",
+)
 @json_option
 @pass_state
 def demo(
@@ -796,14 +799,17 @@ def demo(
     max_wallets: int | None,
     slot_ms: int,
     timeout: float,
+    redis_url: str | None,
     as_json: bool,
 ) -> None:
     """Run the whole pipeline in this process, on a local chain, in a few seconds.
 
-    Starts a localnet (LiteSVM, short slots), uses the in-memory store and a throwaway
-    encryption key, creates a user with a funding wallet and 73 buyer wallets, airdrops the
-    amount plus fees, enqueues a premix on Redis (PREMIX_REDIS_URL), runs a worker in-process,
-    shows its progress through the six phases and then every wallet, amount and signature.
+    Starts a localnet (LiteSVM, short slots) and a private Valkey (stopped afterwards), uses
+    the in-memory store and a throwaway encryption key, creates a user with a funding wallet and
+    73 buyer wallets, airdrops the amount plus fees, enqueues a premix, runs a worker
+    in-process, shows its progress through the six phases and then every wallet, amount and
+    signature. Needs no Redis and never touches a real queue (PREMIX_REDIS_URL is not used);
+    with --redis-url it uses that Redis, on a queue of its own.
     """
     options = DemoOptions(
         mode=mode,
@@ -811,6 +817,7 @@ def demo(
         max_wallets=max_wallets,
         slot_ms=slot_ms,
         timeout_seconds=timeout,
+        redis_url=redis_url,
     )
     settings = state.settings
     if as_json:
@@ -830,7 +837,11 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
     console.print(
         f"premix demo: {format_sol(options.amount_lamports)}, {options.mode} mode, on a local "
         f"chain with {options.slot_ms} ms slots (a validator's are 400 ms), the in-memory store "
-        f"and Redis at {redact_text(settings.redis_url)}"
+        + (
+            "and a private Valkey"
+            if options.redis_url is None
+            else f"and Redis at {redact_text(options.redis_url)} (a queue of its own)"
+        )
     )
     bar = progress_bar(console)
     task = bar.add_task("waiting for the worker", total=100, start=False)

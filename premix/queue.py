@@ -27,7 +27,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
-from premix.constants import JOB_FUNCTION, QUEUE_NAME, USER_LOCK_PREFIX
+from premix.constants import JOB_FUNCTION, USER_LOCK_PREFIX
 from premix.distribution import DistributionError, TierTable, wallets_needed
 from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
 from premix.logs import get_logger
@@ -116,12 +116,8 @@ _pools: dict[str, _Pool] = {}
 
 
 def _arq_redis(connections: ConnectionPool) -> ArqRedis:
-    return ArqRedis(
-        connections,
-        job_serializer=job_serializer,
-        job_deserializer=job_deserializer,
-        default_queue_name=QUEUE_NAME,
-    )
+    # Every call names its queue (`settings.queue_name`): no default queue is relied on.
+    return ArqRedis(connections, job_serializer=job_serializer, job_deserializer=job_deserializer)
 
 
 def queue_pool(redis_url: str) -> ArqRedis:
@@ -229,15 +225,15 @@ async def enqueue_premix_funds(
             JOB_FUNCTION,
             job.to_wire(),
             _job_id=job_id,
-            _queue_name=QUEUE_NAME,
+            _queue_name=settings.queue_name,
             _expires=QUEUED_JOB_EXPIRY_SECONDS,
         )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await _undo_enqueue(arq_redis, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         return EnqueueResult(False, _queue_error_message(e))
     except BaseException:
-        await _undo_enqueue(arq_redis, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         raise
     if queued is None:  # arq refuses a job id it already knows
         await release_user_lock_quietly(arq_redis, job.user_id, job_id)
@@ -273,13 +269,13 @@ async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> 
         )
 
 
-async def _undo_enqueue(redis: Redis, user_id: str, job_id: str) -> None:
+async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str) -> None:
     # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
     # written without its queue entry. Remove both, then the lock, so nothing is left behind.
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key_prefix + job_id)
-            pipe.zrem(QUEUE_NAME, job_id)
+            pipe.zrem(queue_name, job_id)
             await pipe.execute()
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)

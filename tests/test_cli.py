@@ -1,11 +1,12 @@
 """The `premix` command line: results on stdout (tables or `--json`), one error line on stderr.
 
 Most tests run the command as a subprocess (`python -m premix.cli`), exactly as a person would.
-Commands whose state lives in the embedded `memory://` store (wallets, keys) are also run
-in-process through `premix.cli.run`, so several commands share one store.
+Commands whose state lives in the store (wallets, keys) run in-process through
+`premix.cli.run` against the session's MongoDB-wire server (SecantusDB), a fresh database each.
 """
 
 import asyncio
+import contextlib
 import json
 import os
 import re
@@ -21,6 +22,8 @@ from uuid import uuid4
 import httpx
 import pytest
 import redis as redis_sync
+from arq.worker import Worker
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from solders.keypair import Keypair
 
@@ -30,8 +33,10 @@ from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
 from premix.progress import Phase, ProgressEmitter, ProgressEvent
 from premix.settings import Settings
-from premix.store import Store, reset_memory_stores
+from premix.store import Store
+from premix.worker import worker_settings
 from tests.fixtures.store import secret_forms
+from tests.worker.helpers import make_settings
 
 # Variables the commands read; removed from the subprocess environment unless a test sets them.
 _PREMIX_VARIABLES = [name for name in os.environ if name.startswith("PREMIX_")]
@@ -181,19 +186,28 @@ def test_help_lists_every_command() -> None:
         assert f"  {command} " in result.stdout
 
 
-# --- wallets and keys (in-process: the memory:// store lives as long as the process) ---
+# --- wallets and keys (in-process, on the session's MongoDB-wire server) ---
 
 
 @pytest.fixture
-def memory_env(monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """PREMIX_* for in-process runs: a fresh memory:// store and one encryption key."""
+def store_env(monkeypatch: pytest.MonkeyPatch, mongodb_url: str) -> Iterator[Settings]:
+    """PREMIX_* for in-process runs: a fresh database on the test MongoDB and one encryption
+    key; yields the settings naming that database (the database is dropped afterwards)."""
     for name in _PREMIX_VARIABLES:
         monkeypatch.delenv(name)
-    uri = f"memory://cli-{uuid4().hex[:10]}"
-    monkeypatch.setenv("PREMIX_MONGODB_URI", uri)
+    database = f"premix_cli_{uuid4().hex[:10]}"
+    monkeypatch.setenv("PREMIX_MONGODB_URI", mongodb_url)
+    monkeypatch.setenv("PREMIX_MONGODB_DATABASE", database)
     monkeypatch.setenv("PREMIX_ENCRYPTION_KEYS", KeyRing.generate_key("old"))
-    yield uri
-    reset_memory_stores(uri)
+    settings = Settings(mongodb_uri=mongodb_url, mongodb_database=database)
+    yield settings
+    asyncio.run(_drop_database(settings))
+
+
+async def _drop_database(settings: Settings) -> None:
+    store = await Store.open(settings)
+    await store.drop_database()
+    await store.close()
 
 
 def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Completed:
@@ -203,7 +217,7 @@ def run_in_process(capsys: pytest.CaptureFixture[str], *args: str) -> Completed:
 
 
 def test_wallets_create_then_list_shows_public_keys_in_order(
-    memory_env: str, capsys: pytest.CaptureFixture[str]
+    store_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     created = run_in_process(
         capsys, "wallets", "create", "--user", "alice", "--funding", "--buyers", "3", "--json"
@@ -223,11 +237,11 @@ def test_wallets_create_then_list_shows_public_keys_in_order(
         "funding": rows[0]["publicKey"],
         "buyers": rows[1:],
     }
-    assert "memory://" in created.stderr  # says the store does not outlive the process
+    assert created.stderr == ""
 
 
 def test_wallets_create_refuses_a_second_funding_wallet_and_a_74th_buyer(
-    memory_env: str, capsys: pytest.CaptureFixture[str]
+    store_env: Settings, capsys: pytest.CaptureFixture[str]
 ) -> None:
     run_in_process(capsys, "wallets", "create", "--user", "bob", "--funding", "--buyers", "70")
 
@@ -248,7 +262,7 @@ def test_wallets_create_refuses_a_second_funding_wallet_and_a_74th_buyer(
 
 
 def test_wallets_create_without_encryption_keys_writes_nothing(
-    memory_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    store_env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     monkeypatch.delenv("PREMIX_ENCRYPTION_KEYS")
 
@@ -263,7 +277,7 @@ def test_wallets_create_without_encryption_keys_writes_nothing(
 
 
 def test_wallets_import_reads_solana_cli_json_and_base58_from_stdin_without_echoing(
-    memory_env: str,
+    store_env: Settings,
     capsys: pytest.CaptureFixture[str],
     monkeypatch: pytest.MonkeyPatch,
     tmp_path: Any,
@@ -297,7 +311,7 @@ def test_wallets_import_reads_solana_cli_json_and_base58_from_stdin_without_echo
 
 
 def test_wallets_import_replaces_a_funding_wallet_only_with_replace(
-    memory_env: str, capsys: pytest.CaptureFixture[str], tmp_path: Any
+    store_env: Settings, capsys: pytest.CaptureFixture[str], tmp_path: Any
 ) -> None:
     first, second = Keypair(), Keypair()
     (tmp_path / "first").write_text(str(first))
@@ -362,7 +376,7 @@ def test_keys_generate_prints_one_usable_entry_on_stdout() -> None:
 
 
 def test_keys_rotate_reencrypts_every_wallet_under_the_newest_key(
-    memory_env: str, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+    store_env: Settings, capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
 ) -> None:
     old = os.environ["PREMIX_ENCRYPTION_KEYS"]
     run_in_process(capsys, "wallets", "create", "--user", "frank", "--funding", "--buyers", "4")
@@ -370,9 +384,8 @@ def test_keys_rotate_reencrypts_every_wallet_under_the_newest_key(
 
     rotated = run_in_process(capsys, "keys", "rotate", "--json")
     again = run_in_process(capsys, "keys", "rotate")
-    new_only = Settings(
-        mongodb_uri=memory_env,
-        encryption_keys=os.environ["PREMIX_ENCRYPTION_KEYS"].split(",")[0],
+    new_only = store_env.model_copy(
+        update={"encryption_keys": SecretStr(os.environ["PREMIX_ENCRYPTION_KEYS"].split(",")[0])}
     )
 
     assert rotated.json() == {"reencrypted": 5, "keyId": "new"}
@@ -382,9 +395,35 @@ def test_keys_rotate_reencrypts_every_wallet_under_the_newest_key(
 
 async def _decryptable_wallets(settings: Settings, user_id: str) -> int:
     store = await Store.open(settings)
-    funding = await store.wallets.funding_wallet(user_id)
-    buyers = await store.wallets.buyer_wallets(user_id)
+    try:
+        funding = await store.wallets.funding_wallet(user_id)
+        buyers = await store.wallets.buyer_wallets(user_id)
+    finally:
+        await store.close()
     return (funding is not None) + len(buyers)
+
+
+@pytest.mark.parametrize(
+    "args",
+    [
+        ("wallets", "create", "--user", "u1", "--funding", "--buyers", "3"),
+        ("wallets", "import", "--user", "u1", "--buyer", "--secret-file", "-"),
+    ],
+    ids=["create", "import"],
+)
+def test_wallets_create_and_import_on_the_memory_store_refuse_instead_of_losing_keys(
+    args: tuple[str, ...],
+) -> None:
+    env = {"PREMIX_MONGODB_URI": "memory://", "PREMIX_ENCRYPTION_KEYS": KeyRing.generate_key()}
+
+    result = premix(*args, env=env, stdin=str(Keypair()))
+
+    assert_one_error_line(
+        result,
+        "PREMIX_MONGODB_URI is memory://, an in-process store that is gone when this command "
+        "exits: the wallet keys would be lost; set it to a MongoDB URI. Nothing was stored",
+    )
+    assert result.stdout == ""
 
 
 class _StringStdin:
@@ -652,19 +691,19 @@ def test_watch_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
     )
 
 
-# --- demo: the whole pipeline in one process (localnet, memory store, Redis, real worker) ---
+# --- demo: the whole pipeline in one process (localnet, memory store, its own Valkey) ---
 
 
-def run_demo_json(redis_url: str, *args: str) -> dict[str, Any]:
-    result = premix("demo", "--json", *args, env={"PREMIX_REDIS_URL": redis_url})
+def run_demo_json(*args: str, env: Mapping[str, str] | None = None) -> dict[str, Any]:
+    result = premix("demo", "--json", *args, env=env)
     assert result.status == 0, result
     assert "Traceback" not in result.stderr
     report: dict[str, Any] = result.json()
     return report
 
 
-def test_demo_fast_mode_funds_73_wallets_in_4_transactions_exactly(redis_url: str) -> None:
-    report = run_demo_json(redis_url, "--mode", "fast", "--amount", "85", "--slot-ms", "20")
+def test_demo_fast_mode_funds_73_wallets_in_4_transactions_exactly() -> None:
+    report = run_demo_json("--mode", "fast", "--amount", "85", "--slot-ms", "20")
 
     wallets = report["wallets"]
     assert report["success"] is True
@@ -686,11 +725,9 @@ def test_demo_fast_mode_funds_73_wallets_in_4_transactions_exactly(redis_url: st
     assert {p["phase"] for p in report["phases"]} == {1, 2, 3, 4, 5, 6}
 
 
-def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet(
-    redis_url: str,
-) -> None:
+def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet() -> None:
     report = run_demo_json(
-        redis_url, "--mode", "standard", "--amount", "1.2", "--max-wallets", "3", "--slot-ms", "20"
+        "--mode", "standard", "--amount", "1.2", "--max-wallets", "3", "--slot-ms", "20"
     )
 
     wallets = report["wallets"]
@@ -703,69 +740,100 @@ def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet(
     assert report["message"].startswith("Premix complete")
 
 
-def test_demo_prints_the_plan_the_progress_and_the_wallet_table(redis_url: str) -> None:
-    result = premix(
-        "demo", "--mode", "fast", "--amount", "1", "--slot-ms", "20",
-        env={"PREMIX_REDIS_URL": redis_url},
-    )  # fmt: skip
+def test_demo_prints_the_plan_the_progress_and_the_wallet_table() -> None:
+    result = premix("demo", "--mode", "fast", "--amount", "1", "--slot-ms", "20")
 
     assert result.status == 0, result
     out = result.stdout
-    assert "20 ms slots" in out
+    assert "20 ms slots" in out and "a private Valkey" in out
     assert "Plan: 2 of them, the fewest whose caps hold the amount" in out
     assert "[6/6] Premix Complete" in out and "100%" in out
     assert "Sent 1 SOL to 2 of 2 wallet(s) in 1 transaction(s); fees 0.000005 SOL" in out
     assert out.count("│ funded │") == 2
 
 
-def test_demo_refuses_an_amount_the_wallets_cannot_hold_before_starting(
-    unreachable_redis_url: str,
-) -> None:
-    result = premix(
-        "demo",
-        "--amount",
-        "2",
-        "--max-wallets",
-        "3",
-        env={"PREMIX_REDIS_URL": unreachable_redis_url},
-    )
+def test_demo_refuses_an_amount_the_wallets_cannot_hold_before_starting() -> None:
+    result = premix("demo", "--amount", "2", "--max-wallets", "3")
 
     assert_one_error_line(
         result, "Amount 2 SOL is more than 3 buyer wallets can hold (at most 1.5 SOL)"
     )
 
 
-def test_demo_with_redis_down_is_one_line(unreachable_redis_url: str) -> None:
-    result = premix("demo", "--amount", "1", env={"PREMIX_REDIS_URL": unreachable_redis_url})
+def test_demo_runs_with_no_redis_anywhere(unreachable_redis_url: str, tmp_path: Any) -> None:
+    # A bare machine: PREMIX_REDIS_URL answers nothing and no redis-server is on PATH.
+    env = {"PREMIX_REDIS_URL": unreachable_redis_url, "PATH": str(tmp_path)}
 
-    assert result.status == 1
-    assert "Traceback" not in result.stderr
-    assert len(result.error_lines) == 1
-    assert result.error_lines[0].startswith("premix: error: Redis unavailable: ")
+    report = run_demo_json("--amount", "1", "--slot-ms", "20", env=env)
+
+    assert report["success"] is True
+    assert report["totals"]["sentLamports"] == 10**9
 
 
-def test_demo_does_not_run_other_jobs_waiting_in_the_queue(redis_url: str) -> None:
-    env = {"PREMIX_REDIS_URL": redis_url}
-    queued = premix("enqueue", "--user", "someone", "--chat-id", "7", "--amount", "1", env=env)
-    assert queued.status == 0
-
-    result = premix("demo", "--amount", "1", env=env)
+def test_demo_with_redis_url_down_is_one_line(unreachable_redis_url: str) -> None:
+    result = premix("demo", "--amount", "1", "--redis-url", unreachable_redis_url)
 
     assert_one_error_line(
-        result,
-        "Demo failed: the premix queue on PREMIX_REDIS_URL already holds 1 job(s), which the "
-        "demo's worker would run; point PREMIX_REDIS_URL at an idle Redis database (for "
-        "example redis://127.0.0.1:6379/15)",
+        result, "Demo failed: Redis at --redis-url did not answer (ConnectionError)"
     )
+
+
+async def test_demo_with_redis_url_leaves_jobs_queued_by_others_alone(
+    redis_url: str, redis_client: Redis
+) -> None:
+    queued = premix(
+        "enqueue", "--user", "someone", "--chat-id", "7", "--amount", "1", "--json",
+        env={"PREMIX_REDIS_URL": redis_url},
+    )  # fmt: skip
+    assert queued.status == 0, queued
+    job_id = queued.json()["jobId"]
+
+    report = run_demo_json("--amount", "1", "--slot-ms", "20", "--redis-url", redis_url)
+
+    assert report["success"] is True
+    assert await redis_client.zrange(QUEUE_NAME, 0, -1) == [job_id.encode()]
+    assert await redis_client.exists(f"arq:job:{job_id}") == 1
+    assert await redis_client.get(USER_LOCK_PREFIX + "someone") == job_id.encode()
+    assert [key async for key in redis_client.scan_iter("premix:demo-*")] == []
+
+
+async def test_demo_with_redis_url_is_never_taken_by_a_worker_running_there(
+    redis_url: str,
+) -> None:
+    # A worker of the real queue, whose store has none of the demo's wallets: had it taken the
+    # demo's job, it would have failed it ("Funding wallet not found").
+    worker = Worker(
+        **worker_settings(make_settings(redis_url)),
+        handle_signals=False,
+        ctx={"settings": make_settings(redis_url)},
+    )
+    running = asyncio.create_task(worker.async_run())
+    try:
+        process = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "premix.cli", "demo", "--json", "--amount", "1",
+            "--slot-ms", "20", "--redis-url", redis_url,
+            env={k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES},
+            stdout=asyncio.subprocess.PIPE,
+        )  # fmt: skip
+        stdout, _ = await asyncio.wait_for(process.communicate(), 120)
+    finally:
+        await worker.close()
+        running.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await running
+
+    assert process.returncode == 0
+    assert json.loads(stdout)["success"] is True
+    assert (worker.jobs_complete, worker.jobs_failed, worker.jobs_retried) == (0, 0, 0)
 
 
 async def test_demo_interrupted_mid_run_exits_130_and_leaves_no_job_behind(
     redis_url: str, redis_client: Redis
 ) -> None:
     environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
-    environment["PREMIX_REDIS_URL"] = redis_url
     process = await asyncio.create_subprocess_exec(
         sys.executable, "-m", "premix.cli", "demo", "--json", "--amount", "85", "--slot-ms", "200",
+        "--redis-url", redis_url,
         env=environment,
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
@@ -785,5 +853,6 @@ async def test_demo_interrupted_mid_run_exits_130_and_leaves_no_job_behind(
     assert stderr.decode() == "premix: error: interrupted\n"
     assert stdout == b""
     assert await redis_client.zcard(QUEUE_NAME) == 0
+    assert [key async for key in redis_client.scan_iter("premix:demo-*")] == []
     assert [key async for key in redis_client.scan_iter(f"{USER_LOCK_PREFIX}*")] == []
     assert [key async for key in redis_client.scan_iter("arq:job:*")] == []
