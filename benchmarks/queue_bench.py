@@ -12,13 +12,15 @@ sections; the machine's Redis is never touched.
 - worker RSS: the same worker process then runs a 73-wallet fast premix and a 21-wallet
   standard premix for a user it stored wallets for; its peak RSS is read when it stops. The
   localnet runs in the benchmark process, so the figure is the worker alone.
-- throughput: 10-wallet fast premixes for distinct users, all enqueued first, then 1, 2 or 4
-  arq `Worker` instances (premix's `WorkerSettings`, max_jobs=1 each) start in this one process
-  and share one embedded memory store (a memory store cannot be shared across processes; the
-  work is I/O-bound: waiting on slots and RPC). Jobs per second from the workers' start until
-  the last job's terminal event. With `PREMIX_BENCH_MONGODB_URI` set, the workers are separate
-  `benchmarks.worker_process` processes sharing that MongoDB (a fresh database per run,
-  dropped afterwards), started idle before the jobs are enqueued.
+- throughput, measured twice on 10-wallet fast premixes for distinct users:
+  - `processes` (how premix is deployed): 1, 2 or 4 separate worker processes
+    (`benchmarks.worker_process`: premix's worker settings, max_jobs=1 each) sharing one store,
+    a SecantusDB the benchmark starts (`premix.servers`; or the MongoDB at
+    `PREMIX_BENCH_MONGODB_URI`), a fresh database per run; the processes start idle, then every
+    job is enqueued. Jobs per second from the first enqueue to the last job's terminal event.
+  - `in_process`: every job enqueued first, then 1, 2 or 4 arq `Worker` instances start in
+    this one process sharing one embedded memory store (one event loop: what a single process
+    can overlap). Jobs per second from the workers' start to the last terminal event.
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ from premix.keys import KeyRing
 from premix.localnet import Localnet
 from premix.progress import ProgressEvent
 from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
+from premix.servers import ServerError, private_secantus
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 from premix.worker import worker_settings
@@ -64,7 +67,7 @@ RSS_JOBS = (  # (amount in SOL, options): one of each engine
     (12.7, {"mode": "standard", "maxWallets": 21}),
 )
 
-# Set: throughput runs separate worker processes sharing this MongoDB (optional).
+# Set: the worker processes share this MongoDB instead of a SecantusDB started here.
 MONGODB_URI_ENV = "PREMIX_BENCH_MONGODB_URI"
 
 
@@ -287,6 +290,10 @@ async def _wait_until_user_free(redis: Redis, user_id: str) -> None:
             await asyncio.sleep(0.01)
 
 
+IN_PROCESS = "arq Worker instances in one process"
+PROCESSES = "separate worker processes"
+
+
 async def bench_throughput(
     settings: Settings,
     net: Localnet,
@@ -296,51 +303,53 @@ async def bench_throughput(
     worker_counts: list[int],
     jobs: int,
     repeat: int,
-    mongodb_uri: str | None,
+    mongodb: tuple[str, str] | None,
     progress: Progress,
 ) -> dict[str, Any]:
-    """Jobs per second for each worker count, `repeat` times (interleaved). With `mongodb_uri`
-    the workers are separate processes sharing that MongoDB; otherwise arq `Worker` instances
-    in this process sharing one memory store."""
-    samples: dict[int, list[float]] = {k: [] for k in worker_counts}
-    completed: dict[int, list[int]] = {k: [] for k in worker_counts}
-    for round_number in range(repeat):
-        for workers in worker_counts:
-            if progress is not None:
-                progress(
-                    f"queue: throughput, {workers} worker(s), {jobs} jobs, "
-                    f"run {round_number + 1}/{repeat}"
-                )
-            if mongodb_uri is None:
-                seconds, done = await _throughput_in_process(settings, net, watcher, workers, jobs)
-            else:
-                seconds, done = await _throughput_processes(
-                    settings, net, watcher, workers, jobs, mongodb_uri
-                )
-            await redis.flushdb()
-            samples[workers].append(jobs / seconds)
-            completed[workers].append(done)
-    by_workers = [
-        {
-            "workers": k,
-            "jobs": jobs,
-            "completed": completed[k],
-            "jobs_per_second": Spread.of(samples[k]).to_dict(),
+    """Jobs per second for each worker count, `repeat` times (interleaved), in worker processes
+    sharing `mongodb` (URI, description; None: not measured) and in one process sharing a
+    memory store."""
+    result: dict[str, Any] = {"wallets_per_job": THROUGHPUT_WALLETS, "mode": "fast"}
+    for kind in (PROCESSES, IN_PROCESS):
+        if kind == PROCESSES and mongodb is None:
+            result["processes"] = None
+            continue
+        samples: dict[int, list[float]] = {k: [] for k in worker_counts}
+        completed: dict[int, list[int]] = {k: [] for k in worker_counts}
+        for round_number in range(repeat):
+            for workers in worker_counts:
+                if progress is not None:
+                    progress(
+                        f"queue: throughput, {workers} {kind}, {jobs} jobs, "
+                        f"run {round_number + 1}/{repeat}"
+                    )
+                if mongodb is not None and kind == PROCESSES:
+                    seconds, done = await _throughput_processes(
+                        settings, net, watcher, workers, jobs, mongodb[0]
+                    )
+                else:
+                    seconds, done = await _throughput_in_process(
+                        settings, net, watcher, workers, jobs
+                    )
+                await redis.flushdb()
+                samples[workers].append(jobs / seconds)
+                completed[workers].append(done)
+        medians = [Spread.of(samples[k]).median for k in worker_counts]
+        result["processes" if kind == PROCESSES else "in_process"] = {
+            "measured_in": kind,
+            "store": mongodb[1] if mongodb is not None and kind == PROCESSES else "memory://",
+            "by_workers": [
+                {
+                    "workers": k,
+                    "jobs": jobs,
+                    "completed": completed[k],
+                    "jobs_per_second": Spread.of(samples[k]).to_dict(),
+                }
+                for k in worker_counts
+            ],
+            "speedup_over_one_worker": [m / medians[0] for m in medians],
         }
-        for k in worker_counts
-    ]
-    medians = [Spread.of(samples[k]).median for k in worker_counts]
-    return {
-        "measured_in": (
-            "arq Worker instances in one process sharing the memory store"
-            if mongodb_uri is None
-            else "separate worker processes sharing MongoDB (PREMIX_BENCH_MONGODB_URI)"
-        ),
-        "wallets_per_job": THROUGHPUT_WALLETS,
-        "mode": "fast",
-        "by_workers": by_workers,
-        "speedup_over_one_worker": [m / medians[0] for m in medians],
-    }
+    return result
 
 
 async def _seed_users(store: Store, net: Localnet, jobs: int) -> list[str]:
@@ -444,6 +453,19 @@ async def _throughput_processes(
     return seconds, done
 
 
+def _throughput_store(services: contextlib.ExitStack) -> tuple[str, str] | None:
+    """The MongoDB the worker processes share (URI, what it is): `PREMIX_BENCH_MONGODB_URI`,
+    else a SecantusDB started here (kept until `services` closes); None without either."""
+    uri = os.environ.get(MONGODB_URI_ENV)
+    if uri:
+        return uri, f"MongoDB at {MONGODB_URI_ENV}"
+    try:
+        server = services.enter_context(private_secantus())
+    except ServerError:  # the dev extra (secantusdb) is not installed
+        return None
+    return server.url, "SecantusDB (--sync-on-commit), started by the benchmark"
+
+
 async def bench_queue(
     *,
     redis_url: str,
@@ -457,7 +479,9 @@ async def bench_queue(
 ) -> dict[str, Any]:
     """Return the JSON section `queue` (the Redis at `redis_url` is flushed: a private one)."""
     redis = Redis.from_url(redis_url)
+    services = contextlib.ExitStack()
     try:
+        mongodb = _throughput_store(services)
         await redis.flushdb()
         with Localnet(slot_ms=slot_ms, seed=0) as net:
             settings = base_settings(redis_url, net.url)
@@ -476,11 +500,12 @@ async def bench_queue(
                     worker_counts=worker_counts,
                     jobs=throughput_jobs,
                     repeat=repeat,
-                    mongodb_uri=os.environ.get(MONGODB_URI_ENV) or None,
+                    mongodb=mongodb,
                     progress=progress,
                 )
             reset_memory_stores(settings.mongodb_uri)
     finally:
+        services.close()
         await close_queue()
         await redis.flushdb()
         await redis.aclose()

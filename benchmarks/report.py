@@ -172,28 +172,32 @@ def _queue_section(queue: dict[str, Any]) -> Section:
         row("pickup: enqueue to phase-1 event", queue["pickup"]["milliseconds"], "ms", 1)
     )
     throughput = queue["throughput"]
-    for entry in throughput["by_workers"]:
-        section.rows.append(
-            row(
-                f"throughput, {entry['workers']} worker(s), {entry['jobs']} jobs",
-                entry["jobs_per_second"],
-                "jobs/s",
+    runs = [run for run in (throughput["processes"], throughput["in_process"]) if run is not None]
+    for run in runs:
+        for entry in run["by_workers"]:
+            section.rows.append(
+                row(
+                    f"throughput, {entry['workers']} x {run['measured_in']}, {entry['jobs']} jobs",
+                    entry["jobs_per_second"],
+                    "jobs/s",
+                )
             )
-        )
     rss = queue["worker_rss"]
     section.rows.append(
         ["worker peak RSS (MB)", f"{rss['peak_rss_bytes'] / 10**6:.1f}", "-", "-", "-", "1"]
     )
-    speedups = ", ".join(
-        f"{e['workers']}: x{s:.2f}"
-        for e, s in zip(
-            throughput["by_workers"], throughput["speedup_over_one_worker"], strict=True
+    speedups = "; ".join(
+        f"{run['measured_in']} ({run['store']}): "
+        + ", ".join(
+            f"{e['workers']}: x{speedup:.2f}"
+            for e, speedup in zip(run["by_workers"], run["speedup_over_one_worker"], strict=True)
         )
+        for run in runs
     )
     jobs = "; ".join(f"{j['mode']} {j['amount_sol']} SOL: {j['status']}" for j in rss["jobs"])
     section.notes = [
         f"Throughput: {throughput['wallets_per_job']}-wallet {throughput['mode']} premixes for "
-        f"distinct users; {throughput['measured_in']}. Speed-up over one worker: {speedups}.",
+        f"distinct users. Speed-up over one worker: {speedups}.",
         f"Pickup: an idle worker process polling every {queue['worker_poll_delay_seconds']} s "
         "(premix's default); jobs enqueued one at a time, each after the previous ended, at "
         "offsets spread evenly over one poll period.",

@@ -37,7 +37,7 @@ FULL = {
     "enqueues": 1000,
     "pickups": 200,
     "workers": "1,2,4",
-    "throughput_jobs": 8,
+    "throughput_jobs": 16,
     "plan_number": 2000,
 }
 QUICK = {
@@ -64,7 +64,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--enqueues", type=int, help="enqueues timed (default 1000)")
     parser.add_argument("--pickups", type=int, help="jobs whose pickup is timed (default 200)")
     parser.add_argument("--workers", help="comma-separated worker counts (default 1,2,4)")
-    parser.add_argument("--throughput-jobs", type=int, help="jobs per throughput run (default 8)")
+    parser.add_argument("--throughput-jobs", type=int, help="jobs per throughput run (default 16)")
     parser.add_argument("--plan-number", type=int, help="plans per planner timing (default 2000)")
     parser.add_argument(
         "--confirm-poll-seconds",
