@@ -1,7 +1,9 @@
 """Fixtures shared by the worker tests: a fast localnet, settings pointing at the test Redis,
-that localnet and a fresh memory store, the store opened on them, and logging restored after
-each test (the worker configures structlog)."""
+that localnet and a fresh store (each test using them runs twice: on a memory:// store and on a
+fresh database of the session's MongoDB-wire server), the store opened on them, and logging
+restored after each test (the worker configures structlog)."""
 
+import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -17,9 +19,16 @@ def net(fast_localnet: Localnet) -> Localnet:
     return fast_localnet
 
 
-@pytest.fixture
-def settings(redis_url: str, net: Localnet) -> Settings:
-    return make_settings(redis_url, net.url)
+@pytest.fixture(params=["memory", "mongodb"])
+def settings(request: pytest.FixtureRequest, redis_url: str, net: Localnet) -> Settings:
+    if request.param == "memory":
+        return make_settings(redis_url, net.url)
+    return make_settings(
+        redis_url,
+        net.url,
+        mongodb_uri=request.getfixturevalue("mongodb_url"),
+        mongodb_database=f"premix_worker_{uuid.uuid4().hex[:12]}",
+    )
 
 
 @pytest.fixture

@@ -65,12 +65,13 @@ def make_settings(
 
 @contextlib.asynccontextmanager
 async def open_store(settings: Settings) -> AsyncIterator[Store]:
-    """The test's view of the worker's memory store; forgotten afterwards."""
+    """The test's view of the worker's store; emptied (dropped or forgotten) afterwards."""
     store = await Store.open(settings)
     await store.ensure_indexes()
     try:
         yield store
     finally:
+        await store.drop_database()
         await store.close()
         reset_memory_stores(settings.mongodb_uri)
 

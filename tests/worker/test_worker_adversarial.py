@@ -417,6 +417,7 @@ async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot
 # --- services failing mid-run ---
 
 
+@pytest.mark.parametrize("settings", ["memory"], indirect=True)  # patches the memory adapter
 async def test_a_store_write_that_lands_but_reports_an_error_is_resumed_without_paying_twice(
     settings: Settings,
     store: Store,
