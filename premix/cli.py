@@ -35,7 +35,7 @@ from premix.constants import MAX_BUYER_WALLETS
 from premix.demo import DEFAULT_AMOUNT_SOL as DEMO_DEFAULT_AMOUNT_SOL
 from premix.demo import DEFAULT_SLOT_MS as DEMO_DEFAULT_SLOT_MS
 from premix.demo import DemoOptions, DemoReport, run_demo
-from premix.distribution import TierTable, format_plan, plan_distribution
+from premix.distribution import format_plan, plan_distribution
 from premix.errors import PremixError, TransientError
 from premix.jobs import USER_ID_PATTERN, USER_ID_RULE, EnqueueResult, Mode
 from premix.keys import KeyRing, keypair_from_file, keypair_from_secret
@@ -220,7 +220,7 @@ def plan(
     amounts add up exactly to the amount.
     """
     settings = state.settings
-    table = TierTable.from_settings(settings)
+    table = settings.tier_table()
     available = available_wallets if available_wallets is not None else settings.max_wallets
     wallet_limit = min(available, settings.wallet_limit(max_wallets))
     amounts = plan_distribution(amount_lamports, wallet_limit, table)

@@ -37,7 +37,7 @@ from solders.pubkey import Pubkey
 
 from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
 from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
-from premix.distribution import TierTable, plan_distribution
+from premix.distribution import plan_distribution
 from premix.errors import PremixError
 from premix.jobs import Mode
 from premix.keys import KeyRing
@@ -179,7 +179,7 @@ def demo_plan(options: DemoOptions, settings: Settings) -> list[int]:
     return plan_distribution(
         options.amount_lamports,
         settings.wallet_limit(options.max_wallets),
-        TierTable.from_settings(settings),
+        settings.tier_table(),
     )
 
 

@@ -28,7 +28,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION, USER_LOCK_PREFIX
-from premix.distribution import DistributionError, TierTable, wallets_needed
+from premix.distribution import DistributionError, wallets_needed
 from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
 from premix.logs import get_logger
 from premix.serialization import job_deserializer, job_serializer
@@ -153,7 +153,7 @@ def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None
     """Return why no plan can hold the amount for the wallets allowed, or None if one can."""
     wallet_limit = settings.wallet_limit(job.max_wallets)
     try:
-        wallets_needed(job.amount_lamports, wallet_limit, TierTable.from_settings(settings))
+        wallets_needed(job.amount_lamports, wallet_limit, settings.tier_table())
     except DistributionError as e:
         return f"mixAmount: {e}"
     return None

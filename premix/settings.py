@@ -7,6 +7,7 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
+from premix.distribution import TierTable
 
 MEMORY_STORE_URI = "memory://"
 
@@ -81,9 +82,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         # Fail when the settings are read, not in the middle of a job.
-        from premix.distribution import TierTable  # distribution reads Settings: import late
-
-        TierTable.from_settings(self)
+        self.tier_table()
         arq_redelivery_seconds = self.job_timeout_seconds + 10
         if self.user_lock_ttl_seconds <= arq_redelivery_seconds:
             raise ValueError(
@@ -92,6 +91,11 @@ class Settings(BaseSettings):
                 "job's user lock outlives the wait before arq runs it again"
             )
         return self
+
+    def tier_table(self) -> TierTable:
+        """The tier table of `tier_caps_sol` and `min_wallet_sol` (raises `ValueError` naming
+        the setting for an invalid one; `Settings()` itself refuses those)."""
+        return TierTable.from_sol(self.tier_caps_sol, self.min_wallet_sol)
 
     @property
     def fee_buffer_lamports(self) -> int:

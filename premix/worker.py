@@ -48,7 +48,7 @@ from solders.signature import Signature
 
 from premix.amounts import format_sol, sol_text
 from premix.constants import JOB_FUNCTION
-from premix.distribution import DistributionError, TierTable, plan_distribution
+from premix.distribution import DistributionError, plan_distribution
 from premix.errors import (
     FundingWalletNotFound,
     InsufficientBalance,
@@ -463,7 +463,7 @@ class PremixRun:
 
     def _plan(self, wallet_count: int) -> list[int]:
         try:
-            table = TierTable.from_settings(self.settings)
+            table = self.settings.tier_table()
             return plan_distribution(self.job.amount_lamports, wallet_count, table)
         except DistributionError as e:
             raise InvalidParameters(f"mixAmount: {e}") from e

@@ -26,7 +26,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from premix.constants import PROGRESS_CHANNEL_PREFIX, RUNS_COLLECTION
-from premix.distribution import TierTable, plan_distribution
+from premix.distribution import plan_distribution
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Commitment, Localnet
 from premix.logs import reset_logging
@@ -102,7 +102,7 @@ class User:
     def plan(self, amount_lamports: int, max_wallets: int | None = None) -> list[int]:
         """The plan the worker must follow for `amount_lamports` with default tiers."""
         wallets = min(len(self.buyers), max_wallets or len(self.buyers))
-        return plan_distribution(amount_lamports, wallets, TierTable.from_settings(Settings()))
+        return plan_distribution(amount_lamports, wallets, Settings().tier_table())
 
     def buyer_balances(self, net: Localnet) -> list[int]:
         return [net.balance(buyer.pubkey()) for buyer in self.buyers]
