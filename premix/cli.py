@@ -44,7 +44,8 @@ from premix.logs import configure_logging, redact_text
 from premix.progress import ProgressEvent, ProgressStatus, latest_progress, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds, queue_pool
 from premix.settings import Settings, describe_settings_error
-from premix.store import BUYER, FUNDING, Store, TooManyBuyerWallets
+from premix.store import Store
+from premix.wallets import BUYER, FUNDING, TooManyBuyerWallets
 
 PROG = "premix"
 EXIT_FAILURE = 1

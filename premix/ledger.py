@@ -20,8 +20,8 @@ from typing import Any, Protocol, cast
 from pymongo.errors import DuplicateKeyError
 
 from premix.constants import RUNS_COLLECTION
+from premix.documents import DocumentCollection
 from premix.errors import TransientError
-from premix.store import DocumentCollection
 
 Document = dict[str, Any]
 MAX_INT64 = 2**63 - 1  # the largest integer BSON (MongoDB) stores

@@ -53,7 +53,6 @@ from premix.errors import (
     FundingWalletNotFound,
     InsufficientBalance,
     InvalidParameters,
-    MixerFailed,
     NoBuyerWallets,
     PremixError,
     TransientError,
@@ -64,6 +63,7 @@ from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, Transaction
 from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import (
     FeePolicy,
+    MixerFailed,
     MixerProgress,
     MixResult,
     WalletStatus,

@@ -47,7 +47,11 @@ def import_graph() -> dict[str, set[str]]:
         parent = module.rpartition(".")[0]
         for imported in list(graph[module]):
             ancestor = imported.rpartition(".")[0]
-            while ancestor and ancestor != parent and not module.startswith(ancestor + "."):
+            while (
+                ancestor
+                and ancestor not in (parent, module)
+                and not module.startswith(ancestor + ".")
+            ):
                 graph[module].add(ancestor)
                 ancestor = ancestor.rpartition(".")[0]
     return graph

@@ -1,9 +1,8 @@
 """The per-wallet report built from the ledger: a transfer signed and sent but not settled is
 reported as pending (it may still land), never as not sent."""
 
-from premix.errors import MixerFailed
 from premix.ledger import AttemptState, utc_now
-from premix.mixer import WalletStatus
+from premix.mixer import MixerFailed, WalletStatus
 from premix.mixer.result import result_from_record
 from tests.test_mixer_helpers import run_with_plan, signed_attempt
 

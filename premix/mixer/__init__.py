@@ -10,12 +10,13 @@ import structlog
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix.errors import InvalidParameters, MixerFailed
+from premix.errors import InvalidParameters
 from premix.ledger import Ledger, RunStatus
 from premix.mixer.engine import MixerRun, ProgressCallback
 from premix.mixer.fast import run_fast
 from premix.mixer.packing import FeePolicy, estimate_fee_lamports, transaction_count
 from premix.mixer.result import (
+    MixerFailed,
     MixerProgress,
     MixResult,
     WalletOutcome,
@@ -29,6 +30,7 @@ from premix.settings import Settings
 __all__ = [
     "FeePolicy",
     "MixResult",
+    "MixerFailed",
     "MixerProgress",
     "ProgressCallback",
     "WalletOutcome",

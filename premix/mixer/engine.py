@@ -23,7 +23,7 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from premix.amounts import format_sol
-from premix.errors import MixerFailed, TransientError
+from premix.errors import TransientError
 from premix.ledger import (
     Attempt,
     AttemptState,
@@ -34,7 +34,7 @@ from premix.ledger import (
     utc_now,
 )
 from premix.mixer.packing import FeePolicy, build_message, sign
-from premix.mixer.result import MixerProgress, MixResult, result_from_record
+from premix.mixer.result import MixerFailed, MixerProgress, MixResult, result_from_record
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 
 log = structlog.get_logger(__name__)

@@ -1,9 +1,13 @@
-"""What a mixer run reports: per-wallet outcomes, totals and progress. Built from the ledger."""
+"""What the transfer engine reports: per-wallet outcomes, totals and progress, built from the
+ledger, and `MixerFailed`, the failure that carries that report."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
+from premix.amounts import format_sol
+from premix.errors import PremixError
 from premix.ledger import AttemptState, RunRecord, TransactionState
 
 
@@ -78,6 +82,46 @@ class MixResult:
             "fee_lamports": self.fee_lamports,
             "transactions": self.transactions,
         }
+
+
+class MixerFailed(PremixError):
+    """The transfer engine stopped; the message lists what was and was not sent."""
+
+    title = "Mixer operation failed"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        funded: Sequence[tuple[str, int]] = (),
+        unfunded: Sequence[tuple[str, int]] = (),
+        pending: Sequence[tuple[str, int]] = (),
+        result: MixResult | None = None,
+    ) -> None:
+        self.reason = reason
+        self.funded = list(funded)
+        self.unfunded = list(unfunded)
+        self.pending = list(pending)
+        self.result = result  # the mixer's per-wallet report (signatures, errors), if it ran
+        sent = sum(lamports for _, lamports in self.funded)
+        detail = (
+            f"{reason}. Sent {format_sol(sent)} to {len(self.funded)} wallet(s); "
+            f"{len(self.unfunded)} wallet(s) not funded"
+        )
+        if self.pending:
+            detail += f"; {len(self.pending)} wallet(s) pending (sent, may still land)"
+        super().__init__(detail)
+
+    @classmethod
+    def from_result(cls, reason: str, result: MixResult) -> "MixerFailed":
+        """The failure with `result`'s per-wallet report (funded, not funded, pending)."""
+        return cls(
+            reason,
+            funded=result.funded,
+            unfunded=result.unfunded,
+            pending=result.pending,
+            result=result,
+        )
 
 
 @dataclass(frozen=True)

@@ -20,12 +20,13 @@ from premix import worker as worker_module
 from premix.constants import JOB_FUNCTION, PROGRESS_ALL_CHANNEL, QUEUE_NAME, RUNS_COLLECTION
 from premix.errors import PremixError
 from premix.localnet import Localnet
+from premix.memory_store import MemoryCollection
 from premix.notify import Notifier
 from premix.progress import ProgressEvent, latest_progress
 from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder, user_lock_key
 from premix.rpc import SendResult
 from premix.settings import Settings
-from premix.store import MemoryCollection, Store
+from premix.store import Store
 from tests.fixtures.store import secret_forms
 from tests.worker.helpers import (
     BOT_TOKEN,
