@@ -36,7 +36,7 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
+from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
 from premix.distribution import plan_distribution
 from premix.errors import PremixError
 from premix.jobs import Mode
@@ -51,8 +51,6 @@ from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 from premix.worker import worker_settings
 
-DEFAULT_AMOUNT_SOL: Final = "25"
-DEFAULT_SLOT_MS: Final = 50
 # Airdropped on top of the amount and PREMIX_FEE_BUFFER_SOL: covers every fee (73 signatures
 # at 5,000 lamports plus any priority fee) many times over.
 FEE_ALLOWANCE_LAMPORTS: Final = LAMPORTS_PER_SOL // 10
@@ -72,9 +70,9 @@ class DemoOptions:
     """What `premix demo` was asked for."""
 
     mode: Mode = "standard"
-    amount_lamports: int = sol_to_lamports(DEFAULT_AMOUNT_SOL)
+    amount_lamports: int = sol_to_lamports(DEMO_AMOUNT_SOL)
     max_wallets: int | None = None
-    slot_ms: int = DEFAULT_SLOT_MS
+    slot_ms: int = DEMO_SLOT_MS
     timeout_seconds: float = 300.0
     redis_url: str | None = None  # None: a private Valkey for the run
 
