@@ -45,10 +45,11 @@ from premix.ledger import Ledger
 from premix.localnet import Localnet
 from premix.mixer.result import WalletStatus, result_from_record
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
-from premix.queue import close_queue, enqueue_premix_funds, release_user_lock
+from premix.queue import close_queue, enqueue_premix_funds
 from premix.servers import ServerError, private_valkey
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
+from premix.user_lock import release_user_lock
 from premix.worker import worker_settings
 
 # Airdropped on top of the amount and PREMIX_FEE_BUFFER_SOL: covers every fee (73 signatures

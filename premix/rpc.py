@@ -78,7 +78,8 @@ class RpcRequestError(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long one RPC call keeps trying before it raises `TransientError`."""
+    """How long one RPC call keeps trying before it raises `TransientError` (the defaults are
+    the `PREMIX_RPC_RETRY_*` settings')."""
 
     attempts: int = 6
     base_delay_seconds: float = 0.1
@@ -161,8 +162,17 @@ class SolanaRpc:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SolanaRpc":
-        """Return a client for `settings.rpc_url` with `settings.rpc_timeout_seconds`."""
-        return cls(settings.rpc_url, timeout_seconds=settings.rpc_timeout_seconds)
+        """Return a client for `settings.rpc_url` with its timeout and retry policy."""
+        return cls(
+            settings.rpc_url,
+            timeout_seconds=settings.rpc_timeout_seconds,
+            retry=RetryPolicy(
+                attempts=settings.rpc_retry_attempts,
+                base_delay_seconds=settings.rpc_retry_base_delay_seconds,
+                max_delay_seconds=settings.rpc_retry_max_delay_seconds,
+                max_retry_after_seconds=settings.rpc_retry_after_max_seconds,
+            ),
+        )
 
     async def close(self) -> None:
         """Close the HTTP connections."""

@@ -12,7 +12,6 @@ from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, get_args
 
 import click
-from pydantic import ValidationError
 from rich.console import Console
 
 from premix.amounts import AmountError, sol_to_lamports
@@ -20,7 +19,7 @@ from premix.constants import MAX_BUYER_WALLETS
 from premix.errors import PremixError
 from premix.jobs import USER_ID_PATTERN, USER_ID_RULE, Mode
 from premix.logs import configure_logging, redact_text
-from premix.settings import Settings, describe_settings_error
+from premix.settings import Settings, SettingsInvalid, describe_settings_error
 
 PROG = "premix"
 EXIT_FAILURE = 1
@@ -53,7 +52,7 @@ class CliState:
         if self._settings is None:
             try:
                 settings = Settings()
-            except ValidationError as e:
+            except SettingsInvalid as e:
                 raise CommandFailed(f"invalid configuration: {describe_settings_error(e)}") from e
             # Errors are the command's one line; logs only with --verbose.
             level = settings.log_level if self.verbose else "CRITICAL"
