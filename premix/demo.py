@@ -43,7 +43,7 @@ from premix.jobs import Mode
 from premix.keys import KeyRing
 from premix.ledger import Ledger
 from premix.localnet import Localnet
-from premix.mixer.result import WalletStatus, result_from_record
+from premix.mixer import MixResult, WalletStatus
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds
 from premix.servers import ServerError, private_valkey
@@ -301,7 +301,7 @@ async def _run(
         wallets: tuple[DemoWallet, ...] = ()
         sent = fees = transactions = 0
     else:
-        mix = result_from_record(record)
+        mix = MixResult.from_record(record)
         wallets = tuple(
             DemoWallet(
                 position=position,

@@ -18,8 +18,6 @@ hears only from the newer one.
 """
 
 import asyncio
-from collections.abc import Collection
-from dataclasses import dataclass
 from typing import Any, Final
 
 from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
@@ -28,8 +26,6 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
-from solders.signature import Signature
 
 from premix.amounts import format_sol
 from premix.distribution import DistributionError, plan_distribution
@@ -42,19 +38,9 @@ from premix.errors import (
     TransientError,
 )
 from premix.jobs import PremixFundsJob
-from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
+from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus
 from premix.logs import get_logger, redact_text
-from premix.mixer import (
-    FeePolicy,
-    MixerFailed,
-    MixerProgress,
-    MixResult,
-    estimate_fee_lamports,
-    run_mixer,
-    transaction_count,
-)
-from premix.mixer.engine import MixerRun
-from premix.mixer.result import result_from_record
+from premix.mixer import MixerFailed, MixerProgress, MixResult, Payout, check_recipients
 from premix.notify import Notifier
 from premix.progress import Phase, ProgressEmitter
 from premix.results import build_result, completion_message
@@ -67,83 +53,6 @@ log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
 ARQ_IN_PROGRESS_EXTRA_SECONDS: Final = 10  # arq's in-progress marker outlives the job timeout
-# Phase 6 reads the recipients' balances this many times before calling a shortfall real
-# (a node may serve balances a moment behind the signature statuses it confirmed).
-VERIFY_BALANCE_TRIES: Final = 5
-
-
-# --- phase 4: what the funding wallet must hold ---
-
-
-@dataclass(frozen=True)
-class BalanceNeed:
-    """What the funding wallet must hold for the transfers of a run that are not done yet."""
-
-    transfer_lamports: int  # still to send
-    wallets: int  # still to fund
-    fee_lamports: int  # fees of the transactions still to land
-    transactions: int
-    buffer_lamports: int  # settings.fee_buffer_sol
-    already_sent_lamports: int  # landed in an earlier execution of the run: not needed again
-
-    @property
-    def total_lamports(self) -> int:
-        """Lamports needed in the funding wallet (0 when nothing is left to send)."""
-        if self.wallets == 0:
-            return 0
-        return self.transfer_lamports + self.fee_lamports + self.buffer_lamports
-
-    def describe(self) -> str:
-        """'0.5 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer'."""
-        text = (
-            f"{format_sol(self.transfer_lamports)} to {self.wallets} wallet(s) + "
-            f"{format_sol(self.fee_lamports)} fees for {self.transactions} transaction(s) + "
-            f"{format_sol(self.buffer_lamports)} buffer"
-        )
-        if self.already_sent_lamports:
-            text += f"; {format_sol(self.already_sent_lamports)} already sent"
-        return text
-
-
-def balance_needed(
-    run: RunRecord,
-    mode: str,
-    fees: FeePolicy,
-    buffer_lamports: int,
-    *,
-    landed_ok: Collection[str] = (),
-) -> BalanceNeed:
-    """Return what the funding wallet must still hold to finish `run` (its plan recorded).
-
-    Transfers whose transaction landed (in the ledger, or an open attempt whose signature is in
-    `landed_ok`, found on chain) are already paid and not needed again. Every other recorded
-    transaction needs its transfers and one more fee; transfers never signed are packed as
-    `mode` packs them.
-    """
-    done = set(run.funded_positions())
-    fee_lamports = transactions = 0
-    for tx in run.transactions:
-        if tx.state is TransactionState.LANDED_OK:
-            continue
-        attempt = tx.open_attempt
-        if attempt is not None and attempt.signature in landed_ok:
-            done.update(tx.transfers)
-            continue
-        fee_lamports += fees.fee_lamports(len(tx.transfers))
-        transactions += 1
-    uncovered = len(run.uncovered_positions())
-    if uncovered:
-        fee_lamports += estimate_fee_lamports(mode, uncovered, fees)
-        transactions += transaction_count(mode, uncovered, fees)
-    outstanding = [entry.lamports for entry in run.plan if entry.position not in done]
-    return BalanceNeed(
-        transfer_lamports=sum(outstanding),
-        wallets=len(outstanding),
-        fee_lamports=fee_lamports,
-        transactions=transactions,
-        buffer_lamports=buffer_lamports,
-        already_sent_lamports=sum(e.lamports for e in run.plan if e.position in done),
-    )
 
 
 class Superseded(Exception):
@@ -167,6 +76,7 @@ class JobExecution:
         self.phase = Phase.JOB_STARTED
         self.ledger = Ledger(self.store)
         self.run_opened = False
+        self.payout: Payout | None = None  # the engine's payout, once phase 4 or an ending made it
         self.lock = HeldUserLock(
             self.redis, job.user_id, job_id, self.settings.user_lock_ttl_seconds
         )
@@ -234,7 +144,7 @@ class JobExecution:
             # Delivered again after the run completed (the worker died at the very end):
             # nothing is sent; only phase 6 runs.
             self.log.info("run_already_completed")
-            return await self._complete(result_from_record(run))
+            return await self._complete(await self._payout(run))
 
         await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
         funding, buyers = await self._load_wallets()
@@ -245,29 +155,21 @@ class JobExecution:
         if not run.plan:  # a re-run keeps the plan it started with
             amounts = self._plan(len(buyers))
             recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
+            check_recipients(funding.pubkey(), recipients)
             run = await self.ledger.record_plan(self.job_id, recipients, amounts)
 
         await self._enter(
             Phase.CHECKING_BALANCES,
             f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} plus fees",
         )
-        await self._check_balances(funding, run)
+        payout = await self._payout(run)  # settles what an earlier execution left open
+        await self._check_balances(funding, payout)
 
         await self._enter(
             Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
         )
-        mix = await run_mixer(
-            run_id=self.job_id,
-            mode=self.job.mode,
-            funding=funding,
-            recipients=[Pubkey.from_string(entry.recipient) for entry in run.plan],
-            amounts=[entry.lamports for entry in run.plan],
-            rpc=self.rpc,
-            ledger=self.ledger,
-            settings=self.settings,
-            on_progress=self._mixer_progress,
-        )
-        return await self._complete(mix)
+        await payout.pay(funding, on_progress=self._mixer_progress)
+        return await self._complete(payout)
 
     # --- phases 2 and 3 ---
 
@@ -291,32 +193,11 @@ class JobExecution:
 
     # --- phase 4 ---
 
-    async def _check_balances(self, funding: Keypair, run: RunRecord) -> None:
+    async def _check_balances(self, funding: Keypair, payout: Payout) -> None:
         """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
-        its fees and the buffer. A resumed run needs only what did not go out yet."""
-        landed_ok: set[str] = set()
-        if run.open_attempts():
-            # An earlier execution died after a send: settle what it left open first, so what
-            # landed counts as sent, in the check and in the report.
-            run = await self._settle_open_attempts(run, funding)
-            still_open = [attempt for _, attempt in run.open_attempts()]
-            if still_open:
-                # Seen on chain but not yet confirmed: as good as gone from the balance.
-                statuses = await self.rpc.signature_statuses(
-                    [Signature.from_string(a.signature) for a in still_open]
-                )
-                landed_ok = {
-                    attempt.signature
-                    for attempt, status in zip(still_open, statuses, strict=True)
-                    if status is not None and status.error is None
-                }
-        need = balance_needed(
-            run,
-            self.job.mode,
-            FeePolicy.from_settings(self.settings),
-            self.settings.fee_buffer_lamports,
-            landed_ok=landed_ok,
-        )
+        its fees and the buffer. A resumed run needs only what did not go out yet (what an
+        earlier execution sent was settled when the payout resumed)."""
+        need = payout.need(self.settings.fee_buffer_lamports)
         if need.total_lamports == 0:
             self.log.info("nothing_left_to_send")
             return
@@ -334,20 +215,10 @@ class JobExecution:
                 breakdown=need.describe(),
             )
 
-    async def _settle_open_attempts(self, run: RunRecord, funding: Keypair) -> RunRecord:
-        """Settle the attempts an earlier execution left open (landed or expired), by the
-        mixer's own rule, and return the run as the ledger now holds it."""
-        settling = MixerRun(
-            record=run,
-            funding=funding,
-            rpc=self.rpc,
-            ledger=self.ledger,
-            fees=FeePolicy.from_settings(self.settings),
-            poll_seconds=self.settings.confirm_poll_seconds,
-            on_progress=None,
-        )
-        await settling.settle_recorded()
-        return settling.record
+    async def _payout(self, run: RunRecord) -> Payout:
+        """The engine's payout of `run`, its open attempts settled (kept for the ending)."""
+        self.payout = await Payout.resume(self.ledger, run, rpc=self.rpc, settings=self.settings)
+        return self.payout
 
     # --- phase 5 ---
 
@@ -363,17 +234,15 @@ class JobExecution:
 
     # --- phase 6 ---
 
-    async def _complete(self, mix: MixResult, *, unchecked: str | None = None) -> dict[str, Any]:
+    async def _complete(self, payout: Payout, *, unchecked: str | None = None) -> dict[str, Any]:
         """Verify every recipient's balance on chain, mark the run completed, tell the user.
 
         `unchecked`: why the final balance check cannot run (it is skipped and the message says
         so); only for a run whose every transfer the ledger holds as confirmed on chain."""
         self.phase = Phase.PREMIX_COMPLETE
-        run = await self.ledger.require(self.job_id)
-        balances = None if unchecked else await self._verify_recipients(run, mix)
+        balances = None if unchecked else await payout.verify()
         await self._check_not_superseded()
-        if run.status is not RunStatus.COMPLETED:
-            await self.ledger.finish(self.job_id, RunStatus.COMPLETED)
+        mix = await payout.complete()
         # Free the user before the final event: whoever sees it may enqueue the next premix.
         await self.lock.release()
         funded = len(mix.funded)
@@ -409,30 +278,6 @@ class JobExecution:
             self.job_id, message, success=True, job=self.job, mix=mix, balances=balances
         )
 
-    async def _verify_recipients(self, run: RunRecord, mix: MixResult) -> list[int]:
-        """Return the recipients' balances (one getMultipleAccounts per 100); raises
-        `MixerFailed` if one holds less than its balance before the run plus its amount."""
-        keys = [Pubkey.from_string(entry.recipient) for entry in run.plan]
-        expected = [(entry.balance_before or 0) + entry.lamports for entry in run.plan]
-        short: list[tuple[int, int]] = []
-        for attempt in range(VERIFY_BALANCE_TRIES):
-            balances = await self.rpc.balances(keys)
-            short = [
-                (position, balance)
-                for position, balance in enumerate(balances)
-                if balance < expected[position]
-            ]
-            if not short:
-                return balances
-            if attempt + 1 < VERIFY_BALANCE_TRIES:
-                await asyncio.sleep(self.settings.confirm_poll_seconds)
-        position, balance = short[0]
-        raise MixerFailed.from_result(
-            f"wallet {run.plan[position].recipient} holds {format_sol(balance)} after the "
-            f"premix, expected at least {format_sol(expected[position])}",
-            mix,
-        )
-
     # --- how an execution ends ---
 
     async def _give_up(self) -> dict[str, Any]:
@@ -442,15 +287,13 @@ class JobExecution:
         self.run_opened = run is not None
         if run is not None and run.open_attempts():
             try:
-                funding = await self.store.wallets.funding_wallet(self.job.user_id)
-                if funding is not None:
-                    run = await self._settle_open_attempts(run, funding)
+                run = (await self._payout(run)).record
             except (PremixError, RpcRequestError, PyMongoError, OSError) as e:
                 self.log.warning("open_attempts_not_settled", error=type(e).__name__)
         if run is not None and (run.status is RunStatus.COMPLETED or _all_funded(run)):
             # The money went out; only the ending was lost (the worker died after sending).
             try:
-                return await self._complete(result_from_record(run))
+                return await self._complete(await self._payout(run))
             except Superseded:
                 return await self.step_aside()
             except PremixError as e:
@@ -486,9 +329,10 @@ class JobExecution:
             return await self.step_aside()
         if not error.permanent and self.phase is Phase.PREMIX_COMPLETE:
             run = await self._ledger_run()
-            if run is not None and run.status is RunStatus.COMPLETED:
+            if run is not None and (run.status is RunStatus.COMPLETED or _all_funded(run)):
                 # Every transfer landed; only the final check failed: the premix is complete.
-                return await self._complete(result_from_record(run), unchecked=error.user_message)
+                payout = await self._payout(run)
+                return await self._complete(payout, unchecked=error.user_message)
         mix = error.result if isinstance(error, MixerFailed) else None
         if mix is None:
             mix = await self._ledger_report()
@@ -558,7 +402,7 @@ class JobExecution:
             delay = self.settings.job_timeout_seconds + ARQ_IN_PROGRESS_EXTRA_SECONDS
             raise Retry(defer=delay)
         run = await self._ledger_run()
-        mix = result_from_record(run) if run is not None and run.plan else None
+        mix = MixResult.from_record(run) if run is not None and run.plan else None
         if run is not None and run.status is RunStatus.COMPLETED and mix is not None:
             message = completion_message(mix, self.job.mode)
             return build_result(self.job_id, message, success=True, job=self.job, mix=mix)
@@ -570,7 +414,7 @@ class JobExecution:
         if not self.run_opened:
             return None
         run = await self._ledger_run()
-        return result_from_record(run) if run is not None and run.plan else None
+        return MixResult.from_record(run) if run is not None and run.plan else None
 
     async def _ledger_run(self) -> RunRecord | None:
         """The run as the ledger stands, or None when it is missing or unreadable."""
@@ -594,4 +438,4 @@ class JobExecution:
 
 def _all_funded(run: RunRecord) -> bool:
     """True when the ledger shows every planned wallet funded (the run only lacks its end)."""
-    return bool(run.plan) and result_from_record(run).complete
+    return bool(run.plan) and MixResult.from_record(run).complete

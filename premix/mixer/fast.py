@@ -6,13 +6,14 @@ their statuses in batches until each has landed or expired. Expired ones get the
 """
 
 from premix.ledger import Attempt, AttemptState, LedgerTransaction
-from premix.mixer.engine import MixerRun
+from premix.mixer.engine import Sender
 from premix.mixer.packing import pack
 
 
-async def run_fast(run: MixerRun) -> None:
+async def send_fast(run: Sender) -> None:
     """Fund every plan position not funded yet; raises `MixerFailed` after the round in which
-    a transaction failed on chain or was refused (the others of that round are settled)."""
+    a transaction failed on chain or was refused (the others of that round are settled). The
+    recipients funded here have their balances checked once every transaction landed."""
     while True:
         record = run.record
         reopen = [(tx, a) for tx, a in record.open_attempts()]
@@ -36,9 +37,9 @@ async def run_fast(run: MixerRun) -> None:
             await _fail_on_chain(run, failed)
         if refusals:
             await run.fail_for(refusals)
-    await run.verify_balances(run.landed_here)
+    await run.verify_balances(run.funded_here)
 
 
-async def _fail_on_chain(run: MixerRun, failed: list[tuple[LedgerTransaction, Attempt]]) -> None:
+async def _fail_on_chain(run: Sender, failed: list[tuple[LedgerTransaction, Attempt]]) -> None:
     tx, attempt = failed[0]
     await run.fail(f"transaction {tx.index + 1} failed on chain: {attempt.error}")

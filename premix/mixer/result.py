@@ -4,7 +4,6 @@ ledger, and `MixerFailed`, the failure that carries that report."""
 from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
 from premix.amounts import format_sol
 from premix.errors import PremixError
@@ -25,16 +24,6 @@ class WalletOutcome:
     status: WalletStatus
     signature: str | None = None  # the landed one when funded, else the newest attempt's
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (camel case not needed: the worker's result is internal)."""
-        return {
-            "public_key": self.public_key,
-            "lamports": self.lamports,
-            "status": self.status.value,
-            "signature": self.signature,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -72,16 +61,34 @@ class MixResult:
         """True when every wallet was funded."""
         return all(w.status is WalletStatus.FUNDED for w in self.wallets)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form: ints, strings, lists."""
-        return {
-            "run_id": self.run_id,
-            "mode": self.mode,
-            "wallets": [w.to_dict() for w in self.wallets],
-            "sent_lamports": self.sent_lamports,
-            "fee_lamports": self.fee_lamports,
-            "transactions": self.transactions,
-        }
+    @classmethod
+    def from_record(cls, record: RunRecord) -> "MixResult":
+        """The per-wallet report of `record`, as the ledger stands."""
+        wallets = []
+        for entry in record.plan:
+            tx = record.transaction_of(entry.position)
+            status, signature, error = WalletStatus.NOT_SENT, None, None
+            if tx is not None and (last := tx.last_attempt) is not None:
+                signature, error = last.signature, last.error
+                if tx.state is TransactionState.LANDED_OK:
+                    status, error = WalletStatus.FUNDED, None
+                    signature = next(
+                        a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
+                    )
+                elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
+                    status = WalletStatus.FAILED
+                elif last.is_open:
+                    status = WalletStatus.PENDING
+            wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
+        totals = record.totals
+        return cls(
+            run_id=record.run_id,
+            mode=record.mode,
+            wallets=tuple(wallets),
+            sent_lamports=totals.sent_lamports,
+            fee_lamports=totals.fee_lamports,
+            transactions=totals.transactions,
+        )
 
 
 class MixerFailed(PremixError):
@@ -130,32 +137,3 @@ class MixerProgress:
     total_wallets: int
     sent_lamports: int
     message: str
-
-
-def result_from_record(record: RunRecord) -> MixResult:
-    """The per-wallet report of `record`, as the ledger stands."""
-    wallets = []
-    for entry in record.plan:
-        tx = record.transaction_of(entry.position)
-        status, signature, error = WalletStatus.NOT_SENT, None, None
-        if tx is not None and (last := tx.last_attempt) is not None:
-            signature, error = last.signature, last.error
-            if tx.state is TransactionState.LANDED_OK:
-                status, error = WalletStatus.FUNDED, None
-                signature = next(
-                    a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
-                )
-            elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
-                status = WalletStatus.FAILED
-            elif last.is_open:
-                status = WalletStatus.PENDING
-        wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
-    totals = record.totals
-    return MixResult(
-        run_id=record.run_id,
-        mode=record.mode,
-        wallets=tuple(wallets),
-        sent_lamports=totals.sent_lamports,
-        fee_lamports=totals.fee_lamports,
-        transactions=totals.transactions,
-    )

@@ -6,10 +6,10 @@ recipient's balance, and only then move on. At most one transfer is ever in flig
 """
 
 from premix.ledger import AttemptState, TransactionState
-from premix.mixer.engine import MixerRun
+from premix.mixer.engine import Sender
 
 
-async def run_standard(run: MixerRun) -> None:
+async def send_standard(run: Sender) -> None:
     """Fund every plan position not funded yet, one confirmed transfer at a time; raises
     `MixerFailed` at the first transfer that fails on chain or is refused."""
     for entry in run.record.plan:

@@ -20,11 +20,10 @@ from premix.constants import (
     RUNS_COLLECTION,
     USER_LOCK_PREFIX,
 )
-from premix.execution import balance_needed
 from premix.jobs import EnqueueResult
 from premix.ledger import AttemptState, Ledger, RunStatus, utc_now
 from premix.localnet import Localnet
-from premix.mixer import FeePolicy
+from premix.mixer import FeePolicy, balance_needed
 from premix.progress import ProgressEvent, latest_progress, subscribe_progress
 from premix.queue import enqueue_premix_funds, queue_pool
 from premix.rpc import SolanaRpc

@@ -456,19 +456,20 @@ async def test_a_store_write_that_lands_but_reports_an_error_is_resumed_without_
 async def test_rpc_down_for_the_final_check_on_the_last_try_still_reports_the_premix_complete(
     redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
-    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    settings = make_settings(redis_url, net.url, job_max_tries=2)
     async with open_store(settings) as store:
         user = await create_user(store, net, "u1")
         job_id = await enqueue(settings, "u1", 2)
-
-        def rpc_down_after_the_last_transfer(method: str, count: int) -> None:
-            if (method, count) == ("balance", 5):  # phase 4, then one check per transfer
-                net.faults.inject("http_5xx", method="getMultipleAccounts")
+        # The first try dies right after the last transfer's check (phase 4, then one check per
+        # transfer); the last try has only phase 6 left, and the RPC fails its balance read.
+        assert (
+            await run_worker(settings, rpc=TestRpc(net.url, kill_on="balance", kill_at=5)) is False
+        )
+        await expire_in_progress_marker(redis_client, job_id)
+        net.faults.inject("http_5xx", method="getMultipleAccounts")
 
         told = RecordingNotifier(settings)
-        await run_worker(
-            settings, rpc=TestRpc(net.url, on_call=rpc_down_after_the_last_transfer), notifier=told
-        )
+        await run_worker(settings, rpc=TestRpc(net.url), notifier=told)
 
         # every transfer was confirmed (and its balance checked) during the run: it is complete
         info = await job_result(settings, job_id)
