@@ -138,7 +138,7 @@ class JobExecution:
             "Resuming premix job" if resumed else "Premix job accepted",
             amountSol=str(self.job.mix_amount),
             mode=self.job.mode,
-            attempt=self.job_try,
+            jobTry=self.job_try,
         )
         if run.status is RunStatus.COMPLETED:
             # Delivered again after the run completed (the worker died at the very end):

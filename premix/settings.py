@@ -59,7 +59,7 @@ class Settings(BaseSettings):
     user_busy_retry_seconds: float = Field(default=5, gt=0)
     # One RPC call: tries in all, then exponential backoff from the base delay up to the cap;
     # a 429's Retry-After is honoured up to its own cap.
-    rpc_retry_attempts: int = Field(default=6, ge=1)
+    rpc_max_tries: int = Field(default=6, ge=1)
     rpc_retry_base_delay_seconds: float = Field(default=0.1, ge=0)
     rpc_retry_max_delay_seconds: float = Field(default=2.0, ge=0)
     rpc_retry_after_max_seconds: float = Field(default=10.0, ge=0)

@@ -20,7 +20,7 @@ from premix.settings import Settings
 from premix.store import Store
 
 FUNDING_LAMPORTS = 1_000 * 10**9
-QUICK_RETRIES = RetryPolicy(attempts=6, base_delay_seconds=0.001, max_delay_seconds=0.01)
+QUICK_RETRIES = RetryPolicy(tries=6, base_delay_seconds=0.001, max_delay_seconds=0.01)
 
 
 class WorkerKilled(BaseException):

@@ -338,7 +338,7 @@ class Sender:
             for p in positions
         }
         short: dict[int, int] = {}
-        for attempt in range(BALANCE_CHECK_TRIES):
+        for read in range(BALANCE_CHECK_TRIES):
             keys = list(expected)
             if len(keys) == 1:
                 balances = [await self.rpc.balance(self._recipient(keys[0]))]
@@ -348,7 +348,7 @@ class Sender:
             if not short:
                 self.verified.update(zip(keys, balances, strict=True))
                 return
-            if attempt + 1 < BALANCE_CHECK_TRIES:
+            if read + 1 < BALANCE_CHECK_TRIES:
                 await asyncio.sleep(self.poll_seconds)
         position, balance = next(iter(short.items()))
         reason = (

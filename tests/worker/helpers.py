@@ -41,7 +41,7 @@ from premix.worker import worker_settings
 ENCRYPTION_KEYS = "k1:" + base64.b64encode(bytes(range(100, 132))).decode()
 BOT_TOKEN = "987654321:AAF-telegram-worker-token_abcdefghijklmnop"
 FUNDING_LAMPORTS = 100 * 10**9
-QUICK_RETRIES = RetryPolicy(attempts=3, base_delay_seconds=0.001, max_delay_seconds=0.01)
+QUICK_RETRIES = RetryPolicy(tries=3, base_delay_seconds=0.001, max_delay_seconds=0.01)
 
 
 def make_settings(
