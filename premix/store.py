@@ -12,6 +12,7 @@ import itertools
 from collections.abc import AsyncIterator, Iterable, Iterator, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any, Final, Protocol, Self
+from urllib.parse import parse_qsl
 
 import bson
 import mongomock
@@ -42,6 +43,9 @@ SortSpec = Sequence[tuple[str, int]]
 # Both backends hand back timezone-aware UTC datetimes.
 CODEC_OPTIONS: Final[CodecOptions[Document]] = CodecOptions(tz_aware=True, tzinfo=UTC)
 MAX_BSON_DOCUMENT_BYTES: Final = 16 * 1024 * 1024
+# How long premix waits for MongoDB to answer one command (PyMongo's default is forever, so a
+# stuck server would hang a worker); `socketTimeoutMS` or `timeoutMS` in the URI wins.
+DEFAULT_SOCKET_TIMEOUT_MS: Final = 10_000
 
 
 class StoreConfigError(PremixError):
@@ -375,7 +379,9 @@ class Store:
         opened in this process with the same URI. Without `key_ring`, one is built from
         `PREMIX_ENCRYPTION_KEYS` when that is set (wallet reads and writes need it).
         Raises `StoreConfigError` for an unusable URI and `KeyConfigError` for malformed keys.
-        Does not connect: MongoDB is reached on first use (see `ping`).
+        Does not connect: MongoDB is reached on first use (see `ping`). A command MongoDB
+        does not answer within `DEFAULT_SOCKET_TIMEOUT_MS` (unless the URI sets its own
+        timeout) fails with PyMongo's `NetworkTimeout`.
         """
         if key_ring is None and settings.encryption_keys.get_secret_value().strip():
             key_ring = KeyRing.from_settings(settings)
@@ -384,7 +390,7 @@ class Store:
             return cls(database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri)
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(
-                uri, tz_aware=True, tzinfo=UTC, appname="premix"
+                uri, tz_aware=True, tzinfo=UTC, appname="premix", **_timeouts(uri)
             )
         except (ConfigurationError, ValueError, TypeError) as e:
             # The URI may hold a password: name the problem's kind, not the URI.
@@ -429,6 +435,15 @@ class Store:
             await self._client.drop_database(self.database_name)
         else:
             self._memory_database.client.drop_database(self.database_name)
+
+
+def _timeouts(uri: str) -> dict[str, Any]:
+    """premix's default client timeouts, minus those the URI sets itself (PyMongo lets keyword
+    arguments override the URI, so a default given for an option the URI names would win)."""
+    named = {name.lower() for name, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
+    if named & {"sockettimeoutms", "timeoutms"}:
+        return {}
+    return {"socketTimeoutMS": DEFAULT_SOCKET_TIMEOUT_MS}
 
 
 # --- wallets ---

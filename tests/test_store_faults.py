@@ -24,9 +24,10 @@ from typing import Any
 
 import pytest
 from pymongo import AsyncMongoClient
-from pymongo.errors import AutoReconnect
+from pymongo.errors import AutoReconnect, NetworkTimeout
 from solders.pubkey import Pubkey
 
+from premix import store as store_module
 from premix import worker as worker_module
 from premix.constants import RUNS_COLLECTION
 from premix.errors import TransientError
@@ -126,22 +127,24 @@ async def fail_points(failpoint_mongodb_url: str) -> AsyncIterator[FailPoints]:
         await points.client.close()
 
 
-def faulty_store_uri(url: str, fault: Fault) -> str:
-    """The fail-point server's URI for premix: a short socket timeout when `fault` blocks (the
-    URI's own timeout wins over premix's default), and a 0.5 s heartbeat. After a "not primary"
-    error PyMongo waits for its server monitor's next look before it retries or selects the
-    server again: a whole heartbeat, 10 s by default, per error."""
+def store_uri(url: str, socket_timeout_ms: int | None = None) -> str:
+    """The fail-point server's URI for premix, with `socketTimeoutMS` if given (the URI's own
+    timeout wins over premix's default) and a 0.5 s heartbeat: after a "not primary" error
+    PyMongo waits for its server monitor's next look before it retries or selects the server
+    again, a whole heartbeat (10 s by default) per error."""
     uri = f"{url}&heartbeatFrequencyMS=500"
-    return f"{uri}&socketTimeoutMS={SOCKET_TIMEOUT_MS}" if fault.blocks else uri
+    return uri if socket_timeout_ms is None else f"{uri}&socketTimeoutMS={socket_timeout_ms}"
+
+
+def faulty_store_uri(url: str, fault: Fault) -> str:
+    """`store_uri` with a socket timeout shorter than the block when `fault` blocks."""
+    return store_uri(url, SOCKET_TIMEOUT_MS if fault.blocks else None)
 
 
 @contextlib.asynccontextmanager
-async def faulty_store(url: str, fault: Fault, key_ring: KeyRing) -> AsyncIterator[Store]:
-    """premix's store on the fail-point server, a fresh database, dropped afterwards."""
-    settings = Settings(
-        mongodb_uri=faulty_store_uri(url, fault),
-        mongodb_database=f"premix_faults_{uuid.uuid4().hex[:12]}",
-    )
+async def faulty_store(uri: str, key_ring: KeyRing) -> AsyncIterator[Store]:
+    """premix's store on the fail-point server at `uri`, a fresh database, dropped afterwards."""
+    settings = Settings(mongodb_uri=uri, mongodb_database=f"premix_faults_{uuid.uuid4().hex[:12]}")
     store = await Store.open(settings, key_ring)
     await store.ensure_indexes()
     try:
@@ -335,7 +338,7 @@ async def test_opening_a_run_whose_insert_went_wrong_returns_the_one_stored_run(
 async def test_a_ledger_save_through_a_store_fault_is_written_exactly_once(
     failpoint_mongodb_url: str, fail_points: FailPoints, key_ring: KeyRing, fault: Fault
 ) -> None:
-    async with faulty_store(failpoint_mongodb_url, fault, key_ring) as store:
+    async with faulty_store(faulty_store_uri(failpoint_mongodb_url, fault), key_ring) as store:
         record = await planned_run(store)
         watched = WatchedCollection(store.collection(RUNS_COLLECTION))
         await fail_points.arm(fault, ["update"])
@@ -352,7 +355,7 @@ async def test_a_ledger_save_whose_read_back_also_fails_is_written_exactly_once(
     failpoint_mongodb_url: str, fail_points: FailPoints, key_ring: KeyRing
 ) -> None:
     close = FAULTS[0]
-    async with faulty_store(failpoint_mongodb_url, close, key_ring) as store:
+    async with faulty_store(store_uri(failpoint_mongodb_url), key_ring) as store:
         record = await planned_run(store)
         # the write and its driver retry, then the read-back and its driver retry
         await fail_points.arm(close, ["update", "find"], times=4)
@@ -368,7 +371,7 @@ async def test_a_ledger_save_whose_read_back_also_fails_is_written_exactly_once(
 async def test_opening_a_run_through_a_store_fault_stores_it_once(
     failpoint_mongodb_url: str, fail_points: FailPoints, key_ring: KeyRing, fault: Fault
 ) -> None:
-    async with faulty_store(failpoint_mongodb_url, fault, key_ring) as store:
+    async with faulty_store(faulty_store_uri(failpoint_mongodb_url, fault), key_ring) as store:
         await fail_points.arm(fault, ["insert"])
 
         run = await Ledger(store).open_run(
@@ -378,6 +381,41 @@ async def test_opening_a_run_through_a_store_fault_stores_it_once(
         await fail_points.off()
         assert await stored_run(store, run.run_id) == as_server_sees_it(run_to_document(run))
         assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+
+
+# --- a store that stops answering ---
+
+BLOCKED = next(fault for fault in FAULTS if fault.blocks)
+
+
+@pytest.mark.parametrize(
+    ("uri_socket_timeout_ms", "times_out"),
+    [
+        pytest.param(None, True, id="premix-default-timeout"),
+        pytest.param(4 * BLOCK_MS, False, id="the-uris-own-timeout-wins"),
+    ],
+)
+async def test_a_store_that_stops_answering_fails_the_read_instead_of_hanging_the_worker(
+    failpoint_mongodb_url: str,
+    fail_points: FailPoints,
+    key_ring: KeyRing,
+    monkeypatch: pytest.MonkeyPatch,
+    uri_socket_timeout_ms: int | None,
+    times_out: bool,
+) -> None:
+    # premix's own socket timeout, shortened so the block outlasts it
+    monkeypatch.setattr(store_module, "DEFAULT_SOCKET_TIMEOUT_MS", SOCKET_TIMEOUT_MS)
+    uri = store_uri(failpoint_mongodb_url, uri_socket_timeout_ms)
+    async with faulty_store(uri, key_ring) as store:
+        await Ledger(store).open_run("premix-u1-1", user_id="u1", mode="fast", amount_lamports=1)
+        await fail_points.arm(BLOCKED, ["find"])  # the read and PyMongo's retry of it
+
+        if times_out:
+            with pytest.raises(NetworkTimeout):
+                await Ledger(store).get("premix-u1-1")
+        # the server answers again, or was waited out: the job's next try reads the run
+        run = await Ledger(store).get("premix-u1-1")
+        assert run is not None and run.user_id == "u1"
 
 
 # --- fail points on SecantusDB: the engine, a fault at every ledger write ---
@@ -398,7 +436,7 @@ async def test_a_store_fault_at_any_ledger_write_is_resumed_in_place_and_pays_on
     write: int,
 ) -> None:
     wallets, transactions, _ = SCENARIOS[mode]
-    async with faulty_store(failpoint_mongodb_url, fault, key_ring) as store:
+    async with faulty_store(faulty_store_uri(failpoint_mongodb_url, fault), key_ring) as store:
         harness = MixerHarness(localnet, store, wallets, mode)
         await harness.open()
         watched = WatchedCollection(store.collection(RUNS_COLLECTION))
