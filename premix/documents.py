@@ -1,13 +1,16 @@
 """The document types premix stores and the collection surface it uses: PyMongo's
 `AsyncCollection` and the `memory://` adapter (`premix.memory_store`) both satisfy
-`DocumentCollection`. No I/O here: the pure ledger and the wallet store import these types."""
+`DocumentCollection`; `as_server_sees_it` is a document after the BSON round trip a server
+makes. No I/O here: the pure ledger and the wallet store import these."""
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from datetime import UTC
 from typing import Any, Final, Protocol, Self
 
+import bson
 from bson.codec_options import CodecOptions
 from pymongo import ReturnDocument
+from pymongo.errors import DocumentTooLarge
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
 Document = dict[str, Any]
@@ -94,3 +97,19 @@ class DocumentCollection(Protocol):
     async def create_index(
         self, keys: str | SortSpec, *, unique: bool = False, name: str
     ) -> str: ...
+
+
+def as_server_sees_it(document: Mapping[str, Any]) -> Document:
+    """`document` after a BSON round trip, as a server would store it.
+
+    Raises what PyMongo raises before sending: `bson.errors.InvalidDocument` (non-str keys,
+    unencodable values such as `Decimal`), `OverflowError` (ints beyond int64),
+    `DocumentTooLarge` (over 16 MiB).
+    """
+    encoded = bson.encode(document, codec_options=CODEC_OPTIONS)
+    if len(encoded) > MAX_BSON_DOCUMENT_BYTES:
+        raise DocumentTooLarge(
+            f"BSON document too large ({len(encoded)} bytes) - the connected server supports "
+            f"BSON document sizes up to {MAX_BSON_DOCUMENT_BYTES} bytes."
+        )
+    return bson.decode(encoded, codec_options=CODEC_OPTIONS)

@@ -5,6 +5,12 @@ Two halves, like `solana-tokens`' `db.rs`:
 - `Ledger` persists a `RunRecord` in the store, one whole-document compare-and-swap per write,
   so two workers holding the same run can never both add an attempt.
 
+A write whose outcome the client cannot see (a connection lost after sending, a timeout, a write
+concern error after the write applied, a driver retry that matched nothing because its first try
+had applied) is settled by reading the run back: the document this write made means it happened;
+the revision it was based on means it did not (yet), and it is written again - harmless, since a
+late copy of the first try can no longer match; anything else is another writer's.
+
 The rule that makes re-runs safe: a transaction gets a new attempt (new blockhash, new
 signature) only when every earlier attempt is final - landed, or expired (block height above
 its last valid block height and the signature not on chain) - and none landed without error.
@@ -15,16 +21,18 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
-from typing import Any, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
-from pymongo.errors import DuplicateKeyError
+from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 
 from premix.constants import RUNS_COLLECTION
-from premix.documents import DocumentCollection
+from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
 
 Document = dict[str, Any]
 MAX_INT64 = 2**63 - 1  # the largest integer BSON (MongoDB) stores
+# Writes of one revision (each after PyMongo's own retry) before the store counts as unavailable.
+WRITE_TRIES: Final = 3
 
 
 class RunStatus(StrEnum):
@@ -456,30 +464,37 @@ class Ledger:
         self, run_id: str, *, user_id: str, mode: str, amount_lamports: int
     ) -> RunRecord:
         """Return the run `run_id`, creating it if new (idempotent: a re-run gets the stored
-        one). Raises `LedgerError` if the stored run belongs to another user."""
+        one). An insert whose outcome is unknown is settled by reading the run back. Raises
+        `LedgerError` if the stored run belongs to another user, `TransientError` if the store
+        does not confirm the insert in `WRITE_TRIES` tries."""
         if not isinstance(user_id, str):
             raise TypeError("user_id must be a str")
-        existing = await self.get(run_id)
-        if existing is None:
-            now = utc_now()
-            record = RunRecord(
-                run_id=_run_id(run_id),
-                user_id=user_id,
-                mode=mode,
-                amount_lamports=amount_lamports,
-                created_at=now,
-                updated_at=now,
-            )
+        now = utc_now()
+        record = RunRecord(
+            run_id=_run_id(run_id),
+            user_id=user_id,
+            mode=mode,
+            amount_lamports=amount_lamports,
+            created_at=now,
+            updated_at=now,
+        )
+        failure: PyMongoError | None = None
+        for _ in range(WRITE_TRIES):
+            existing = await self.get(run_id)
+            if existing is not None:  # opened before, concurrently, or by our lost insert
+                if existing.user_id != user_id:
+                    raise LedgerError(f"run {run_id} belongs to another user")
+                return existing
             try:
                 await self.collection.insert_one(run_to_document(record))
                 return record
-            except DuplicateKeyError:  # opened concurrently: take the stored one
-                existing = await self.get(run_id)
-                if existing is None:
-                    raise
-        if existing.user_id != user_id:
-            raise LedgerError(f"run {run_id} belongs to another user")
-        return existing
+            except DuplicateKeyError as e:  # opened meanwhile: the next read returns it
+                failure = e
+            except WriteError:
+                raise  # refused by the server: nothing was written
+            except PyMongoError as e:  # may have applied: the next read tells
+                failure = e
+        raise _unconfirmed(f"the opening of run {record.run_id}", failure) from failure
 
     async def record_plan(
         self, run_id: str, recipients: Sequence[str], amounts: Sequence[int]
@@ -500,16 +515,47 @@ class Ledger:
 
     async def save(self, record: RunRecord) -> RunRecord:
         """Write `record` if the stored revision is still `record.revision`; returns it with
-        the new revision. Raises `LedgerConflict` when another writer came first."""
+        the new revision.
+
+        A write whose outcome is unknown (an error that may have followed the write, or nothing
+        matched) is settled by reading the run back: this write's document means success; the
+        old revision means it did not happen, and it is written again. Raises `LedgerConflict`
+        when another writer came first, `TransientError` when the store does not confirm the
+        write in `WRITE_TRIES` tries (the run then stays at the old revision or, should a late
+        copy of this write still apply, becomes exactly this one).
+        """
         document = run_to_document(record)
         document["revision"] = record.revision + 1
-        result = await self.collection.replace_one(
-            {"_id": record.run_id, "revision": record.revision}, document
-        )
-        if result.matched_count != 1:
-            raise LedgerConflict(f"run {record.run_id} changed since revision {record.revision}")
-        record.revision += 1
-        return record
+        written = as_server_sees_it(document)  # what the store holds once this write applied
+        failure: PyMongoError | None = None
+        for _ in range(WRITE_TRIES):
+            try:
+                result = await self.collection.replace_one(
+                    {"_id": record.run_id, "revision": record.revision}, document
+                )
+                if result.matched_count == 1:
+                    record.revision += 1
+                    return record
+            except WriteError:
+                raise  # refused by the server: nothing was written
+            except PyMongoError as e:  # may have applied before the error
+                failure = e
+            try:
+                stored = await self.collection.find_one({"_id": record.run_id})
+            except PyMongoError as e:
+                failure = e
+                continue
+            if stored == written:  # our write applied; its acknowledgement was lost
+                record.revision += 1
+                return record
+            if stored is None or stored.get("revision") != record.revision:
+                raise LedgerConflict(
+                    f"run {record.run_id} changed since revision {record.revision}"
+                )
+            # still at the revision read: this try did not apply; write it again
+        raise _unconfirmed(
+            f"revision {record.revision + 1} of run {record.run_id}", failure
+        ) from failure
 
     async def finish(
         self, run_id: str, status: RunStatus, *, error: str | None = None
@@ -518,6 +564,12 @@ class Ledger:
         record = await self.require(run_id)
         record.finish(status, now=utc_now(), error=error)
         return await self.save(record)
+
+
+def _unconfirmed(write: str, failure: PyMongoError | None) -> TransientError:
+    """The error for a ledger `write` the store did not confirm in `WRITE_TRIES` tries."""
+    cause = type(failure).__name__ if failure is not None else "nothing matched"
+    return TransientError(f"the store did not confirm {write} ({cause}, {WRITE_TRIES} tries)")
 
 
 def _run_id(run_id: object) -> str:

@@ -11,31 +11,13 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Self
 
-import bson
 import mongomock
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.common import validate_ok_for_replace, validate_ok_for_update
-from pymongo.errors import DocumentTooLarge
 from pymongo.results import DeleteResult, InsertManyResult, InsertOneResult, UpdateResult
 
-from premix.documents import CODEC_OPTIONS, MAX_BSON_DOCUMENT_BYTES, Document, SortSpec
-
-
-def as_server_sees_it(document: Mapping[str, Any]) -> Document:
-    """`document` after a BSON round trip, as a server would store it.
-
-    Raises what PyMongo raises before sending: `bson.errors.InvalidDocument` (non-str keys,
-    unencodable values such as `Decimal`), `OverflowError` (ints beyond int64),
-    `DocumentTooLarge` (over 16 MiB).
-    """
-    encoded = bson.encode(document, codec_options=CODEC_OPTIONS)
-    if len(encoded) > MAX_BSON_DOCUMENT_BYTES:
-        raise DocumentTooLarge(
-            f"BSON document too large ({len(encoded)} bytes) - the connected server supports "
-            f"BSON document sizes up to {MAX_BSON_DOCUMENT_BYTES} bytes."
-        )
-    return bson.decode(encoded, codec_options=CODEC_OPTIONS)
+from premix.documents import Document, SortSpec, as_server_sees_it
 
 
 def _optional(document: Mapping[str, Any] | None) -> Document | None:

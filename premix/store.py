@@ -4,6 +4,7 @@
 
 from datetime import UTC
 from typing import Any
+from urllib.parse import parse_qsl
 
 from pymongo import AsyncMongoClient
 from pymongo.asynchronous.database import AsyncDatabase
@@ -63,20 +64,20 @@ class Store:
         opened in this process with the same URI. Without `key_ring`, one is built from
         `PREMIX_ENCRYPTION_KEYS` when that is set (wallet reads and writes need it).
         Raises `StoreConfigError` for an unusable URI and `KeyConfigError` for malformed keys.
-        Does not connect: MongoDB is reached on first use (see `ping`); an operation waits at
-        most `mongodb_timeout_seconds` for a reachable server.
+        Does not connect: MongoDB is reached on first use (see `ping`). An operation waits at
+        most `mongodb_timeout_seconds` for a reachable server and as long again for its answer
+        (unless the URI sets its own timeouts): then it fails with PyMongo's
+        `ServerSelectionTimeoutError` or `NetworkTimeout`, never hangs.
         """
         if key_ring is None and settings.encryption_keys.get_secret_value().strip():
             key_ring = KeyRing.from_settings(settings)
         uri = settings.mongodb_uri
         if settings.uses_memory_store:
             return cls(database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri)
-        options: dict[str, Any] = {}
-        if "serverselectiontimeoutms" not in uri.lower():  # a URI's own setting wins
-            options["serverSelectionTimeoutMS"] = round(settings.mongodb_timeout_seconds * 1000)
+        timeouts = _timeouts(uri, round(settings.mongodb_timeout_seconds * 1000))
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(
-                uri, tz_aware=True, tzinfo=UTC, appname="premix", **options
+                uri, tz_aware=True, tzinfo=UTC, appname="premix", **timeouts
             )
         except (ConfigurationError, ValueError, TypeError) as e:
             # The URI may hold a password: name the problem's kind, not the URI.
@@ -121,3 +122,14 @@ class Store:
             await self._client.drop_database(self.database_name)
         else:
             self._memory_database.client.drop_database(self.database_name)
+
+
+def _timeouts(uri: str, milliseconds: int) -> dict[str, Any]:
+    """premix's client timeouts (`milliseconds` to reach a server and to hear its answer),
+    minus those the URI sets itself (PyMongo lets keyword arguments override the URI, so a
+    default given for an option the URI names would win). `timeoutMS` governs both."""
+    named = {name.lower() for name, _ in parse_qsl(uri.partition("?")[2], keep_blank_values=True)}
+    if "timeoutms" in named:
+        return {}
+    timeouts = {"serverSelectionTimeoutMS": milliseconds, "socketTimeoutMS": milliseconds}
+    return {option: value for option, value in timeouts.items() if option.lower() not in named}
