@@ -16,6 +16,10 @@ every wallet exactly once.
   signatures are the chain's; arq stored a success result with the same totals; the user lock
   is released.
 - `reported()`: any failure is re-raised with the scenario, what happened and the workers' logs.
+
+`revision_callbacks` get every ledger revision the watch sees (the kill switch's ledger kills;
+the store-kill test adds its own); `read_revision()` reads the stored one synchronously (from
+the localnet's request threads).
 """
 
 from __future__ import annotations
@@ -45,7 +49,7 @@ from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
 from premix.settings import Settings
 from premix.store import Store
 from tests.crash.kills import KillSwitch
-from tests.crash.ledger_watch import LedgerWatch, attempt_states
+from tests.crash.ledger_watch import LedgerWatch, RevisionCallback, attempt_states
 from tests.crash.scenario import SEND_KILLS, Kill, Scenario
 from tests.crash.workers import WorkerProcess
 from tests.worker.helpers import (
@@ -65,27 +69,6 @@ MAX_WORKERS: Final = 12  # kills plus restarts after a worker exits; more means 
 
 # What every scenario of the session did, for the summary line (tests/crash/conftest.py).
 SUITE_TALLY: Counter[str] = Counter()
-
-
-@contextlib.asynccontextmanager
-async def crash_environment(
-    redis_url: str, mongodb_uri: str, log_dir: Path, seed: int
-) -> AsyncIterator[CrashEnv]:
-    """A `CrashEnv` for one scenario: a localnet of its own (25 ms slots, faults seeded with
-    `seed`), a fresh database on the MongoDB-wire server, dropped afterwards."""
-    database = f"crash_{seed}_{uuid4().hex[:8]}"
-    with Localnet(slot_ms=SLOT_MS, seed=seed) as net:
-        settings = crash_settings(redis_url, net.url, mongodb_uri, database)
-        store = await Store.open(settings)
-        await store.ensure_indexes()
-        redis: Redis = Redis.from_url(redis_url)
-        try:
-            yield CrashEnv(net, settings, store, redis, log_dir)
-        finally:
-            await redis.aclose()
-            await close_queue()  # enqueue's pool belongs to this test's event loop
-            await store.drop_database()
-            await store.close()
 
 
 def crash_settings(redis_url: str, rpc_url: str, mongodb_uri: str, database: str) -> Settings:
@@ -118,6 +101,27 @@ class CrashEnv:
     log_dir: Path
 
 
+@contextlib.asynccontextmanager
+async def crash_environment(
+    redis_url: str, mongodb_uri: str, log_dir: Path, seed: int
+) -> AsyncIterator[CrashEnv]:
+    """A `CrashEnv` for one scenario: a localnet of its own (25 ms slots, faults seeded with
+    `seed`), a fresh database on the MongoDB-wire server, dropped afterwards."""
+    database = f"crash_{seed}_{uuid4().hex[:8]}"
+    with Localnet(slot_ms=SLOT_MS, seed=seed) as net:
+        settings = crash_settings(redis_url, net.url, mongodb_uri, database)
+        store = await Store.open(settings)
+        await store.ensure_indexes()
+        redis: Redis = Redis.from_url(redis_url)
+        try:
+            yield CrashEnv(net, settings, store, redis, log_dir)
+        finally:
+            await redis.aclose()
+            await close_queue()  # enqueue's pool belongs to this test's event loop
+            await store.drop_database()
+            await store.close()
+
+
 class ScenarioStuck(AssertionError):
     """A worker neither finished the job nor reached its kill in time, or exited on its own."""
 
@@ -140,6 +144,7 @@ class CrashRun:
         )
         self.switch = KillSwitch(self.net, self.read_revision)
         self.watch: LedgerWatch | None = None
+        self.revision_callbacks: list[RevisionCallback] = [self.switch.on_revision]
 
     # -- running ------------------------------------------------------------------------------
 
@@ -157,6 +162,7 @@ class CrashRun:
                 await self._after_kill(worker)
         finally:
             await self._tear_down()
+        self._note_retries()
         print(f"{self.scenario.describe()}\n  {'; '.join(self.story)}")  # shown with -rP or -s
         SUITE_TALLY["scenarios"] += 1
         for record in self.switch.fired:
@@ -174,7 +180,7 @@ class CrashRun:
         assert queued.success and queued.job_id is not None, queued.message
         self.job_id = queued.job_id
         self.watch = LedgerWatch(settings.mongodb_uri, settings.mongodb_database, self.job_id)
-        self.watch.callbacks.append(self.switch.on_revision)
+        self.watch.callbacks.extend(self.revision_callbacks)
         await self.watch.start()
         for fault in scenario.faults:
             self.net.faults.inject(
@@ -257,6 +263,13 @@ class CrashRun:
         if self.watch is not None:
             await self.watch.stop()
         self._revisions.close()
+
+    def _note_retries(self) -> None:
+        """Add to the story each time a worker handed the job back to arq (a transient error)."""
+        for worker in self.workers:
+            for event in worker.events():
+                if event.get("event") == "job_retrying":
+                    self.story.append(f"worker {worker.generation} retried: {event.get('reason')}")
 
     def read_revision(self) -> int:
         """The run's stored revision (-1 before it exists or while the store is unreachable)."""

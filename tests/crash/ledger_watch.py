@@ -7,6 +7,8 @@ kills, the store-kill trigger). What the test saw is what the server acknowledge
 store-kill test checks that nothing seen before a crash is missing after it.
 
 If the server goes away the stream ends quietly (`broken` says so); `start()` again resumes.
+A server without change streams (a standalone `mongod` given as PREMIX_TEST_MONGODB_URI) is
+polled instead, every 10 ms; a poll can miss a revision that is overwritten within that time.
 """
 
 from __future__ import annotations
@@ -18,12 +20,14 @@ from dataclasses import dataclass
 from typing import Any
 
 from pymongo import AsyncMongoClient
-from pymongo.errors import PyMongoError
+from pymongo.asynchronous.collection import AsyncCollection
+from pymongo.errors import OperationFailure, PyMongoError
 
 from premix.constants import RUNS_COLLECTION
 from premix.ledger import RunRecord, run_from_document
 
 RevisionCallback = Callable[[int], None]
+POLL_SECONDS = 0.01
 
 
 @dataclass(frozen=True)
@@ -67,9 +71,13 @@ class LedgerWatch:
         self._client = AsyncMongoClient(self.mongodb_uri, tz_aware=True)
         collection = self._client[self.database][RUNS_COLLECTION]
         pipeline = [{"$match": {"documentKey._id": self.run_id}}]
-        stream = await collection.watch(
-            pipeline, full_document="updateLookup", max_await_time_ms=50
-        )
+        try:
+            stream = await collection.watch(
+                pipeline, full_document="updateLookup", max_await_time_ms=50
+            )
+        except OperationFailure:  # no change streams on this server
+            self._task = asyncio.create_task(self._poll(collection))
+            return
         self._task = asyncio.create_task(self._follow(stream))
 
     async def stop(self) -> None:
@@ -90,6 +98,16 @@ class LedgerWatch:
                     document = change.get("fullDocument")
                     if document is not None:
                         self._saw(run_from_document(document))
+        except PyMongoError as e:
+            self.broken = e
+
+    async def _poll(self, collection: AsyncCollection[dict[str, Any]]) -> None:
+        try:
+            while True:
+                document = await collection.find_one({"_id": self.run_id})
+                if document is not None and document.get("revision") != self.revision:
+                    self._saw(run_from_document(document))
+                await asyncio.sleep(POLL_SECONDS)
         except PyMongoError as e:
             self.broken = e
 

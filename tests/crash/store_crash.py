@@ -1,19 +1,23 @@
 """Killing the store itself: SIGKILL a run's SecantusDB mid-run, restart it on the same files.
 
-`StoreCrash` is a localnet interceptor: at the first JSON-RPC request a worker makes once the
-ledger holds revision `after_revision` (the request is held while the ledger is read), it
-SIGKILLs SecantusDB, so the worker's next ledger write meets a dead store. Before it kills, it
-keeps what the test knows was acknowledged: every ledger version the watch saw. `restart()`
-waits for the kill, keeps the store down `down_seconds`, notes every attempt the workers logged
-as signed (they log it only after the store acknowledged the write), and restarts the server
-on the same port and storage path. `check_nothing_lost()` then proves every acknowledged
-revision and attempt is still stored.
+`StoreCrash` kills the store once per `StoreKill`, in order, each aimed at a ledger revision:
+- `at_commit=False`: at the first JSON-RPC request a worker makes once the ledger holds the
+  revision (a localnet interceptor; the request is held while the ledger is read), so the
+  worker's next ledger write meets a dead store;
+- `at_commit=True`: the moment the ledger watch sees the revision committed, racing the
+  write's acknowledgement on its way to the worker (it may or may not get it).
+Just before each kill it keeps what the test knows was acknowledged: every ledger version the
+watch saw. `restart()` brings the store back after each kill (same port, same storage path)
+`down_seconds` later, first noting every attempt the workers logged as signed (they log it
+only once the store acknowledged the write). `check_nothing_lost()` proves every acknowledged
+revision and attempt survived every kill.
 """
 
 from __future__ import annotations
 
 import asyncio
 import threading
+from dataclasses import dataclass, field
 
 from premix.ledger import AttemptState, RunRecord
 from premix.localnet import InterceptedRequest, Stage
@@ -21,70 +25,114 @@ from premix.servers import SecantusServer
 from tests.crash.harness import CrashRun
 from tests.crash.ledger_watch import SeenVersion, attempt_states
 
-RESTART_WAIT_SECONDS = 60.0
-# An attempt state may only move forward across the crash (open -> settled, never back).
+KILL_WAIT_SECONDS = 60.0
+# An attempt state may only move forward across a crash (open -> settled, never back).
 _OPEN = {AttemptState.SIGNED.value, AttemptState.REJECTED.value}
 
 
+@dataclass
+class StoreKill:
+    """One kill of the store, and what the test knew was acknowledged before it."""
+
+    revision: int
+    at_commit: bool
+    killed: threading.Event = field(default_factory=threading.Event)
+    seen_before: list[SeenVersion] = field(default_factory=list)
+    logged_signed: set[str] = field(default_factory=set)
+    revision_after_restart: int = -1
+
+    def describe(self) -> str:
+        moment = "as it committed" if self.at_commit else "before the next request"
+        return f"store killed at revision {self.revision} {moment}"
+
+
 class StoreCrash:
-    """Kills and restarts the store of `run` once (see the module docstring)."""
+    """Kills and restarts the store of `run` (see the module docstring). Register it with
+    `net.intercept(crash)` and `run.revision_callbacks.append(crash.on_revision)`."""
 
     def __init__(
-        self, server: SecantusServer, run: CrashRun, *, after_revision: int, down_seconds: float
+        self,
+        server: SecantusServer,
+        run: CrashRun,
+        kills: list[StoreKill],
+        *,
+        down_seconds: float,
     ) -> None:
         self.server = server
         self.run = run
-        self.after_revision = after_revision
+        self.kills = kills
         self.down_seconds = down_seconds
-        self.killed = threading.Event()
-        self.seen_before: list[SeenVersion] = []
-        self.logged_signed: set[str] = set()
-        self.revision_after_restart = -1
+        self._lock = threading.Lock()
 
     def __call__(self, request: InterceptedRequest) -> None:
-        if self.killed.is_set() or request.stage is not Stage.RECEIVED:
+        if request.stage is not Stage.RECEIVED:
             return
-        if self.run.read_revision() < self.after_revision:
+        kill = self._due()
+        if kill is None or kill.at_commit:
             return
-        assert self.run.watch is not None
-        self.seen_before = list(self.run.watch.seen)
-        self.server.kill()
-        self.killed.set()
+        if self.run.read_revision() >= kill.revision:
+            self._kill(kill)
+
+    def on_revision(self, revision: int) -> None:
+        """The ledger watch saw `revision` committed."""
+        kill = self._due()
+        if kill is not None and kill.at_commit and revision >= kill.revision:
+            self._kill(kill)
 
     async def restart(self) -> None:
-        """Wait for the kill, then bring the store back after `down_seconds`."""
-        if not await asyncio.to_thread(self.killed.wait, RESTART_WAIT_SECONDS):
-            raise AssertionError(f"the ledger never reached revision {self.after_revision}")
-        await asyncio.sleep(self.down_seconds)
-        self.logged_signed = {
-            str(event["signature"])
-            for worker in self.run.workers
-            for event in worker.events()
-            if event.get("event") == "transaction_signed"
-        }
-        await asyncio.to_thread(self.server.start)
-        self.revision_after_restart = self.run.read_revision()
-        self.run.story.append(
-            f"store killed after revision {self.after_revision} and restarted "
-            f"{self.down_seconds} s later (stored revision {self.revision_after_restart})"
-        )
-        assert self.run.watch is not None
-        await self.run.watch.stop()
-        await self.run.watch.start()
+        """After each kill, bring the store back `down_seconds` later."""
+        for kill in self.kills:
+            if not await asyncio.to_thread(kill.killed.wait, KILL_WAIT_SECONDS):
+                raise AssertionError(f"the ledger never reached revision {kill.revision}")
+            await asyncio.sleep(self.down_seconds)
+            kill.logged_signed = {
+                str(event["signature"])
+                for worker in self.run.workers
+                for event in worker.events()
+                if event.get("event") == "transaction_signed"
+            }
+            await asyncio.to_thread(self.server.start)
+            kill.revision_after_restart = self.run.read_revision()
+            self.run.story.append(
+                f"{kill.describe()}, back {self.down_seconds} s later at revision "
+                f"{kill.revision_after_restart}"
+            )
+            assert self.run.watch is not None
+            await self.run.watch.stop()
+            await self.run.watch.start()
 
     def check_nothing_lost(self, final: RunRecord) -> None:
-        """Every revision and attempt acknowledged before the kill survived it."""
-        assert self.seen_before, "the watch saw no ledger write before the store was killed"
-        newest = max(version.revision for version in self.seen_before)
-        assert self.revision_after_restart >= newest, (
-            f"the store came back at revision {self.revision_after_restart}, "
-            f"but revision {newest} was acknowledged before the kill"
-        )
+        """Every revision and attempt acknowledged before each kill survived it."""
         stored = attempt_states(final)
-        for version in self.seen_before:
-            for signature, state in attempt_states(version.record).items():
-                assert signature in stored, f"revision {version.revision}: {signature} lost"
-                if state not in _OPEN:
-                    assert stored[signature] == state, (signature, state, stored[signature])
-        missing = self.logged_signed - set(stored)
-        assert not missing, f"attempts the workers logged as signed are not stored: {missing}"
+        for kill in self.kills:
+            assert kill.seen_before, f"{kill.describe()}: no ledger write was seen before it"
+            newest = max(version.revision for version in kill.seen_before)
+            assert kill.revision_after_restart >= newest, (
+                f"{kill.describe()}: the store came back at revision "
+                f"{kill.revision_after_restart}, but revision {newest} had been acknowledged"
+            )
+            for version in kill.seen_before:
+                for signature, state in attempt_states(version.record).items():
+                    assert signature in stored, f"revision {version.revision}: {signature} lost"
+                    if state not in _OPEN:
+                        assert stored[signature] == state, (signature, state, stored[signature])
+            missing = kill.logged_signed - set(stored)
+            assert not missing, f"attempts logged as signed but not stored: {sorted(missing)}"
+
+    def _due(self) -> StoreKill | None:
+        """The next kill, once the store is up again after the previous one."""
+        for kill in self.kills:
+            if not kill.killed.is_set():
+                return kill
+            if kill.revision_after_restart < 0:
+                return None  # still down, or not yet noted as back
+        return None
+
+    def _kill(self, kill: StoreKill) -> None:
+        with self._lock:
+            if kill.killed.is_set():
+                return
+            assert self.run.watch is not None
+            kill.seen_before = list(self.run.watch.seen)
+            self.server.kill()
+            kill.killed.set()

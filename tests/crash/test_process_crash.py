@@ -18,10 +18,10 @@ import pytest
 from premix.servers import SecantusServer, ServerError
 from tests.crash.harness import SUITE_TALLY, CrashRun, crash_environment
 from tests.crash.scenario import Kill, KillKind, Scenario, scenario_for_seed
-from tests.crash.store_crash import StoreCrash
+from tests.crash.store_crash import StoreCrash, StoreKill
 from tests.fixtures import missing_tool
 
-DEFAULT_SEEDS = range(30)
+DEFAULT_SEEDS = range(36)  # each first-kill kind 6 times, 3 of them with expiry
 SOAK_FIRST_SEED = 1000
 SOAK_ENV = "PREMIX_SOAK_SCENARIOS"
 
@@ -54,9 +54,11 @@ async def test_workers_killed_at_seeded_moments_pay_every_wallet_exactly_once(
             await run.check_exact()
 
 
-# 2.1 SOL to 5 wallets, one at a time: revision 4 is the second transaction's signing, so the
-# store dies while that send is in flight and the worker's next write (its landing) meets a
-# dead store; later the same worker is killed right after its fourth send.
+# 2.1 SOL to 5 wallets, one at a time (revisions: 0 opened, 1 planned, then a signing and a
+# landing per transaction, 12 completed). The store dies while the second transaction's send is
+# in flight (its landing, revision 5, meets a dead store); the worker is killed after its fourth
+# send; the store dies again as the next worker's signing of the fifth transaction (revision
+# 10) commits, racing the acknowledgement.
 STORE_KILL_SCENARIO = Scenario(
     seed=9_000,
     mode="standard",
@@ -79,16 +81,18 @@ async def test_store_killed_mid_run_loses_no_acknowledged_write_and_the_run_fini
         scenario = STORE_KILL_SCENARIO
         async with crash_environment(redis_url, server.url, tmp_path, scenario.seed) as env:
             run = CrashRun(env, scenario)
-            crash = StoreCrash(server, run, after_revision=4, down_seconds=0.5)
+            kills = [StoreKill(4, at_commit=False), StoreKill(10, at_commit=True)]
+            crash = StoreCrash(server, run, kills, down_seconds=0.5)
             env.net.intercept(crash)
+            run.revision_callbacks.append(crash.on_revision)
             with run.reported(rerun_command(request)):
-                restarted = asyncio.create_task(crash.restart())
+                restarts = asyncio.create_task(crash.restart())
                 await run.execute()
-                await restarted
+                await restarts
                 await run.check_exact()
                 final = await run.ledger.get(run.job_id)
                 assert final is not None
                 crash.check_nothing_lost(final)
-        SUITE_TALLY["store_kills"] += 1
+        SUITE_TALLY["store_kills"] += len(kills)
     finally:
         server.stop()
