@@ -268,15 +268,15 @@ def test_unknown_fault_kinds_and_parameters_are_refused(localnet: Localnet) -> N
 # -- interceptors ------------------------------------------------------------------------------
 
 
-async def test_an_interceptor_sees_each_request_received_then_answered_with_sent_signatures(
+async def test_an_interceptor_sees_each_request_received_then_answered_with_path_and_signatures(
     localnet: Localnet, client: AsyncClient
 ) -> None:
     tx, _, recipient = await signed_transfer(localnet, client)
-    seen: list[tuple[Stage, tuple[str, ...], bool]] = []
+    seen: list[tuple[str, Stage, tuple[str, ...], bool]] = []
 
     def watch(request: InterceptedRequest) -> None:
         landed = localnet.balance(recipient) == LAMPORTS
-        seen.append((request.stage, request.methods, landed))
+        seen.append((request.path, request.stage, request.methods, landed))
         if request.calls("sendTransaction"):
             assert request.signatures == (tx.signatures[0],)
         else:
@@ -284,15 +284,16 @@ async def test_an_interceptor_sees_each_request_received_then_answered_with_sent
 
     localnet.intercept(watch)
     await client.send_transaction(tx)
-    await client.get_slot()
+    async with AsyncClient(f"{localnet.url}/worker-7") as named:
+        await named.get_slot()
     localnet.stop_intercepting(watch)
     await client.get_slot()
 
     assert seen == [
-        (Stage.RECEIVED, ("sendTransaction",), False),
-        (Stage.ANSWERED, ("sendTransaction",), True),
-        (Stage.RECEIVED, ("getSlot",), True),
-        (Stage.ANSWERED, ("getSlot",), True),
+        ("/", Stage.RECEIVED, ("sendTransaction",), False),
+        ("/", Stage.ANSWERED, ("sendTransaction",), True),
+        ("/worker-7", Stage.RECEIVED, ("getSlot",), True),
+        ("/worker-7", Stage.ANSWERED, ("getSlot",), True),
     ]
 
 

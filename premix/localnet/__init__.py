@@ -27,7 +27,8 @@ clock, `serve_forever`).
 
 Interception (a test hook): `callback(InterceptedRequest)` runs on the request's server thread
 at `Stage.RECEIVED` (parsed, before faults) and `Stage.ANSWERED` (processed, before the reply)
-with the JSON-RPC method names and the signature of each transaction sent. It may block or act
+with the HTTP path (the node answers on any path, so clients can be told apart by theirs), the
+JSON-RPC method names and the signature of each transaction sent. It may block or act
 (kill a client, advance the chain); raising `DropRequest` at RECEIVED means the request is never
 processed, at ANSWERED that it was processed but gets no response (the client sees a connection
 error either way). Crash tests aim kills with it: after signing and before the send reached the

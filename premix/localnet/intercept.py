@@ -5,8 +5,9 @@ twice per HTTP request, on the request's own server thread:
 - `Stage.RECEIVED`: the body is parsed, before any fault or processing;
 - `Stage.ANSWERED`: every call in it has run (a sent transaction has landed or not), before the
   response is written.
-It gets an `InterceptedRequest` (the stage, the JSON-RPC method names, and the signature of each
-transaction a `sendTransaction` call carries). It may block (the client waits), act on the
+It gets an `InterceptedRequest` (the stage, the HTTP path posted to, the JSON-RPC method names,
+and the signature of each transaction a `sendTransaction` call carries). The node answers on
+every path, so clients given URLs with different paths can be told apart. It may block (the client waits), act on the
 world (kill the client process, advance the chain, inject a fault), or raise `DropRequest`: at
 `RECEIVED` the request is never processed, at `ANSWERED` it was processed but the connection is
 closed without a response; either way the client sees a connection error. Any other exception
@@ -38,6 +39,7 @@ class InterceptedRequest:
     """One HTTP request as an interceptor sees it (a batch lists every call)."""
 
     stage: Stage
+    path: str  # the HTTP path posted to ("/" for the plain URL)
     methods: tuple[str, ...]  # JSON-RPC method names, in request order
     signatures: tuple[Signature, ...]  # first signature of each transaction sent in it
 

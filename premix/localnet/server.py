@@ -201,7 +201,7 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(call, dict) and call.get("method") == "sendTransaction"
             if (signature := sent_signature(call.get("params"))) is not None
         ]
-        return InterceptedRequest(Stage.RECEIVED, tuple(methods), tuple(signatures))
+        return InterceptedRequest(Stage.RECEIVED, self.path, tuple(methods), tuple(signatures))
 
     def _dropped(self, intercepted: InterceptedRequest, stage: Stage) -> bool:
         """Run the interceptors at `stage`; True (connection dropped) when one dropped it."""

@@ -11,6 +11,6 @@ def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
     kills = {k.removeprefix("kill:"): n for k, n in sorted(SUITE_TALLY.items()) if ":" in k}
     terminalreporter.write_line(
         f"crash suite: {SUITE_TALLY['scenarios']} scenario(s) finished, "
-        f"{sum(kills.values())} worker kill(s) {kills}, "
+        f"{sum(kills.values())} worker kill(s) or stall(s) {kills}, "
         f"{SUITE_TALLY['store_kills']} store kill(s)"
     )

@@ -5,16 +5,18 @@ every wallet exactly once.
 - `execute()`: creates the user (funding wallet airdropped on the localnet, buyer wallets in
   the store), switches the scenario's faults on, enqueues the premix and opens the ledger watch;
   then starts worker 0 armed with the first kill. Each time the kill switch kills a worker, the
-  run reaps it, checks the write-ahead rule held at that moment, deletes arq's in-progress
-  marker (standing for the job timeout passing, as arq redelivers a dead worker's job only
-  then), optionally moves the chain past the last valid block height of every open attempt
-  while no worker is alive, and starts the next worker armed with the next kill, until arq
-  holds the job's result.
+  run reaps it, checks the write-ahead rule held at that moment, lets arq's time pass (deletes
+  the job's in-progress marker and brings a deferred retry forward, standing for the job
+  timeout passing: arq redelivers a dead worker's job only then), optionally moves the chain
+  past the last valid block height of every open attempt while no worker is alive, and starts
+  the next worker armed with the next kill, until arq holds the job's result. A stalled worker
+  (SIGSTOP, not killed) is resumed once the next worker has written to the ledger (or when the
+  job ended) and must then step aside.
 - `check_exact()`: every planned wallet holds exactly its amount (fresh wallets start at 0) and
   every other wallet nothing; the funding wallet paid the plan plus 5,000 lamports for each
   transaction that landed (counted from `net.transaction_log`); the ledger's totals and landed
-  signatures are the chain's; arq stored a success result with the same totals; the user lock
-  is released.
+  signatures are the chain's; arq stored a success result with the same totals; the last
+  progress event says completed; the user lock is released.
 - `reported()`: any failure is re-raised with the scenario, what happened and the workers' logs.
 
 `revision_callbacks` get every ledger revision the watch sees (the kill switch's ledger kills;
@@ -41,16 +43,17 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from solders.signature import Signature
 
-from premix.constants import RUNS_COLLECTION
+from premix.constants import QUEUE_NAME, RUNS_COLLECTION
 from premix.ledger import Ledger, RunRecord, Totals
 from premix.localnet import Commitment, Localnet
 from premix.localnet.chain import LAMPORTS_PER_SIGNATURE, MAX_PROCESSING_AGE
+from premix.progress import latest_progress
 from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
 from premix.settings import Settings
 from premix.store import Store
 from tests.crash.kills import KillSwitch
 from tests.crash.ledger_watch import LedgerWatch, RevisionCallback, attempt_states
-from tests.crash.scenario import SEND_KILLS, Kill, Scenario
+from tests.crash.scenario import SEND_KILLS, Kill, KillKind, Scenario
 from tests.crash.workers import WorkerProcess
 from tests.worker.helpers import (
     User,
@@ -66,6 +69,7 @@ CHAT_ID: Final = 42
 WORKER_WAIT_SECONDS: Final = 60.0  # one worker's part of a run; longer means it is stuck
 POLL_SECONDS: Final = 0.02
 MAX_WORKERS: Final = 12  # kills plus restarts after a worker exits; more means a loop
+STEP_ASIDE_WAIT_SECONDS: Final = 30.0
 
 # What every scenario of the session did, for the summary line (tests/crash/conftest.py).
 SUITE_TALLY: Counter[str] = Counter()
@@ -126,6 +130,18 @@ class ScenarioStuck(AssertionError):
     """A worker neither finished the job nor reached its kill in time, or exited on its own."""
 
 
+@dataclass
+class StalledWorker:
+    """A worker stopped with SIGSTOP while it held the job, and the ledger revision then. It
+    is resumed while the worker after it runs, once that one wrote to the ledger; if that one
+    is killed first, only when the job has ended."""
+
+    worker: WorkerProcess
+    revision: int
+    resumed: bool = False
+    stepped_aside: bool = False
+
+
 class CrashRun:
     """Drives one `Scenario` in a `CrashEnv` (see the module docstring)."""
 
@@ -145,6 +161,7 @@ class CrashRun:
         self.switch = KillSwitch(self.net, self.read_revision)
         self.watch: LedgerWatch | None = None
         self.revision_callbacks: list[RevisionCallback] = [self.switch.on_revision]
+        self.stalled: list[StalledWorker] = []
 
     # -- running ------------------------------------------------------------------------------
 
@@ -160,6 +177,8 @@ class CrashRun:
                 if await self._worker_done(worker):
                     break
                 await self._after_kill(worker)
+            self._resume_stalled()
+            await self._stalled_stepped_aside()
         finally:
             await self._tear_down()
         self._note_retries()
@@ -218,9 +237,11 @@ class CrashRun:
                 return True
             record = self.switch.killed(worker)
             if record is not None:
-                worker.kill()  # reap it
+                if record.kill.kind is not KillKind.STALL:
+                    worker.kill()  # reap it
                 self.story.append(record.describe())
                 return False
+            self._resume_stalled(successor=worker)
             if not worker.alive:
                 raise ScenarioStuck(f"worker {worker.generation} exited on its own")
             if time.monotonic() > deadline:
@@ -237,10 +258,25 @@ class CrashRun:
             recorded = set() if run is None else set(attempt_states(run))
             missing = {str(s) for s in record.signatures} - recorded
             assert not missing, f"sent but not in the ledger: {sorted(missing)}"
-        # What time does after a worker died: arq's in-progress marker expires.
-        await self.env.redis.delete(in_progress_key_prefix + self.job_id)
+        if record.kill.kind is KillKind.STALL:
+            self.stalled.append(StalledWorker(worker, self.read_revision()))
+        # A resumed worker stepping aside defers the job (arq Retry): let it do so first.
+        await self._stalled_stepped_aside()
+        await self._let_arq_time_pass()
         if record.kill.expire_while_down:
             self._expire_blockhashes(run)
+
+    async def _let_arq_time_pass(self) -> None:
+        """What the job timeout (+ 10 s) passing after a worker died or stalled does for arq:
+        the job's in-progress marker expires, and a retry deferred by at most that long (a
+        superseded execution steps aside with such a delay) comes due."""
+        redis = self.env.redis
+        await redis.delete(in_progress_key_prefix + self.job_id)
+        now_ms = int(time.time() * 1000)
+        score = await redis.zscore(QUEUE_NAME, self.job_id)
+        if score is not None and score > now_ms:
+            await redis.zadd(QUEUE_NAME, {self.job_id: now_ms}, xx=True)
+            self.story.append("a deferred retry came due")
 
     def _expire_blockhashes(self, run: RunRecord | None) -> None:
         """With no worker alive, advance the chain until its finalized block height is past
@@ -254,6 +290,36 @@ class CrashRun:
             f"chain moved past block height {target} with no worker alive "
             f"({len(open_heights)} open attempt(s))"
         )
+
+    def _resume_stalled(self, successor: WorkerProcess | None = None) -> None:
+        """Resume each stalled worker whose successor (the next worker) is running `successor`
+        and wrote to the ledger since the stall; with no `successor`, every one still stopped."""
+        for stalled in self.stalled:
+            if stalled.resumed:
+                continue
+            if successor is not None:
+                if successor.generation != stalled.worker.generation + 1:
+                    continue
+                if self.read_revision() <= stalled.revision:
+                    continue
+            stalled.worker.resume()
+            stalled.resumed = True
+            self.story.append(f"worker {stalled.worker.generation} resumed")
+
+    async def _stalled_stepped_aside(self) -> None:
+        """Wait until every resumed worker saw it was superseded and stepped aside."""
+        deadline = time.monotonic() + STEP_ASIDE_WAIT_SECONDS
+        for stalled in self.stalled:
+            if not stalled.resumed or stalled.stepped_aside:
+                continue
+            while not any(e.get("event") == "job_superseded" for e in stalled.worker.events()):
+                if time.monotonic() > deadline:
+                    raise ScenarioStuck(
+                        f"resumed worker {stalled.worker.generation} never stepped aside"
+                    )
+                await asyncio.sleep(POLL_SECONDS)
+            stalled.stepped_aside = True
+            self.story.append(f"worker {stalled.worker.generation} stepped aside")
 
     async def _tear_down(self) -> None:
         self.net.stop_intercepting(self.switch)
@@ -322,6 +388,9 @@ class CrashRun:
             chain_totals.fee_lamports,
             chain_totals.transactions,
         )
+        last_event = await latest_progress(self.env.redis, self.job_id)
+        assert last_event is not None
+        assert (last_event.phase, last_event.status) == (6, "completed"), last_event
         assert await user_lock_holder(self.env.redis, USER_ID) is None
 
     # -- reporting ----------------------------------------------------------------------------

@@ -15,10 +15,14 @@ aims at, sends SIGKILL from the node's request thread while that request is held
   worker dies when it sends a signature again (its retry), not knowing whether it landed;
 - ledger #n: the worker dies once the ledger holds n more revisions than when it started: at
   its first RPC request after that write (the ledger is read while the request is held), or
-  when the ledger watch sees the write, whichever comes first.
+  when the ledger watch sees the write, whichever comes first;
+- stall #n: like before_send, but the worker is stopped (SIGSTOP), not killed: it holds the
+  job in memory and will go on when resumed (the harness resumes it once a newer worker took
+  the job over).
 
-Once the worker is killed, every request still arriving from it is dropped (its process is
-gone) until the switch is armed with the next worker. `n` counts within one worker's life.
+Requests are told apart by their URL path (each worker has its own): the switch aims only at
+the armed worker's, and drops every request still arriving from a killed one (its process is
+gone). `n` counts within one worker's life.
 """
 
 from __future__ import annotations
@@ -58,7 +62,8 @@ class KillRecord:
 
     def describe(self) -> str:
         seen = " (chain had seen it)" if self.chain_had_seen else ""
-        return f"{self.kill.describe()} killed worker {self.generation}{seen}"
+        verb = "stalled" if self.kill.kind is KillKind.STALL else "killed"
+        return f"{self.kill.describe()} {verb} worker {self.generation}{seen}"
 
 
 class KillSwitch:
@@ -72,6 +77,7 @@ class KillSwitch:
         self._lock = threading.Lock()
         self._worker: WorkerProcess | None = None
         self._kill: Kill | None = None
+        self._dead_paths: set[str] = set()
         self._received = 0  # sendTransaction requests received from this worker
         self._answered = 0  # ... and processed
         self._sent: set[Signature] = set()
@@ -108,9 +114,11 @@ class KillSwitch:
 
     def __call__(self, request: InterceptedRequest) -> None:
         with self._lock:
-            if self._worker is None:
+            if request.path in self._dead_paths:
                 raise DropRequest  # from a worker already killed: its process is gone
-            kill = self._kill
+            worker, kill = self._worker, self._kill
+            if worker is None or request.path != worker.rpc_path:
+                return  # a stalled worker resumed: not aimed at
             if kill is None or not self._aimed_at(kill, request):
                 return
             self._fire(kill, request.signatures)
@@ -138,7 +146,7 @@ class KillSwitch:
         resent = any(signature in self._sent for signature in request.signatures)
         self._sent.update(request.signatures)
         match kill.kind:
-            case KillKind.BEFORE_SEND:
+            case KillKind.BEFORE_SEND | KillKind.STALL:
                 return self._received == kill.nth
             case KillKind.MID_BATCH:
                 return self._received == kill.nth + 1
@@ -172,9 +180,14 @@ class KillSwitch:
         )
 
     def _fire(self, kill: Kill, signatures: tuple[Signature, ...]) -> None:
-        assert self._worker is not None
+        worker = self._worker
+        assert worker is not None
         log = self.net.transaction_log
         seen = any(signature in log for signature in signatures)
-        self._worker.signal_kill()
-        self.fired.append(KillRecord(kill, self._worker.generation, signatures, seen))
+        if kill.kind is KillKind.STALL:
+            worker.stop()
+        else:
+            worker.signal_kill()
+            self._dead_paths.add(worker.rpc_path)
+        self.fired.append(KillRecord(kill, worker.generation, signatures, seen))
         self._worker, self._kill = None, None

@@ -6,9 +6,9 @@ aimed at a point of a send or at the ledger and optionally followed by the chain
 every open attempt's blockhash while no worker is alive. Timing still varies between runs
 (threads, processes), so a rerun takes the same decisions, not always the same interleaving.
 
-The first kill of seed i has kind `FIRST_KILLS[i % 6]` (mid_batch needs a fast-mode batch of
+The first kill of seed i has kind `FIRST_KILLS[i % 7]` (mid_batch needs a fast-mode batch of
 several transactions, so those seeds are fast mode with 22 to 73 wallets), and seeds with an
-even `i // 6` let the chain expire after it: the default seeds cover every kind both ways.
+even `i // 7` let the chain expire after it: the default seeds cover every kind both ways.
 """
 
 from __future__ import annotations
@@ -25,7 +25,8 @@ from premix.mixer.packing import transaction_count
 
 
 class KillKind(StrEnum):
-    """Where a worker process is killed (SIGKILL). `nth` counts within one worker process."""
+    """Where a worker process is killed (SIGKILL), or stalled (SIGSTOP). `nth` counts within
+    one worker process."""
 
     BEFORE_SEND = "before_send"  # the nth send reached the node: killed, the node never saw it
     AFTER_SEND = "after_send"  # the nth send was processed: killed before reading the answer
@@ -33,6 +34,7 @@ class KillKind(StrEnum):
     DROPPED = "dropped"  # the nth send is dropped (drop_send): killed while awaiting it
     LOST_RESPONSE = "lost_response"  # the nth send lands, its answer is lost: killed on re-send
     LEDGER = "ledger"  # killed as soon as the ledger shows nth more revisions
+    STALL = "stall"  # stopped as the nth send arrives; resumed once the next worker took over
 
 
 FIRST_KILLS: Final = (
@@ -42,6 +44,7 @@ FIRST_KILLS: Final = (
     KillKind.DROPPED,
     KillKind.LOST_RESPONSE,
     KillKind.LEDGER,
+    KillKind.STALL,
 )
 LATER_KILLS: Final = tuple(kind for kind in FIRST_KILLS if kind is not KillKind.MID_BATCH)
 SEND_KILLS: Final = frozenset(set(KillKind) - {KillKind.LEDGER})

@@ -21,7 +21,7 @@ from tests.crash.scenario import Kill, KillKind, Scenario, scenario_for_seed
 from tests.crash.store_crash import StoreCrash, StoreKill
 from tests.fixtures import missing_tool
 
-DEFAULT_SEEDS = range(36)  # each first-kill kind 6 times, 3 of them with expiry
+DEFAULT_SEEDS = range(35)  # each first-kill kind 5 times, 3 of them with expiry
 SOAK_FIRST_SEED = 1000
 SOAK_ENV = "PREMIX_SOAK_SCENARIOS"
 

@@ -3,8 +3,10 @@
 Each worker is configured only by PREMIX_* environment variables (the test's `Settings`,
 exported field by field; nothing else of the test's PREMIX_* environment leaks in), runs with
 the repository root as its working directory, and writes its JSON log lines to a file of its
-own, so a failure can show what each worker did. `kill()` is SIGKILL: nothing of the worker's
-own clean-up runs, exactly as in a crash.
+own, so a failure can show what each worker did. Its RPC URL carries a path of its own
+(`/worker-<n>`; the localnet answers on any path), so the localnet's interceptors can tell
+which worker sent a request. `kill()` is SIGKILL: nothing of the worker's own clean-up runs,
+exactly as in a crash; `stop()`/`resume()` (SIGSTOP/SIGCONT) stall it, as a frozen VM would.
 """
 
 from __future__ import annotations
@@ -63,15 +65,25 @@ class WorkerProcess:
         self.process = process
         self.log_path = log_path
 
+    @staticmethod
+    def rpc_path_of(generation: int) -> str:
+        return f"/worker-{generation}"
+
+    @property
+    def rpc_path(self) -> str:
+        """The path of this worker's RPC URL: its requests at the localnet carry it."""
+        return self.rpc_path_of(self.generation)
+
     @classmethod
     def start(cls, settings: Settings, log_dir: Path, generation: int) -> WorkerProcess:
         """Start generation `generation`; it logs to `log_dir/worker-<generation>.log`."""
         log_path = log_dir / f"worker-{generation}.log"
+        rpc_url = settings.rpc_url.rstrip("/") + cls.rpc_path_of(generation)
         with log_path.open("wb") as log:
             process = subprocess.Popen(
                 [str(ARQ), "premix.worker.WorkerSettings"],
                 cwd=REPO_ROOT,
-                env=worker_environment(settings),
+                env=worker_environment(settings.model_copy(update={"rpc_url": rpc_url})),
                 stdin=subprocess.DEVNULL,
                 stdout=log,
                 stderr=subprocess.STDOUT,
@@ -88,8 +100,19 @@ class WorkerProcess:
 
     def signal_kill(self) -> None:
         """Send SIGKILL without waiting (safe from any thread, also after the process ended)."""
+        self._signal(signal.SIGKILL)
+
+    def stop(self) -> None:
+        """SIGSTOP: the process freezes where it is (its sockets stay open)."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        """SIGCONT: a stopped process goes on from where it froze."""
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, signal_number: signal.Signals) -> None:
         with contextlib.suppress(ProcessLookupError):
-            os.kill(self.pid, signal.SIGKILL)
+            os.kill(self.pid, signal_number)
 
     def kill(self) -> None:
         """SIGKILL the process and reap it."""
