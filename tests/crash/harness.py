@@ -5,13 +5,13 @@ every wallet exactly once.
 - `execute()`: creates the user (funding wallet airdropped on the localnet, buyer wallets in
   the store), switches the scenario's faults on, enqueues the premix and opens the ledger watch;
   then starts worker 0 armed with the first kill. Each time the kill switch kills a worker, the
-  run reaps it, checks the write-ahead rule held at that moment, lets arq's time pass (deletes
-  the job's in-progress marker and brings a deferred retry forward, standing for the job
-  timeout passing: arq redelivers a dead worker's job only then), optionally moves the chain
-  past the last valid block height of every open attempt while no worker is alive, and starts
-  the next worker armed with the next kill, until arq holds the job's result. A stalled worker
-  (SIGSTOP, not killed) is resumed once the next worker has written to the ledger (or when the
-  job ended) and must then step aside.
+  run reaps it, checks the write-ahead rule held at that moment, deletes the job's in-progress
+  marker (standing for the job timeout passing: arq redelivers a dead worker's job only then;
+  likewise a long-deferred retry of a job no live worker runs comes due), optionally moves
+  the chain past the last valid block height of every open attempt while no worker runs, and
+  starts the next worker armed with the next kill, until arq holds the job's result. A
+  stalled worker (SIGSTOP, not killed) is resumed while the next one runs, once that one wrote
+  to the ledger (or when the job has ended), and must then step aside.
 - `check_exact()`: every planned wallet holds exactly its amount (fresh wallets start at 0) and
   every other wallet nothing; the funding wallet paid the plan plus 5,000 lamports for each
   transaction that landed (counted from `net.transaction_log`); the ledger's totals and landed
@@ -70,6 +70,7 @@ WORKER_WAIT_SECONDS: Final = 60.0  # one worker's part of a run; longer means it
 POLL_SECONDS: Final = 0.02
 MAX_WORKERS: Final = 12  # kills plus restarts after a worker exits; more means a loop
 STEP_ASIDE_WAIT_SECONDS: Final = 30.0
+NATURAL_DEFER_SECONDS: Final = 2  # premix's first retry backoffs (1, 2 s) are waited for
 
 # What every scenario of the session did, for the summary line (tests/crash/conftest.py).
 SUITE_TALLY: Counter[str] = Counter()
@@ -190,7 +191,11 @@ class CrashRun:
     async def _prepare(self) -> None:
         scenario, settings = self.scenario, self.env.settings
         self.user = await create_user(
-            self.env.store, self.net, USER_ID, buyers=scenario.buyer_wallets
+            self.env.store,
+            self.net,
+            USER_ID,
+            buyers=scenario.buyer_wallets,
+            funding_lamports=scenario.funding_lamports,
         )
         self.known_before = set(self.net.transaction_log)
         queued = await enqueue_premix_funds(
@@ -242,6 +247,7 @@ class CrashRun:
                 self.story.append(record.describe())
                 return False
             self._resume_stalled(successor=worker)
+            await self._bring_idle_job_forward(worker)
             if not worker.alive:
                 raise ScenarioStuck(f"worker {worker.generation} exited on its own")
             if time.monotonic() > deadline:
@@ -260,23 +266,31 @@ class CrashRun:
             assert not missing, f"sent but not in the ledger: {sorted(missing)}"
         if record.kill.kind is KillKind.STALL:
             self.stalled.append(StalledWorker(worker, self.read_revision()))
-        # A resumed worker stepping aside defers the job (arq Retry): let it do so first.
-        await self._stalled_stepped_aside()
         await self._let_arq_time_pass()
         if record.kill.expire_while_down:
             self._expire_blockhashes(run)
 
     async def _let_arq_time_pass(self) -> None:
         """What the job timeout (+ 10 s) passing after a worker died or stalled does for arq:
-        the job's in-progress marker expires, and a retry deferred by at most that long (a
-        superseded execution steps aside with such a delay) comes due."""
+        the job's in-progress marker expires (arq redelivers the job only then)."""
+        await self.env.redis.delete(in_progress_key_prefix + self.job_id)
+
+    async def _bring_idle_job_forward(self, worker: WorkerProcess) -> None:
+        """While no live worker runs the job, a retry arq holds deferred for longer than
+        `NATURAL_DEFER_SECONDS` comes due now: time passing while nothing happens. (A
+        superseded execution steps aside deferring the job by the job timeout + 10 s.)"""
         redis = self.env.redis
-        await redis.delete(in_progress_key_prefix + self.job_id)
         now_ms = int(time.time() * 1000)
         score = await redis.zscore(QUEUE_NAME, self.job_id)
-        if score is not None and score > now_ms:
-            await redis.zadd(QUEUE_NAME, {self.job_id: now_ms}, xx=True)
-            self.story.append("a deferred retry came due")
+        if score is None or score <= now_ms + NATURAL_DEFER_SECONDS * 1000:
+            return
+        if await redis.exists(in_progress_key_prefix + self.job_id):
+            return
+        live = [worker, *(s.worker for s in self.stalled if s.resumed)]
+        if any(w.alive and w.executing() for w in live):
+            return
+        await redis.zadd(QUEUE_NAME, {self.job_id: now_ms}, xx=True)
+        self.story.append(f"a retry deferred {(score - now_ms) / 1000:.0f} s came due")
 
     def _expire_blockhashes(self, run: RunRecord | None) -> None:
         """With no worker alive, advance the chain until its finalized block height is past
@@ -287,7 +301,7 @@ class CrashRun:
         while (finalized := self.net.chain.block(Commitment.FINALIZED).height) <= target:
             self.net.advance(target - finalized + 1)
         self.story.append(
-            f"chain moved past block height {target} with no worker alive "
+            f"chain moved past block height {target} with no worker running "
             f"({len(open_heights)} open attempt(s))"
         )
 

@@ -10,7 +10,8 @@ aims at, sends SIGKILL from the node's request thread while that request is held
 - mid_batch #n: n sends of a fast-mode batch were received; the worker dies as the next one
   arrives, which is dropped with the rest of the batch (some transactions in, others not);
 - dropped #n: from the n-th send on, a one-shot `drop_send` fault is kept armed until a send is
-  seen dropped; the worker then dies at its second status poll, while it waits for it;
+  seen dropped; the worker then dies at its next status poll, while it waits for it (every
+  accepted send is followed by one);
 - lost_response #n: a one-shot `lose_response` fault eats the answer to the n-th send; the
   worker dies when it sends a signature again (its retry), not knowing whether it landed;
 - ledger #n: the worker dies once the ledger holds n more revisions than when it started: at
@@ -46,7 +47,6 @@ from tests.crash.workers import WorkerProcess
 
 SEND = "sendTransaction"
 STATUSES = "getSignatureStatuses"
-POLLS_BEFORE_DROPPED_KILL = 2
 
 RevisionReader = Callable[[], int]
 
@@ -83,7 +83,6 @@ class KillSwitch:
         self._sent: set[Signature] = set()
         self._fault: FaultRule | None = None  # the one-shot fault a kill armed
         self._dropped_seen = False
-        self._polls_after_drop = 0
         self._revision_target = 0
 
     def arm(self, worker: WorkerProcess, kill: Kill | None) -> None:
@@ -91,7 +90,7 @@ class KillSwitch:
         target = self.read_revision() + kill.nth if kill and kill.kind is KillKind.LEDGER else 0
         with self._lock:
             self._worker, self._kill, self._revision_target = worker, kill, target
-            self._received = self._answered = self._polls_after_drop = 0
+            self._received = self._answered = 0
             self._sent.clear()
             if self._fault is not None:  # armed for the previous worker and never fired
                 self.net.faults.remove(self._fault)
@@ -137,9 +136,8 @@ class KillSwitch:
             self._answered += 1
             self._dropped_seen = self._dropped_seen or self._any_dropped(request.signatures)
             return kill.kind is KillKind.AFTER_SEND and self._answered == kill.nth
-        if request.calls(STATUSES) and kill.kind is KillKind.DROPPED and self._dropped_seen:
-            self._polls_after_drop += 1
-            return self._polls_after_drop == POLLS_BEFORE_DROPPED_KILL
+        if request.calls(STATUSES) and kill.kind is KillKind.DROPPED:
+            return self._dropped_seen
         if not sends:
             return False
         self._received += 1

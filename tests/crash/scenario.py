@@ -1,9 +1,11 @@
 """Crash scenarios: what one seed makes happen to one premix (pure; no I/O).
 
 A `Scenario` is drawn from its seed alone, so a failing seed reruns the same plan: the mode,
-the amount and wallets, the localnet faults switched on, and the kills, 1 to 3 of them, each
-aimed at a point of a send or at the ledger and optionally followed by the chain moving past
-every open attempt's blockhash while no worker is alive. Timing still varies between runs
+the amount and wallets, whether the funding wallet holds exactly what the premix needs (the
+plan, one fee per transaction and the 0.01 SOL buffer) or plenty, the localnet faults switched
+on, and the kills, 1 to 3 of them, each aimed at a point of a send or at the ledger and
+optionally followed by the chain moving past every open attempt's blockhash while no worker
+runs. Timing still varies between runs
 (threads, processes), so a rerun takes the same decisions, not always the same interleaving.
 
 The first kill of seed i has kind `FIRST_KILLS[i % 7]` (mid_batch needs a fast-mode batch of
@@ -22,6 +24,7 @@ from typing import Any, Final
 from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
 from premix.distribution import DEFAULT_TABLE, plan_distribution
 from premix.mixer.packing import transaction_count
+from premix.settings import Settings
 
 
 class KillKind(StrEnum):
@@ -49,6 +52,9 @@ FIRST_KILLS: Final = (
 LATER_KILLS: Final = tuple(kind for kind in FIRST_KILLS if kind is not KillKind.MID_BATCH)
 SEND_KILLS: Final = frozenset(set(KillKind) - {KillKind.LEDGER})
 MAX_SMALL_WALLETS: Final = 5
+FEE_LAMPORTS: Final = 5_000  # one signature, no priority fee
+FEE_BUFFER_LAMPORTS: Final = int(Settings.model_fields["fee_buffer_sol"].default * LAMPORTS_PER_SOL)
+PLENTY_LAMPORTS: Final = 100 * LAMPORTS_PER_SOL
 BIG_FAST_WALLETS: Final = (22, 30, 43, 73)  # 2, 2, 3 and 4 transactions
 
 
@@ -97,6 +103,7 @@ class Scenario:
     buyer_wallets: int  # stored; the plan may use fewer (the rest must stay at 0)
     kills: tuple[Kill, ...]
     faults: tuple[FaultSpec, ...]
+    exact_funding: bool = False  # the funding wallet holds exactly what the premix needs
 
     @property
     def plan(self) -> list[int]:
@@ -109,6 +116,14 @@ class Scenario:
         return transaction_count(self.mode, len(self.plan))
 
     @property
+    def funding_lamports(self) -> int:
+        """What the funding wallet gets: exactly the plan, a fee per transaction and the
+        buffer (`exact_funding`), or 100 SOL."""
+        if not self.exact_funding:
+            return PLENTY_LAMPORTS
+        return self.amount_lamports + self.transactions * FEE_LAMPORTS + FEE_BUFFER_LAMPORTS
+
+    @property
     def amount_sol(self) -> Decimal:
         return Decimal(self.amount_lamports) / LAMPORTS_PER_SOL
 
@@ -116,10 +131,11 @@ class Scenario:
         """One line naming everything the seed decided, for failure messages."""
         kills = ",".join(kill.describe() for kill in self.kills)
         faults = ",".join(fault.describe() for fault in self.faults) or "none"
+        funding = "exact funding" if self.exact_funding else "plenty of funding"
         return (
             f"seed {self.seed}: {self.mode} mode, {self.amount_sol} SOL to {len(self.plan)} of "
-            f"{self.buyer_wallets} wallets in {self.transactions} transaction(s); kills {kills}; "
-            f"faults {faults}"
+            f"{self.buyer_wallets} wallets in {self.transactions} transaction(s), {funding}; "
+            f"kills {kills}; faults {faults}"
         )
 
 
@@ -145,6 +161,7 @@ def scenario_for_seed(seed: int) -> Scenario:
         buyer_wallets=min(planned + rng.randint(0, 2), MAX_BUYER_WALLETS),
         kills=tuple(kills),
         faults=_faults(rng),
+        exact_funding=rng.random() < 0.3,
     )
 
 

@@ -44,6 +44,9 @@ EXPORTED_SETTINGS: Final = (
     "log_json",
 )
 LOG_TAIL_LINES: Final = 25
+# arq's own log lines: a job starting (→), and ending (← done, ↻ retried, ! failed, ⊘ aborted).
+ARQ_JOB_START: Final = " → "
+ARQ_JOB_ENDS: Final = (" ← ", " ↻ ", " ! ", " ⊘ ")
 
 
 def worker_environment(settings: Settings) -> dict[str, str]:
@@ -126,6 +129,20 @@ class WorkerProcess:
             if line.startswith("{"):
                 with contextlib.suppress(ValueError):
                     yield json.loads(line)
+
+    def executing(self) -> bool:
+        """True while arq in this worker runs a job (one at a time: max_jobs=1), as its log
+        says: the last job line it wrote is a start."""
+        running = False
+        for event in self.events():
+            if event.get("logger") != "arq.worker":
+                continue
+            text = str(event.get("event", ""))
+            if ARQ_JOB_START in text:
+                running = True
+            elif any(mark in text for mark in ARQ_JOB_ENDS):
+                running = False
+        return running
 
     def log_tail(self, lines: int = LOG_TAIL_LINES) -> str:
         """The end of the worker's output, for failure messages."""
