@@ -6,12 +6,13 @@ twice per HTTP request, on the request's own server thread:
 - `Stage.ANSWERED`: every call in it has run (a sent transaction has landed or not), before the
   response is written.
 It gets an `InterceptedRequest` (the stage, the HTTP path posted to, the JSON-RPC method names,
-and the signature of each transaction a `sendTransaction` call carries). The node answers on
-every path, so clients given URLs with different paths can be told apart. It may block (the client waits), act on the
-world (kill the client process, advance the chain, inject a fault), or raise `DropRequest`: at
-`RECEIVED` the request is never processed, at `ANSWERED` it was processed but the connection is
-closed without a response; either way the client sees a connection error. Any other exception
-is a bug in the interceptor and propagates (the server logs it and closes the connection).
+and the signature of each transaction a `sendTransaction` call carries); the node answers on
+every path, so clients given URLs with different paths can be told apart. It may block (the
+client waits), act on the world (kill the client process, advance the chain, inject a fault),
+or raise `DropRequest`: at `RECEIVED` the request is never processed, at `ANSWERED` it was
+processed but the connection is closed without a response; either way the client sees a
+connection error. Any other exception is a bug in the interceptor and propagates (the server
+logs it and closes the connection).
 
 Crash tests use it to aim a kill precisely: "after signing, before the send reached the node",
 "right after the send was processed, before the worker read the answer".

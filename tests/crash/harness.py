@@ -43,7 +43,7 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from solders.signature import Signature
 
-from premix.constants import QUEUE_NAME, RUNS_COLLECTION
+from premix.constants import RUNS_COLLECTION
 from premix.ledger import Ledger, RunRecord, Totals
 from premix.localnet import Commitment, Localnet
 from premix.localnet.chain import LAMPORTS_PER_SIGNATURE, MAX_PROCESSING_AGE
@@ -61,6 +61,7 @@ from tests.worker.helpers import (
     create_user,
     job_result,
     make_settings,
+    open_store,
 )
 
 SLOT_MS: Final = 25  # localnet slots: a blockhash lives 150 x 25 ms = 3.75 s
@@ -76,13 +77,15 @@ NATURAL_DEFER_SECONDS: Final = 2  # premix's first retry backoffs (1, 2 s) are w
 SUITE_TALLY: Counter[str] = Counter()
 
 
-def crash_settings(redis_url: str, rpc_url: str, mongodb_uri: str, database: str) -> Settings:
-    """The settings a scenario's workers get (as PREMIX_* variables) and the test uses."""
+def crash_settings(redis_url: str, rpc_url: str, mongodb_uri: str, name: str) -> Settings:
+    """The settings a scenario's workers get (as PREMIX_* variables) and the test uses: the
+    database and the arq queue are named `name`."""
     return make_settings(
         redis_url,
         rpc_url,
+        queue_name=name,
         mongodb_uri=mongodb_uri,
-        mongodb_database=database,
+        mongodb_database=name,
         worker_poll_delay_seconds=0.02,
         confirm_poll_seconds=0.02,
         fast_first_poll_seconds=0,
@@ -111,20 +114,18 @@ async def crash_environment(
     redis_url: str, mongodb_uri: str, log_dir: Path, seed: int
 ) -> AsyncIterator[CrashEnv]:
     """A `CrashEnv` for one scenario: a localnet of its own (25 ms slots, faults seeded with
-    `seed`), a fresh database on the MongoDB-wire server, dropped afterwards."""
-    database = f"crash_{seed}_{uuid4().hex[:8]}"
+    `seed`), a fresh database on the MongoDB-wire server (dropped afterwards) and a queue of its
+    own on the Redis server."""
+    name = f"crash_{seed}_{uuid4().hex[:8]}"
     with Localnet(slot_ms=SLOT_MS, seed=seed) as net:
-        settings = crash_settings(redis_url, net.url, mongodb_uri, database)
-        store = await Store.open(settings)
-        await store.ensure_indexes()
+        settings = crash_settings(redis_url, net.url, mongodb_uri, name)
         redis: Redis = Redis.from_url(redis_url)
         try:
-            yield CrashEnv(net, settings, store, redis, log_dir)
+            async with open_store(settings) as store:
+                yield CrashEnv(net, settings, store, redis, log_dir)
         finally:
             await redis.aclose()
             await close_queue()  # enqueue's pool belongs to this test's event loop
-            await store.drop_database()
-            await store.close()
 
 
 class ScenarioStuck(AssertionError):
@@ -281,7 +282,8 @@ class CrashRun:
         superseded execution steps aside deferring the job by the job timeout + 10 s.)"""
         redis = self.env.redis
         now_ms = int(time.time() * 1000)
-        score = await redis.zscore(QUEUE_NAME, self.job_id)
+        queue = self.env.settings.queue_name
+        score = await redis.zscore(queue, self.job_id)
         if score is None or score <= now_ms + NATURAL_DEFER_SECONDS * 1000:
             return
         if await redis.exists(in_progress_key_prefix + self.job_id):
@@ -289,7 +291,7 @@ class CrashRun:
         live = [worker, *(s.worker for s in self.stalled if s.resumed)]
         if any(w.alive and w.executing() for w in live):
             return
-        await redis.zadd(QUEUE_NAME, {self.job_id: now_ms}, xx=True)
+        await redis.zadd(queue, {self.job_id: now_ms}, xx=True)
         self.story.append(f"a retry deferred {(score - now_ms) / 1000:.0f} s came due")
 
     def _expire_blockhashes(self, run: RunRecord | None) -> None:

@@ -30,6 +30,7 @@ ARQ: Final = Path(sys.executable).parent / "arq"
 # The settings a worker needs, exported as PREMIX_<NAME IN CAPITALS>.
 EXPORTED_SETTINGS: Final = (
     "redis_url",
+    "queue_name",
     "mongodb_uri",
     "mongodb_database",
     "rpc_url",
