@@ -5,8 +5,8 @@ the amount and wallets, whether the funding wallet holds exactly what the premix
 plan, one fee per transaction and the 0.01 SOL buffer) or plenty, the localnet faults switched
 on, and the kills, 1 to 3 of them, each aimed at a point of a send or at the ledger and
 optionally followed by the chain moving past every open attempt's blockhash while no worker
-runs. Timing still varies between runs
-(threads, processes), so a rerun takes the same decisions, not always the same interleaving.
+runs. Timing still varies between runs (threads, processes), so a rerun takes the same
+decisions, not always the same interleaving.
 
 The first kill of seed i has kind `FIRST_KILLS[i % 7]` (mid_batch needs a fast-mode batch of
 several transactions, so those seeds are fast mode with 22 to 73 wallets), and seeds with an

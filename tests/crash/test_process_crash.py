@@ -1,7 +1,8 @@
-"""Worker processes killed with SIGKILL at seeded moments (SPEC sections 9 and 10): whatever
-the kills, faults and expiries, new workers finish the job and the chain shows every planned
-wallet credited exactly once with exactly its amount, the funding wallet charged exactly the
-plan plus the fees of the transactions that landed, and the ledger and arq's result agreeing.
+"""Worker processes killed with SIGKILL (or stalled with SIGSTOP) at seeded moments (SPEC
+sections 9 and 10): whatever the kills, faults and expiries, new workers finish the job and the
+chain shows every planned wallet credited exactly once with exactly its amount, the funding
+wallet charged exactly the plan plus the fees of the transactions that landed, and the ledger
+and arq's result agreeing with it.
 
 Each seed is one scenario (`tests/crash/scenario.py`), its own test id: a failure names the
 seed and the scenario and says how to rerun it alone. `PREMIX_SOAK_SCENARIOS=N` adds N more
