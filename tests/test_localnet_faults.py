@@ -1,4 +1,5 @@
-"""Each localnet fault does what it says, as seen by the real solana-py AsyncClient."""
+"""Each localnet fault does what it says, as seen by the real solana-py AsyncClient; and the
+request interceptors tests use to act at a precise point of a request (`Localnet.intercept`)."""
 
 from __future__ import annotations
 
@@ -19,7 +20,13 @@ from solders.rpc.errors import SendTransactionPreflightFailureMessage
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from premix.localnet import Localnet, TransactionOutcome
+from premix.localnet import (
+    DropRequest,
+    InterceptedRequest,
+    Localnet,
+    Stage,
+    TransactionOutcome,
+)
 
 SOL = 1_000_000_000
 LAMPORTS = 10_000_000
@@ -256,3 +263,85 @@ def test_unknown_fault_kinds_and_parameters_are_refused(localnet: Localnet) -> N
         localnet.faults.inject("http_429", status=500)
     with pytest.raises(ValueError, match="between 500 and 599"):
         localnet.faults.inject("http_5xx", status=404)
+
+
+# -- interceptors ------------------------------------------------------------------------------
+
+
+async def test_an_interceptor_sees_each_request_received_then_answered_with_path_and_signatures(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _, recipient = await signed_transfer(localnet, client)
+    seen: list[tuple[str, Stage, tuple[str, ...], bool]] = []
+
+    def watch(request: InterceptedRequest) -> None:
+        landed = localnet.balance(recipient) == LAMPORTS
+        seen.append((request.path, request.stage, request.methods, landed))
+        if request.calls("sendTransaction"):
+            assert request.signatures == (tx.signatures[0],)
+        else:
+            assert request.signatures == ()
+
+    localnet.intercept(watch)
+    await client.send_transaction(tx)
+    async with AsyncClient(f"{localnet.url}/worker-7") as named:
+        await named.get_slot()
+    localnet.stop_intercepting(watch)
+    await client.get_slot()
+
+    assert seen == [
+        ("/", Stage.RECEIVED, ("sendTransaction",), False),
+        ("/", Stage.ANSWERED, ("sendTransaction",), True),
+        ("/worker-7", Stage.RECEIVED, ("getSlot",), True),
+        ("/worker-7", Stage.ANSWERED, ("getSlot",), True),
+    ]
+
+
+async def test_a_request_dropped_when_received_is_never_processed(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, sender, recipient = await signed_transfer(localnet, client)
+
+    def drop_sends(request: InterceptedRequest) -> None:
+        if request.stage is Stage.RECEIVED and request.calls("sendTransaction"):
+            raise DropRequest
+
+    localnet.intercept(drop_sends)
+    with pytest.raises(SolanaRpcException) as raised:
+        await client.send_transaction(tx)
+
+    assert isinstance(raised.value.__cause__, httpx2.TransportError)
+    assert tx.signatures[0] not in localnet.transaction_log
+    assert (localnet.balance(recipient), localnet.balance(sender.pubkey())) == (0, SOL)
+    assert (await client.get_slot(Processed)).value == 0  # other methods pass
+
+
+async def test_a_request_dropped_when_answered_was_processed_but_gets_no_response(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    tx, _, recipient = await signed_transfer(localnet, client)
+
+    def drop_answers(request: InterceptedRequest) -> None:
+        if request.stage is Stage.ANSWERED:
+            raise DropRequest
+
+    localnet.intercept(drop_answers)
+    with pytest.raises(SolanaRpcException) as raised:
+        await client.send_transaction(tx)
+
+    assert isinstance(raised.value.__cause__, httpx2.TransportError)
+    assert localnet.transaction_log[tx.signatures[0]].landed
+    assert localnet.balance(recipient) == LAMPORTS
+
+
+async def test_an_interceptor_sees_requests_that_faults_then_refuse(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    stages: list[Stage] = []
+    localnet.intercept(lambda request: stages.append(request.stage))
+    localnet.faults.inject("http_5xx", method="getSlot", count=1)
+
+    with pytest.raises(SolanaRpcException):
+        await client.get_slot()
+
+    assert stages == [Stage.RECEIVED]  # refused by the fault: never answered

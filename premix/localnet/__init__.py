@@ -9,6 +9,7 @@
         net.faults.remove(rule); net.faults.clear()
         net.stats.http_requests; net.stats.calls["sendTransaction"]; net.stats.reset()
         net.transaction_log[signature]           # received_slot, landed_slot, outcome, err
+        net.intercept(callback); net.stop_intercepting(callback)  # see "Interception" below
         net.stop(); net.start()                  # the node goes down (connections cut) and
                                                  # comes back on the same port, same chain
     serve_forever(host, port, slot_ms, seed)     # foreground, prints the URL (premix localnet)
@@ -21,7 +22,17 @@ getAccountInfo, getMultipleAccounts) always show the newest (processed) state.
 
 Modules: `chain` (LiteSVM + blocks, blockhash window, commitments, transaction log),
 `methods` (the JSON-RPC methods and their validator shapes), `server` (HTTP, faults applied,
-stats), `faults` (fault rules), `node` (`Localnet`, the slot clock, `serve_forever`).
+stats), `faults` (fault rules), `intercept` (the request hook), `node` (`Localnet`, the slot
+clock, `serve_forever`).
+
+Interception (a test hook): `callback(InterceptedRequest)` runs on the request's server thread
+at `Stage.RECEIVED` (parsed, before faults) and `Stage.ANSWERED` (processed, before the reply)
+with the HTTP path (the node answers on any path, so clients can be told apart by theirs), the
+JSON-RPC method names and the signature of each transaction sent. It may block or act
+(kill a client, advance the chain); raising `DropRequest` at RECEIVED means the request is never
+processed, at ANSWERED that it was processed but gets no response (the client sees a connection
+error either way). Crash tests aim kills with it: after signing and before the send reached the
+node, or right after the send was processed and before the worker read the answer.
 
 Fault kinds: latency (ms), http_429 (retry_after), http_5xx (status), drop_send,
 lose_response, expire_blockhash; see `premix.localnet.faults`.
@@ -35,6 +46,7 @@ from premix.localnet.chain import (
     TransactionRecord,
 )
 from premix.localnet.faults import FaultKind, FaultRule, Faults
+from premix.localnet.intercept import DropRequest, InterceptedRequest, Interceptor, Stage
 from premix.localnet.node import DEFAULT_SLOT_MS, Localnet, serve_forever
 from premix.localnet.server import RpcStats
 
@@ -43,11 +55,15 @@ __all__ = [
     "Block",
     "Chain",
     "Commitment",
+    "DropRequest",
     "FaultKind",
     "FaultRule",
     "Faults",
+    "InterceptedRequest",
+    "Interceptor",
     "Localnet",
     "RpcStats",
+    "Stage",
     "TransactionOutcome",
     "TransactionRecord",
     "serve_forever",

@@ -294,6 +294,18 @@ class RpcMethods:
 # -- parameter parsing (module-level: pure) ---------------------------------------------------
 
 
+def sent_signature(params: Any) -> Signature | None:
+    """The first signature of the transaction a `sendTransaction` call's `params` carry, or
+    None when they hold no decodable transaction (the call itself reports why)."""
+    if not isinstance(params, list):
+        return None
+    try:
+        transaction = _transaction(_param(params, 0, "transaction"), _config(params, 1))
+    except RpcError:
+        return None
+    return transaction.signatures[0] if transaction.signatures else None
+
+
 def _param(params: Params, index: int, name: str) -> Any:
     if len(params) <= index:
         raise invalid_params(f"Invalid params: missing {name}.")

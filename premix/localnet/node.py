@@ -14,6 +14,7 @@ from solders.signature import Signature
 from premix.constants import LOCALNET_SLOT_MS
 from premix.localnet.chain import Block, Chain, TransactionRecord
 from premix.localnet.faults import Faults
+from premix.localnet.intercept import Interceptor, Interceptors
 from premix.localnet.server import RpcServer, RpcStats
 
 DEFAULT_SLOT_MS = LOCALNET_SLOT_MS
@@ -66,6 +67,7 @@ class Localnet:
         self.chain = Chain()
         self.faults = Faults(seed=seed)
         self.stats = RpcStats()
+        self.interceptors = Interceptors()
         self.slot_ms = slot_ms
         self._address = (host, port)
         self._server: RpcServer | None = None
@@ -81,7 +83,9 @@ class Localnet:
         """
         if self._server is not None:
             raise RuntimeError("localnet already started")
-        self._server = RpcServer(self._address, self.chain, self.faults, self.stats)
+        self._server = RpcServer(
+            self._address, self.chain, self.faults, self.stats, self.interceptors
+        )
         self._address = (self._address[0], self._server.server_address[1])
         self._server_thread = threading.Thread(
             target=self._server.serve_forever,
@@ -127,6 +131,17 @@ class Localnet:
         if port == 0:
             raise RuntimeError("localnet has not been started")
         return f"http://{host}:{port}"
+
+    # -- test hooks ---------------------------------------------------------------------------
+
+    def intercept(self, callback: Interceptor) -> Interceptor:
+        """Call `callback` with every request, when received and again when answered (see
+        `premix.localnet.intercept`); returns it, for `stop_intercepting`."""
+        return self.interceptors.add(callback)
+
+    def stop_intercepting(self, callback: Interceptor) -> None:
+        """Stop calling `callback` (no effect if it is not registered)."""
+        self.interceptors.remove(callback)
 
     # -- the chain, without RPC ---------------------------------------------------------------
 

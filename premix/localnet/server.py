@@ -8,6 +8,7 @@ validator. Faults (see `faults.py`) are applied here, around the JSON-RPC dispat
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import json
 import socket
 import sys
@@ -21,12 +22,14 @@ from typing import Any
 
 from premix.localnet.chain import Chain
 from premix.localnet.faults import FaultKind, Faults
+from premix.localnet.intercept import InterceptedRequest, Interceptors, Stage
 from premix.localnet.methods import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
     RpcError,
     RpcMethods,
+    sent_signature,
 )
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
@@ -52,20 +55,27 @@ class RpcStats:
 
 
 class RpcServer(ThreadingHTTPServer):
-    """Serves `RpcMethods` over HTTP with `Faults` applied and `RpcStats` counted."""
+    """Serves `RpcMethods` over HTTP with `Faults` applied, `RpcStats` counted and
+    `Interceptors` called."""
 
     daemon_threads = True
     allow_reuse_address = True
     request_queue_size = 256  # fast mode opens many connections at once; 5 would drop SYNs
 
     def __init__(
-        self, address: tuple[str, int], chain: Chain, faults: Faults, stats: RpcStats
+        self,
+        address: tuple[str, int],
+        chain: Chain,
+        faults: Faults,
+        stats: RpcStats,
+        interceptors: Interceptors | None = None,
     ) -> None:
         super().__init__(address, _Handler)
         self.chain = chain
         self.methods = RpcMethods(chain)
         self.faults = faults
         self.stats = stats
+        self.interceptors = interceptors if interceptors is not None else Interceptors()
         self._connections: set[socket.socket] = set()
         self._connections_lock = threading.Lock()
 
@@ -128,6 +138,9 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(call, dict) and isinstance(call.get("method"), str)
         ]
         self.server.stats.record(methods)
+        intercepted = self._intercepted(calls, methods)
+        if intercepted is not None and self._dropped(intercepted, Stage.RECEIVED):
+            return
         if self._http_fault(methods):
             return
         if isinstance(request, list):
@@ -138,6 +151,8 @@ class _Handler(BaseHTTPRequestHandler):
                 response = [r for r in responses if r is not None]
         else:
             response = self._call(request)
+        if intercepted is not None and self._dropped(intercepted, Stage.ANSWERED):
+            return
         if self.server.faults.take(FaultKind.LOSE_RESPONSE, methods):
             self._drop_connection()
             return
@@ -173,6 +188,27 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = {"jsonrpc": "2.0", "result": result, "id": call_id}
         return response if "id" in call else None
+
+    # -- interceptors -------------------------------------------------------------------------
+
+    def _intercepted(self, calls: list[Any], methods: list[str]) -> InterceptedRequest | None:
+        """What interceptors see of this request; None when there are none (nothing decoded)."""
+        if not self.server.interceptors.active:
+            return None
+        signatures = [
+            signature
+            for call in calls
+            if isinstance(call, dict) and call.get("method") == "sendTransaction"
+            if (signature := sent_signature(call.get("params"))) is not None
+        ]
+        return InterceptedRequest(Stage.RECEIVED, self.path, tuple(methods), tuple(signatures))
+
+    def _dropped(self, intercepted: InterceptedRequest, stage: Stage) -> bool:
+        """Run the interceptors at `stage`; True (connection dropped) when one dropped it."""
+        if not self.server.interceptors.dropped(dataclasses.replace(intercepted, stage=stage)):
+            return False
+        self._drop_connection()
+        return True
 
     # -- faults -------------------------------------------------------------------------------
 

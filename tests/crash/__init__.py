@@ -1,0 +1,1 @@
+"""Process-level crash tests: real worker processes killed with SIGKILL at aimed moments."""
