@@ -6,7 +6,7 @@ fresh localnet (its own slot clock) and a fresh in-memory ledger, and measures:
 
 - transactions and fees (lamports) from the `MixResult`;
 - RPC round trips: HTTP requests the localnet received during the run (`net.stats`);
-- wall time from the call to `run_mixer` until it returned (every transfer confirmed and the
+- wall time from recording the plan until the payout completed (every transfer confirmed and the
   recipients' balances checked);
 - slots elapsed over the run;
 - "confirmed within N slots of the send": per transaction, the slot at which premix *saw* it
@@ -44,7 +44,7 @@ from premix.constants import LAMPORTS_PER_SOL
 from premix.distribution import max_distributable_lamports, plan_distribution
 from premix.ledger import Ledger
 from premix.localnet import Localnet
-from premix.mixer import run_mixer
+from premix.mixer import Payout
 from premix.mixer.packing import FeePolicy, build_message, sign
 from premix.rpc import SignatureStatus, SolanaRpc
 from premix.settings import Settings
@@ -183,16 +183,11 @@ async def run_premix_once(
             rpc = ObservingRpc(net)
             try:
                 with _measured(net, rpc) as cost:
-                    result = await run_mixer(
-                        run_id=run_id,
-                        mode=mode,
-                        funding=funding,
-                        recipients=recipients,
-                        amounts=amounts,
-                        rpc=rpc,
-                        ledger=ledger,
-                        settings=settings,
-                    )
+                    run = await ledger.record_plan(run_id, [str(r) for r in recipients], amounts)
+                    payout = await Payout.resume(ledger, run, rpc=rpc, settings=settings)
+                    await payout.pay(funding)
+                    await payout.verify()
+                    result = await payout.complete()
             finally:
                 await rpc.close()
             funded = [net.balance(r) for r in recipients] == amounts

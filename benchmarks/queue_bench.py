@@ -47,10 +47,11 @@ from premix.constants import LAMPORTS_PER_SOL, PROGRESS_ALL_CHANNEL
 from premix.keys import KeyRing
 from premix.localnet import Localnet
 from premix.progress import ProgressEvent
-from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
+from premix.queue import close_queue, enqueue_premix_funds
 from premix.servers import ServerError, private_secantus
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
+from premix.user_lock import user_lock_holder
 from premix.worker import worker_settings
 
 REPO_ROOT = Path(__file__).resolve().parents[1]

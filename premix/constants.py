@@ -6,6 +6,11 @@ LAMPORTS_PER_SOL: Final = 1_000_000_000
 MAX_BUYER_WALLETS: Final = 73
 TOTAL_PHASES: Final = 6
 
+# localnet and the demo
+LOCALNET_SLOT_MS: Final = 400  # a validator's slot
+DEMO_AMOUNT_SOL: Final = "25"
+DEMO_SLOT_MS: Final = 50
+
 # arq
 QUEUE_NAME: Final = "premix:queue"
 JOB_FUNCTION: Final = "premix_funds"

@@ -36,23 +36,22 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
-from premix.distribution import TierTable, plan_distribution
+from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
+from premix.distribution import plan_distribution
 from premix.errors import PremixError
 from premix.jobs import Mode
 from premix.keys import KeyRing
 from premix.ledger import Ledger
 from premix.localnet import Localnet
-from premix.mixer.result import WalletStatus, result_from_record
+from premix.mixer import MixResult, WalletStatus
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
-from premix.queue import close_queue, enqueue_premix_funds, release_user_lock
+from premix.queue import close_queue, enqueue_premix_funds
 from premix.servers import ServerError, private_valkey
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
+from premix.user_lock import release_user_lock
 from premix.worker import worker_settings
 
-DEFAULT_AMOUNT_SOL: Final = "25"
-DEFAULT_SLOT_MS: Final = 50
 # Airdropped on top of the amount and PREMIX_FEE_BUFFER_SOL: covers every fee (73 signatures
 # at 5,000 lamports plus any priority fee) many times over.
 FEE_ALLOWANCE_LAMPORTS: Final = LAMPORTS_PER_SOL // 10
@@ -72,9 +71,9 @@ class DemoOptions:
     """What `premix demo` was asked for."""
 
     mode: Mode = "standard"
-    amount_lamports: int = sol_to_lamports(DEFAULT_AMOUNT_SOL)
+    amount_lamports: int = sol_to_lamports(DEMO_AMOUNT_SOL)
     max_wallets: int | None = None
-    slot_ms: int = DEFAULT_SLOT_MS
+    slot_ms: int = DEMO_SLOT_MS
     timeout_seconds: float = 300.0
     redis_url: str | None = None  # None: a private Valkey for the run
 
@@ -179,7 +178,7 @@ def demo_plan(options: DemoOptions, settings: Settings) -> list[int]:
     return plan_distribution(
         options.amount_lamports,
         settings.wallet_limit(options.max_wallets),
-        TierTable.from_settings(settings),
+        settings.tier_table(),
     )
 
 
@@ -302,7 +301,7 @@ async def _run(
         wallets: tuple[DemoWallet, ...] = ()
         sent = fees = transactions = 0
     else:
-        mix = result_from_record(record)
+        mix = MixResult.from_record(record)
         wallets = tuple(
             DemoWallet(
                 position=position,

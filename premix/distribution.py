@@ -19,7 +19,7 @@ given. Early positions hold less, later ones more. The default table (`DEFAULT_T
 Each funded wallet also gets at least the per-wallet minimum (default 0.01 SOL), which is never
 below the rent-exempt minimum of an empty account, so every funded wallet exists on chain.
 Settings override both: `PREMIX_TIER_CAPS_SOL` (one cap per position, in SOL) and
-`PREMIX_MIN_WALLET_SOL`; see `TierTable.from_settings`.
+`PREMIX_MIN_WALLET_SOL`; see `TierTable.from_sol` (`Settings.tier_table()` calls it).
 
 How a plan is made
 ------------------
@@ -41,13 +41,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from decimal import Decimal
 from itertools import accumulate
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from premix.amounts import AmountError, format_sol, lamports_to_sol, sol_to_lamports
 from premix.constants import MAX_BUYER_WALLETS
-
-if TYPE_CHECKING:
-    from premix.settings import Settings
 
 # Balance an account with no data needs to be rent exempt (`getMinimumBalanceForRentExemption(0)`).
 RENT_EXEMPT_MINIMUM_LAMPORTS: Final = 890_880
@@ -135,20 +132,22 @@ class TierTable:
         object.__setattr__(self, "cumulative_lamports", tuple(accumulate(caps)))
 
     @classmethod
-    def from_settings(cls, settings: "Settings") -> "TierTable":
-        """Return the table `settings` configure (`tier_caps_sol`, `min_wallet_sol`).
+    def from_sol(cls, caps_sol: Sequence[Decimal] | None, min_wallet_sol: Decimal) -> "TierTable":
+        """Return the table of per-position caps `caps_sol` (None: the default caps) and the
+        per-wallet minimum `min_wallet_sol`, as `PREMIX_TIER_CAPS_SOL` and
+        `PREMIX_MIN_WALLET_SOL` give them.
 
         Raises `ValueError` naming the setting when a value is not a valid amount or the
         resulting table is invalid.
         """
         try:
-            min_lamports = sol_to_lamports(settings.min_wallet_sol)
+            min_lamports = sol_to_lamports(min_wallet_sol)
         except AmountError as e:
             raise ValueError(f"PREMIX_MIN_WALLET_SOL {e}") from e
         caps = DEFAULT_CAPS_LAMPORTS
-        if settings.tier_caps_sol is not None:
+        if caps_sol is not None:
             try:
-                caps = tuple(sol_to_lamports(cap) for cap in settings.tier_caps_sol)
+                caps = tuple(sol_to_lamports(cap) for cap in caps_sol)
             except AmountError as e:
                 raise ValueError(f"PREMIX_TIER_CAPS_SOL: a cap {e}") from e
         try:

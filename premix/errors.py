@@ -1,16 +1,11 @@
 """The failures a user can see, one class each, with the sentence they are shown.
 
 `title` is the exact headline of SPEC section 3; `str(error)` is the title plus the numbers that
-explain it. `permanent` failures end the job; transient ones are retried by the queue.
+explain it. `permanent` failures end the job; transient ones are retried by the queue. The
+transfer engine's own failure, `MixerFailed`, lives with its report in `premix.mixer.result`.
 """
 
-from collections.abc import Sequence
-from typing import TYPE_CHECKING
-
 from premix.amounts import format_sol
-
-if TYPE_CHECKING:
-    from premix.mixer.result import MixResult
 
 
 class PremixError(Exception):
@@ -59,46 +54,6 @@ class InsufficientBalance(PremixError):
 
 class InvalidParameters(PremixError):
     title = "Invalid parameters"
-
-
-class MixerFailed(PremixError):
-    """The transfer engine stopped; the message lists what was and was not sent."""
-
-    title = "Mixer operation failed"
-
-    def __init__(
-        self,
-        reason: str,
-        *,
-        funded: Sequence[tuple[str, int]] = (),
-        unfunded: Sequence[tuple[str, int]] = (),
-        pending: Sequence[tuple[str, int]] = (),
-        result: "MixResult | None" = None,
-    ) -> None:
-        self.reason = reason
-        self.funded = list(funded)
-        self.unfunded = list(unfunded)
-        self.pending = list(pending)
-        self.result = result  # the mixer's per-wallet report (signatures, errors), if it ran
-        sent = sum(lamports for _, lamports in self.funded)
-        detail = (
-            f"{reason}. Sent {format_sol(sent)} to {len(self.funded)} wallet(s); "
-            f"{len(self.unfunded)} wallet(s) not funded"
-        )
-        if self.pending:
-            detail += f"; {len(self.pending)} wallet(s) pending (sent, may still land)"
-        super().__init__(detail)
-
-    @classmethod
-    def from_result(cls, reason: str, result: "MixResult") -> "MixerFailed":
-        """The failure with `result`'s per-wallet report (funded, not funded, pending)."""
-        return cls(
-            reason,
-            funded=result.funded,
-            unfunded=result.unfunded,
-            pending=result.pending,
-            result=result,
-        )
 
 
 class TransientError(PremixError):

@@ -1,12 +1,8 @@
-"""The enqueue side: `enqueue_premix_funds`, called by the bot backend, and the per-user lock.
+"""The enqueue side: `enqueue_premix_funds`, called by the bot backend.
 
-One premix per user at a time: enqueueing takes a Redis marker `USER_LOCK_PREFIX + user_id`
-holding the job id, for as long as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so
-a long backlog never lets a second premix in. The worker shortens it to
-`settings.user_lock_ttl_seconds` and refreshes it while the job runs, and releases it when the
-run ends; if a worker dies, the marker expires on its own.
-Lock operations compare the job id first (in a Lua script), so a job never frees or extends a
-marker that another job holds.
+One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
+as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
+second premix in; the worker's execution shortens, keeps alive and releases it.
 
 The Redis connection pool is created on first use and reused (one per Redis URL and event
 loop); `close_queue()` closes them.
@@ -14,9 +10,8 @@ loop); `close_queue()` closes them.
 
 import asyncio
 import time
-from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any, Final
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix
@@ -27,12 +22,13 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
-from premix.constants import JOB_FUNCTION, USER_LOCK_PREFIX
-from premix.distribution import DistributionError, TierTable, wallets_needed
+from premix.constants import JOB_FUNCTION
+from premix.distribution import DistributionError, wallets_needed
 from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
 from premix.logs import get_logger
 from premix.serialization import job_deserializer, job_serializer
-from premix.settings import Settings, get_settings
+from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
+from premix.user_lock import release_user_lock_quietly, take_user_lock, user_lock_holder
 
 log = get_logger(__name__)
 
@@ -46,63 +42,10 @@ QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing wa
 # Configuration errors are logged in full; the user sees only this.
 QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
 
-# KEYS[1] = lock key, ARGV[1] = job id: delete the lock only if this job holds it.
-_RELEASE_SCRIPT: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
-end
-return 0
-"""
-# KEYS[1] = lock key, ARGV[1] = job id, ARGV[2] = ttl seconds: extend the lock if this job
-# holds it, take it again if it expired meanwhile; refuse if another job holds it.
-_REFRESH_SCRIPT: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder == false then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-    return 1
-end
-if holder == ARGV[1] then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
-    return 1
-end
-return 0
-"""
-
-
-def user_lock_key(user_id: str) -> str:
-    """Return the Redis key of a user's one-premix-at-a-time marker."""
-    return USER_LOCK_PREFIX + user_id
-
 
 def new_job_id(user_id: str) -> str:
     """Return a job id `premix-{userId}-{unix_ms}`."""
     return f"premix-{user_id}-{time.time_ns() // 1_000_000}"
-
-
-async def user_lock_holder(redis: Redis, user_id: str) -> str | None:
-    """Return the id of the job holding the user's marker, or None if no premix holds it."""
-    holder = await redis.get(user_lock_key(user_id))
-    return holder.decode() if isinstance(holder, bytes) else holder
-
-
-async def release_user_lock(redis: Redis, user_id: str, job_id: str) -> bool:
-    """Delete the user's marker if `job_id` holds it; return True if it was deleted."""
-    deleted = await cast(
-        Awaitable[int], redis.eval(_RELEASE_SCRIPT, 1, user_lock_key(user_id), job_id)
-    )
-    return bool(deleted)
-
-
-async def refresh_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> bool:
-    """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired).
-
-    Returns False when another job holds the marker: the caller must not run.
-    """
-    refreshed = await cast(
-        Awaitable[int],
-        redis.eval(_REFRESH_SCRIPT, 1, user_lock_key(user_id), job_id, str(ttl_seconds)),
-    )
-    return bool(refreshed)
 
 
 @dataclass
@@ -153,7 +96,7 @@ def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None
     """Return why no plan can hold the amount for the wallets allowed, or None if one can."""
     wallet_limit = settings.wallet_limit(job.max_wallets)
     try:
-        wallets_needed(job.amount_lamports, wallet_limit, TierTable.from_settings(settings))
+        wallets_needed(job.amount_lamports, wallet_limit, settings.tier_table())
     except DistributionError as e:
         return f"mixAmount: {e}"
     return None
@@ -178,8 +121,8 @@ async def enqueue_premix_funds(
     """
     try:
         settings = settings if settings is not None else get_settings()
-    except ValidationError as e:
-        log.error("enqueue_settings_invalid", error=describe_validation_error(e))
+    except SettingsInvalid as e:
+        log.error("enqueue_settings_invalid", error=describe_settings_error(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
     try:
         job = PremixFundsJob.from_request(user_id, user_chat_id, mix_amount, options)
@@ -204,9 +147,8 @@ async def enqueue_premix_funds(
     else:
         arq_redis = _arq_redis(redis.connection_pool)  # same connections, JSON serializer
 
-    lock_key = user_lock_key(job.user_id)
     try:
-        locked = await arq_redis.set(lock_key, job_id, nx=True, ex=QUEUED_JOB_EXPIRY_SECONDS)
+        locked = await take_user_lock(arq_redis, job.user_id, job_id, QUEUED_JOB_EXPIRY_SECONDS)
         if not locked:
             holder = await user_lock_holder(arq_redis, job.user_id)
             bound_log.info("premix_refused_user_busy", running_job_id=holder)
@@ -256,17 +198,6 @@ def _queue_error_message(error: BaseException) -> str:
     return (
         f"Queue unavailable: Redis refused the job ({type(error).__name__}); nothing was enqueued"
     )
-
-
-async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> None:
-    """`release_user_lock`, logging instead of raising when Redis is unreachable."""
-    try:
-        await release_user_lock(redis, user_id, job_id)
-    except (RedisError, OSError) as e:
-        # The marker then expires on its own.
-        log.warning(
-            "user_lock_not_released", job_id=job_id, user_id=user_id, error=type(e).__name__
-        )
 
 
 async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str) -> None:

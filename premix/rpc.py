@@ -78,9 +78,10 @@ class RpcRequestError(Exception):
 
 @dataclass(frozen=True)
 class RetryPolicy:
-    """How long one RPC call keeps trying before it raises `TransientError`."""
+    """How long one RPC call keeps trying before it raises `TransientError` (the defaults are
+    the `PREMIX_RPC_RETRY_*` settings')."""
 
-    attempts: int = 6
+    tries: int = 6
     base_delay_seconds: float = 0.1
     max_delay_seconds: float = 2.0
     max_retry_after_seconds: float = 10.0
@@ -161,8 +162,17 @@ class SolanaRpc:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SolanaRpc":
-        """Return a client for `settings.rpc_url` with `settings.rpc_timeout_seconds`."""
-        return cls(settings.rpc_url, timeout_seconds=settings.rpc_timeout_seconds)
+        """Return a client for `settings.rpc_url` with its timeout and retry policy."""
+        return cls(
+            settings.rpc_url,
+            timeout_seconds=settings.rpc_timeout_seconds,
+            retry=RetryPolicy(
+                tries=settings.rpc_max_tries,
+                base_delay_seconds=settings.rpc_retry_base_delay_seconds,
+                max_delay_seconds=settings.rpc_retry_max_delay_seconds,
+                max_retry_after_seconds=settings.rpc_retry_after_max_seconds,
+            ),
+        )
 
     async def close(self) -> None:
         """Close the HTTP connections."""
@@ -299,7 +309,7 @@ class SolanaRpc:
 
     async def _call(self, method: str, request: Callable[[], Awaitable[T]]) -> T:
         last_error = ""
-        for retry in range(self.retry.attempts):
+        for retry in range(self.retry.tries):
             self.calls[method] += 1
             try:
                 return await request()
@@ -317,12 +327,12 @@ class SolanaRpc:
                 retry_after, last_error = None, f"JSON-RPC error {e.code}"
             except (ValidationError, ValueError) as e:  # a body that is not a JSON-RPC answer
                 retry_after, last_error = None, f"unreadable response ({type(e).__name__})"
-            if retry + 1 < self.retry.attempts:
+            if retry + 1 < self.retry.tries:
                 delay = self.retry.delay(retry, retry_after)
                 log.info("rpc_retry", method=method, error=last_error, delay_seconds=delay)
                 await self._sleep(delay)
         raise TransientError(
-            f"Solana RPC {method} failed {self.retry.attempts} times; last error: {last_error}"
+            f"Solana RPC {method} failed {self.retry.tries} times; last error: {last_error}"
         )
 
 

@@ -1,12 +1,15 @@
 """All configuration, read once from `PREMIX_*` environment variables and passed down."""
 
+import json
 from decimal import Decimal
 from functools import lru_cache
+from typing import Annotated
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
-from pydantic_settings import BaseSettings, SettingsConfigDict
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
+from premix.distribution import TierTable
 
 MEMORY_STORE_URI = "memory://"
 
@@ -48,19 +51,41 @@ class Settings(BaseSettings):
     progress_ttl_seconds: int = Field(default=86_400, gt=0)
     job_timeout_seconds: int = Field(default=900, gt=0)
     job_max_tries: int = Field(default=5, ge=1)
+    # Seconds before try n + 1 of a job whose try n failed transiently; the last value repeats.
+    retry_backoff_seconds: Annotated[tuple[float, ...], NoDecode] = Field(
+        default=(1, 2, 5, 10, 30), min_length=1
+    )
+    # A job finding another premix of its user running waits this long and tries again.
+    user_busy_retry_seconds: float = Field(default=5, gt=0)
+    # One RPC call: tries in all, then exponential backoff from the base delay up to the cap;
+    # a 429's Retry-After is honoured up to its own cap.
+    rpc_max_tries: int = Field(default=6, ge=1)
+    rpc_retry_base_delay_seconds: float = Field(default=0.1, ge=0)
+    rpc_retry_max_delay_seconds: float = Field(default=2.0, ge=0)
+    rpc_retry_after_max_seconds: float = Field(default=10.0, ge=0)
     user_lock_ttl_seconds: int = Field(default=1_200, gt=0)
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     log_level: str = "INFO"
     log_json: bool = False
 
-    @field_validator("tier_caps_sol", mode="before")
+    @field_validator("tier_caps_sol", "retry_backoff_seconds", mode="before")
     @classmethod
-    def _split_caps(cls, value: object) -> object:
-        # A comma-separated string, or a lone number (pydantic-settings reads "0.5" as JSON).
-        if isinstance(value, str) and not value.strip().startswith("["):
+    def _split_list(cls, value: object) -> object:
+        # A comma-separated string, a JSON list, or a lone number (pydantic-settings may have
+        # decoded "0.5" as JSON already).
+        if isinstance(value, str) and value.strip().startswith("["):
+            return json.loads(value)
+        if isinstance(value, str):
             return tuple(part.strip() for part in value.split(",") if part.strip())
         if isinstance(value, int | float | Decimal) and not isinstance(value, bool):
             return (str(value),)
+        return value
+
+    @field_validator("retry_backoff_seconds")
+    @classmethod
+    def _not_negative(cls, value: tuple[float, ...]) -> tuple[float, ...]:
+        if any(seconds < 0 for seconds in value):
+            raise ValueError("every backoff must be at least 0 seconds")
         return value
 
     @field_validator("telegram_bot_token", mode="before")
@@ -81,9 +106,7 @@ class Settings(BaseSettings):
     @model_validator(mode="after")
     def _consistent(self) -> "Settings":
         # Fail when the settings are read, not in the middle of a job.
-        from premix.distribution import TierTable  # distribution reads Settings: import late
-
-        TierTable.from_settings(self)
+        self.tier_table()
         arq_redelivery_seconds = self.job_timeout_seconds + 10
         if self.user_lock_ttl_seconds <= arq_redelivery_seconds:
             raise ValueError(
@@ -92,6 +115,16 @@ class Settings(BaseSettings):
                 "job's user lock outlives the wait before arq runs it again"
             )
         return self
+
+    def tier_table(self) -> TierTable:
+        """The tier table of `tier_caps_sol` and `min_wallet_sol` (raises `ValueError` naming
+        the setting for an invalid one; `Settings()` itself refuses those)."""
+        return TierTable.from_sol(self.tier_caps_sol, self.min_wallet_sol)
+
+    def retry_delay_seconds(self, failed_try: int) -> float:
+        """Seconds before the next try of a job whose try `failed_try` (1-based) failed."""
+        backoffs = self.retry_backoff_seconds
+        return backoffs[min(failed_try, len(backoffs)) - 1]
 
     @property
     def fee_buffer_lamports(self) -> int:
@@ -109,9 +142,16 @@ class Settings(BaseSettings):
         return self.mongodb_uri.startswith(MEMORY_STORE_URI)
 
 
-def describe_settings_error(error: ValidationError) -> str:
+# What reading the settings raises: a value pydantic refuses, or one pydantic-settings cannot
+# decode (a malformed JSON list).
+SettingsInvalid = (ValidationError, SettingsError)
+
+
+def describe_settings_error(error: ValidationError | SettingsError) -> str:
     """One line naming each invalid `PREMIX_*` variable and what is wrong with it; never the
     value given (it may be a secret: pydantic's own text quotes the start of it)."""
+    if isinstance(error, SettingsError):  # names the field, never the value
+        return str(error)
     parts = []
     for item in error.errors(include_input=False, include_url=False):
         name = "_".join(str(loc) for loc in item["loc"]).upper()

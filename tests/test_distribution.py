@@ -73,7 +73,7 @@ def test_default_tiers_give_early_positions_smaller_caps_than_later_ones() -> No
 def test_default_table_is_what_default_settings_configure(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("PREMIX_TIER_CAPS_SOL", raising=False)
     monkeypatch.delenv("PREMIX_MIN_WALLET_SOL", raising=False)
-    assert TierTable.from_settings(Settings()) == DEFAULT_TABLE
+    assert Settings().tier_table() == DEFAULT_TABLE
 
 
 def test_tiers_must_cover_positions_in_order_without_gaps() -> None:
@@ -269,7 +269,7 @@ def test_settings_override_the_tier_caps_and_minimum() -> None:
     settings = Settings(
         tier_caps_sol=(Decimal("1"), Decimal("2"), Decimal("3")), min_wallet_sol=Decimal("0.1")
     )
-    table = TierTable.from_settings(settings)
+    table = settings.tier_table()
     assert table.caps_lamports == (SOL, 2 * SOL, 3 * SOL)
     assert table.min_lamports == SOL // 10
     assert max_distributable_lamports(73, table) == 6 * SOL
@@ -285,7 +285,7 @@ def test_settings_override_the_tier_caps_and_minimum() -> None:
 def test_caps_from_the_environment_are_read_as_a_list(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREMIX_TIER_CAPS_SOL", "0.25, 0.5,1")
     monkeypatch.setenv("PREMIX_MIN_WALLET_SOL", "0.02")
-    table = TierTable.from_settings(Settings())
+    table = Settings().tier_table()
     assert table == TierTable(caps_lamports=(SOL // 4, SOL // 2, SOL), min_lamports=2 * MIN)
 
 
@@ -293,7 +293,7 @@ def test_settings_with_too_many_decimals_are_refused_naming_the_setting() -> Non
     # Settings() itself now refuses this at load; build it unchecked to reach from_settings.
     settings = Settings.model_construct(tier_caps_sol=(Decimal("1.0000000001"),))
     with pytest.raises(ValueError, match=r"^PREMIX_TIER_CAPS_SOL: a cap has more than 9 decimals"):
-        TierTable.from_settings(settings)
+        settings.tier_table()
 
 
 def test_minimum_below_rent_exemption_is_refused() -> None:
@@ -305,7 +305,7 @@ def test_minimum_below_rent_exemption_is_refused() -> None:
     )
     assert TierTable(min_lamports=RENT_EXEMPT_MINIMUM_LAMPORTS).min_lamports == 890_880
     with pytest.raises(ValueError, match="below the rent-exempt minimum"):
-        TierTable.from_settings(Settings(min_wallet_sol=Decimal("0.0005")))
+        Settings(min_wallet_sol=Decimal("0.0005")).tier_table()
 
 
 def test_caps_below_twice_the_minimum_are_refused() -> None:

@@ -18,7 +18,8 @@ from premix.ledger import (
     run_from_document,
     run_to_document,
 )
-from premix.store import Store, as_server_sees_it
+from premix.memory_store import as_server_sees_it
+from premix.store import Store
 
 T0 = datetime(2026, 1, 2, 3, 4, 5, 678000, tzinfo=UTC)
 RECIPIENTS = [str(Pubkey.new_unique()) for _ in range(3)]

@@ -24,7 +24,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from solders.system_program import decode_transfer
 from solders.transaction import Transaction, VersionedTransaction
 
-from premix.errors import MixerFailed, TransientError
+from premix.errors import TransientError
 from premix.ledger import (
     AttemptState,
     Ledger,
@@ -36,7 +36,7 @@ from premix.ledger import (
 )
 from premix.localnet import Localnet
 from premix.localnet.chain import Commitment
-from premix.mixer import MixResult, WalletStatus
+from premix.mixer import MixerFailed, MixResult, WalletStatus
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
 from premix.rpc import LatestBlockhash, SendResult, SignatureStatus, SolanaRpc
 from premix.store import Store

@@ -3,10 +3,10 @@ report and finish on a re-run without paying anyone twice; the ledger shows what
 
 import pytest
 
-from premix.errors import MixerFailed, TransientError
+from premix.errors import TransientError
 from premix.ledger import AttemptState, RunStatus
 from premix.localnet import Localnet
-from premix.mixer import MixerProgress, WalletStatus
+from premix.mixer import MixerFailed, MixerProgress, WalletStatus
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
 from premix.store import Store
 from tests.test_mixer_helpers import MixerHarness, SteppingRpc, drain

@@ -11,16 +11,16 @@ from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
-from premix.ledger import Attempt, Ledger, RunRecord, utc_now
+from premix.ledger import Attempt, Ledger, RunRecord, RunStatus, utc_now
 from premix.localnet import Localnet
-from premix.mixer import MixerProgress, MixResult, run_mixer
+from premix.mixer import MixerProgress, MixResult, Payout, check_recipients
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
 from premix.rpc import RetryPolicy, SignatureStatus, SolanaRpc
 from premix.settings import Settings
 from premix.store import Store
 
 FUNDING_LAMPORTS = 1_000 * 10**9
-QUICK_RETRIES = RetryPolicy(attempts=6, base_delay_seconds=0.001, max_delay_seconds=0.01)
+QUICK_RETRIES = RetryPolicy(tries=6, base_delay_seconds=0.001, max_delay_seconds=0.01)
 
 
 class WorkerKilled(BaseException):
@@ -108,20 +108,20 @@ class MixerHarness:
         ledger: Ledger | None = None,
         on_progress: Callable[[MixerProgress], Awaitable[None]] | None = None,
     ) -> MixResult:
+        """Record the plan (the first one wins), resume the payout, pay and complete the run;
+        a run completed before is only reported."""
         owned = rpc is None
         rpc = rpc or SteppingRpc(self.net)
+        ledger = ledger or Ledger(self.store)
         try:
-            return await run_mixer(
-                run_id=self.run_id,
-                mode=self.mode,
-                funding=self.funding,
-                recipients=self.recipients,
-                amounts=self.amounts,
-                rpc=rpc,
-                ledger=ledger or Ledger(self.store),
-                settings=self.settings,
-                on_progress=on_progress or self.record_progress,
-            )
+            recipients = [str(r) for r in self.recipients]
+            check_recipients(self.funding.pubkey(), recipients)
+            run = await ledger.record_plan(self.run_id, recipients, self.amounts)
+            payout = await Payout.resume(ledger, run, rpc=rpc, settings=self.settings)
+            if run.status is RunStatus.COMPLETED:
+                return payout.report()
+            await payout.pay(self.funding, on_progress=on_progress or self.record_progress)
+            return await payout.complete()
         finally:
             if owned:
                 await rpc.close()

@@ -33,8 +33,8 @@ class Sleeps:
         self.delays.append(seconds)
 
 
-def client(net: Localnet, sleeps: Sleeps, attempts: int = 4, **kwargs: object) -> SolanaRpc:
-    policy = RetryPolicy(attempts=attempts, base_delay_seconds=0.25, max_delay_seconds=1.0)
+def client(net: Localnet, sleeps: Sleeps, tries: int = 4, **kwargs: object) -> SolanaRpc:
+    policy = RetryPolicy(tries=tries, base_delay_seconds=0.25, max_delay_seconds=1.0)
     return SolanaRpc(net.url, retry=policy, sleep=sleeps, **kwargs)  # type: ignore[arg-type]
 
 
@@ -77,7 +77,7 @@ async def test_server_errors_back_off_exponentially_then_raise_a_transient_error
 ) -> None:
     sleeps = Sleeps()
     localnet.faults.inject("http_5xx", status=503)
-    async with client(localnet, sleeps, attempts=4) as rpc:
+    async with client(localnet, sleeps, tries=4) as rpc:
         with pytest.raises(TransientError) as raised:
             await rpc.balance(Pubkey.new_unique())
         assert rpc.calls["getBalance"] == 4
@@ -89,7 +89,7 @@ async def test_server_errors_back_off_exponentially_then_raise_a_transient_error
 
 async def test_an_unreachable_endpoint_is_a_transient_error() -> None:
     sleeps = Sleeps()
-    async with SolanaRpc("http://127.0.0.1:9", retry=RetryPolicy(attempts=2), sleep=sleeps) as rpc:
+    async with SolanaRpc("http://127.0.0.1:9", retry=RetryPolicy(tries=2), sleep=sleeps) as rpc:
         with pytest.raises(
             TransientError, match="getLatestBlockhash failed 2 times; last error: Connect"
         ):

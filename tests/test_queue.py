@@ -19,12 +19,10 @@ from premix.queue import (
     close_queue,
     enqueue_premix_funds,
     queue_pool,
-    refresh_user_lock,
-    release_user_lock,
-    user_lock_holder,
 )
 from premix.serialization import DeserializationError, job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
+from premix.user_lock import refresh_user_lock, release_user_lock, user_lock_holder
 
 ARQ_JOB_PREFIX = "arq:job:"
 
@@ -218,11 +216,18 @@ async def test_a_redis_url_that_is_not_one_is_refused_without_raising() -> None:
     assert (result.success, result.job_id, result.message) == (False, None, QUEUE_MISCONFIGURED)
 
 
+@pytest.mark.parametrize(
+    ("name", "value"),
+    [
+        ("PREMIX_MIN_WALLET_SOL", "0.0001"),  # below the rent-exempt minimum
+        ("PREMIX_TIER_CAPS_SOL", "[0.5, 1"),  # JSON pydantic-settings cannot decode
+    ],
+)
 async def test_invalid_environment_settings_are_refused_without_raising(
-    monkeypatch: pytest.MonkeyPatch,
+    monkeypatch: pytest.MonkeyPatch, name: str, value: str
 ) -> None:
     get_settings.cache_clear()
-    monkeypatch.setenv("PREMIX_MIN_WALLET_SOL", "0.0001")  # below the rent-exempt minimum
+    monkeypatch.setenv(name, value)
     try:
         result = await enqueue_premix_funds("u1", 42, 0.5)
     finally:

@@ -20,13 +20,8 @@ from premix.constants import WALLETS_COLLECTION
 from premix.errors import TransientError
 from premix.keys import KeyConfigError, KeyDecryptionError, KeyRing
 from premix.settings import Settings
-from premix.store import (
-    Store,
-    StoreConfigError,
-    TooManyBuyerWallets,
-    WalletConflict,
-    reset_memory_stores,
-)
+from premix.store import Store, StoreConfigError, reset_memory_stores
+from premix.wallets import TooManyBuyerWallets, WalletConflict
 from tests.fixtures.store import secret_forms
 
 

@@ -27,14 +27,14 @@ from pymongo import AsyncMongoClient
 from pymongo.errors import AutoReconnect, NetworkTimeout
 from solders.pubkey import Pubkey
 
-from premix import worker as worker_module
 from premix.constants import RUNS_COLLECTION
+from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
 from premix.keys import KeyRing
 from premix.ledger import Ledger, LedgerConflict, RunRecord, run_to_document
 from premix.localnet import Localnet
 from premix.settings import Settings
-from premix.store import DocumentCollection, Store, as_server_sees_it
+from premix.store import Store
 from tests.test_mixer_helpers import MixerHarness, signed_attempt
 from tests.test_mixer_resume import SCENARIOS
 from tests.worker.helpers import (
@@ -489,20 +489,19 @@ async def test_the_worker_finishes_a_job_through_a_store_fault_paying_once(
     failpoint_mongodb_url: str,
     fail_points: FailPoints,
     worker_logging: None,
-    monkeypatch: pytest.MonkeyPatch,
     fault: Fault,
     command: str,
     mode: str,
     sol: int,
     transactions: int,
 ) -> None:
-    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.01,))
     net = fast_localnet
     settings = make_settings(
         redis_url,
         net.url,
         mongodb_uri=faulty_store_uri(failpoint_mongodb_url, fault),
         mongodb_database=f"premix_faults_{uuid.uuid4().hex[:12]}",
+        retry_backoff_seconds=(0.01,),
     )
     async with open_store(settings) as store:
         try:

@@ -11,12 +11,13 @@ from types import TracebackType
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
+from premix.constants import LOCALNET_SLOT_MS
 from premix.localnet.chain import Block, Chain, TransactionRecord
 from premix.localnet.faults import Faults
 from premix.localnet.intercept import Interceptor, Interceptors
 from premix.localnet.server import RpcServer, RpcStats
 
-DEFAULT_SLOT_MS = 400
+DEFAULT_SLOT_MS = LOCALNET_SLOT_MS
 
 
 class SlotClock:

@@ -1,7 +1,9 @@
-"""What both transfer modes share: sign (write-ahead), send, settle, report.
+"""What both transfer modes share: sign (write-ahead), send, settle, verify (private to the
+mixer package: the face is `premix.mixer.Payout`).
 
-`MixerRun` holds one run's ledger record and talks to the chain through `SolanaRpc`. Every
-signed attempt is saved in the ledger before its first send; every outcome is saved once seen.
+A `Sender` holds one execution's view of a ledger run and talks to the chain through
+`SolanaRpc`. Every signed attempt is saved in the ledger before its first send; every outcome is
+saved once seen.
 An attempt is settled as landed only at `confirmed`, and as expired only when the `finalized`
 block height, read *before* a status lookup that searches history, is above its last valid
 block height and the lookup does not find it - twice, the second time with the finalized slot
@@ -23,18 +25,19 @@ from solders.pubkey import Pubkey
 from solders.signature import Signature
 
 from premix.amounts import format_sol
-from premix.errors import MixerFailed, TransientError
+from premix.errors import TransientError
 from premix.ledger import (
     Attempt,
     AttemptState,
     Ledger,
+    LedgerError,
     LedgerTransaction,
     RunRecord,
     RunStatus,
     utc_now,
 )
 from premix.mixer.packing import FeePolicy, build_message, sign
-from premix.mixer.result import MixerProgress, MixResult, result_from_record
+from premix.mixer.result import MixerFailed, MixerProgress, MixResult
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 
 log = structlog.get_logger(__name__)
@@ -60,30 +63,30 @@ class Refusal:
     attempt: Attempt
 
 
-class MixerRun:
-    """One execution of a run: the ledger record in memory, saved after every change."""
+class Sender:
+    """One execution's sending of a ledger run: the record in memory, saved after every change.
+    `funding` (the signer) and `on_progress` are set before anything is signed."""
 
     def __init__(
         self,
         *,
         record: RunRecord,
-        funding: Keypair,
         rpc: SolanaRpc,
         ledger: Ledger,
         fees: FeePolicy,
         poll_seconds: float,
-        on_progress: ProgressCallback | None,
         first_poll_seconds: float = 0.0,
     ) -> None:
         self.record = record
-        self.funding = funding
+        self.funding: Keypair | None = None
         self.rpc = rpc
         self.ledger = ledger
         self.fees = fees
         self.poll_seconds = poll_seconds
         self.first_poll_seconds = first_poll_seconds  # fast mode's wait before its first poll
-        self.on_progress = on_progress
-        self.landed_here: list[int] = []  # plan positions funded by this execution
+        self.on_progress: ProgressCallback | None = None
+        self.funded_here: list[int] = []  # plan positions funded by this execution
+        self.verified: dict[int, int] = {}  # plan position -> its balance, checked on chain
         self.expiry_check_due = False  # a send saw "blockhash not found": check the height now
         self.expiries: Counter[int] = Counter()  # transaction index -> expired in this execution
         self.log = log.bind(run_id=record.run_id)
@@ -102,6 +105,9 @@ class MixerRun:
         """Sign one new attempt per (transaction or None for a new one, positions) with one
         fresh blockhash, and save them all in one ledger write before anything is sent."""
         record = self.record
+        funding = self.funding
+        if funding is None:
+            raise LedgerError(f"run {record.run_id}: no funding wallet to sign with")
         missing = [
             p for _, positions in work for p in positions if record.plan[p].balance_before is None
         ]
@@ -115,8 +121,8 @@ class MixerRun:
         signed: list[tuple[LedgerTransaction, Attempt]] = []
         for tx, positions in work:
             transfers = [(self._recipient(p), record.plan[p].lamports) for p in positions]
-            message = build_message(self.funding.pubkey(), transfers, latest.blockhash, self.fees)
-            transaction = sign(message, self.funding)
+            message = build_message(funding.pubkey(), transfers, latest.blockhash, self.fees)
+            transaction = sign(message, funding)
             attempt = Attempt(
                 signature=str(transaction.signatures[0]),
                 blockhash=str(latest.blockhash),
@@ -132,7 +138,7 @@ class MixerRun:
             else:
                 record.add_attempt(tx.index, attempt)
             signed.append((tx, attempt))
-        record.funding = str(self.funding.pubkey())
+        record.funding = str(funding.pubkey())
         await self.save()
         for tx, attempt in signed:
             self.log.info(
@@ -178,15 +184,17 @@ class MixerRun:
 
     # --- settle ---
 
-    async def settle_recorded(self) -> None:
+    async def settle_recorded(self) -> frozenset[str]:
         """Settle every attempt a previous execution left open: landed, expired or still open.
+        Returns the signatures of those still open that the chain already shows without error
+        (processed, not yet confirmed: as good as gone from the funding wallet).
 
         The block height is read first, then the statuses (searching history): a signature
         missing from that lookup cannot land later once the height is past its validity.
         """
         open_attempts = [a for _, a in self.record.open_attempts()]
         if not open_attempts:
-            return
+            return frozenset()
         height = await self.rpc.block_height(Finalized)
         statuses = await self.rpc.signature_statuses(
             [Signature.from_string(a.signature) for a in open_attempts], search_history=True
@@ -196,6 +204,11 @@ class MixerRun:
             "recorded_attempts_settled",
             attempts=len(open_attempts),
             still_open=len(self.record.open_attempts()),
+        )
+        return frozenset(
+            attempt.signature
+            for attempt, status in zip(open_attempts, statuses, strict=True)
+            if attempt.is_open and status is not None and status.error is None
         )
 
     async def await_outcomes(
@@ -284,7 +297,7 @@ class MixerRun:
             )
         # one report per confirmed transaction, counting up even when several landed together
         for tx in landed_ok:
-            self.landed_here.extend(tx.transfers)
+            self.funded_here.extend(tx.transfers)
             done_before += len(tx.transfers)
             sent_before += sum(self.record.plan[p].lamports for p in tx.transfers)
             await self.report_progress(
@@ -316,14 +329,16 @@ class MixerRun:
     # --- checks and reports ---
 
     async def verify_balances(self, positions: Sequence[int]) -> None:
-        """Check each recipient funded in this execution holds at least its balance before plus
-        its amount; raises `MixerFailed` if a node keeps showing less."""
+        """Check each recipient at `positions` holds at least its balance before plus its
+        amount, reading again a few times (a node may serve balances a moment behind the
+        statuses it confirmed); remembers what it read in `verified`. Raises `MixerFailed`
+        if a node keeps showing less (the run is marked failed unless it completed)."""
         expected = {
             p: (self.record.plan[p].balance_before or 0) + self.record.plan[p].lamports
             for p in positions
         }
         short: dict[int, int] = {}
-        for attempt in range(BALANCE_CHECK_TRIES):
+        for read in range(BALANCE_CHECK_TRIES):
             keys = list(expected)
             if len(keys) == 1:
                 balances = [await self.rpc.balance(self._recipient(keys[0]))]
@@ -331,14 +346,18 @@ class MixerRun:
                 balances = await self.rpc.balances([self._recipient(p) for p in keys])
             short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
             if not short:
+                self.verified.update(zip(keys, balances, strict=True))
                 return
-            if attempt + 1 < BALANCE_CHECK_TRIES:
+            if read + 1 < BALANCE_CHECK_TRIES:
                 await asyncio.sleep(self.poll_seconds)
         position, balance = next(iter(short.items()))
-        await self.fail(
+        reason = (
             f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
             f"confirmed transfer, expected at least {format_sol(expected[position])}"
         )
+        if self.record.status is RunStatus.COMPLETED:  # settled for good: only the report
+            raise MixerFailed.from_result(reason, MixResult.from_record(self.record))
+        await self.fail(reason)
 
     async def report_progress(self, done_wallets: int, sent_lamports: int, message: str) -> None:
         """Await the progress callback, if any."""
@@ -348,10 +367,11 @@ class MixerRun:
             )
 
     async def complete(self) -> MixResult:
-        """Mark the run completed and return its result."""
-        self.record.finish(RunStatus.COMPLETED, now=utc_now())
-        await self.save()
-        result = result_from_record(self.record)
+        """Mark the run completed (once) and return its result."""
+        if self.record.status is not RunStatus.COMPLETED:
+            self.record.finish(RunStatus.COMPLETED, now=utc_now())
+            await self.save()
+        result = MixResult.from_record(self.record)
         self.log.info(
             "mixer_completed",
             transactions=result.transactions,
@@ -364,7 +384,7 @@ class MixerRun:
         """Mark the run failed with `reason` and raise `MixerFailed` with the per-wallet report."""
         self.record.finish(RunStatus.FAILED, now=utc_now(), error=reason)
         await self.save()
-        result = result_from_record(self.record)
+        result = MixResult.from_record(self.record)
         self.log.warning("mixer_failed", reason=reason, funded=len(result.funded))
         raise MixerFailed.from_result(reason, result)
 

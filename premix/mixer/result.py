@@ -1,9 +1,12 @@
-"""What a mixer run reports: per-wallet outcomes, totals and progress. Built from the ledger."""
+"""What the transfer engine reports: per-wallet outcomes, totals and progress, built from the
+ledger, and `MixerFailed`, the failure that carries that report."""
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import Any
 
+from premix.amounts import format_sol
+from premix.errors import PremixError
 from premix.ledger import AttemptState, RunRecord, TransactionState
 
 
@@ -21,16 +24,6 @@ class WalletOutcome:
     status: WalletStatus
     signature: str | None = None  # the landed one when funded, else the newest attempt's
     error: str | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form (camel case not needed: the worker's result is internal)."""
-        return {
-            "public_key": self.public_key,
-            "lamports": self.lamports,
-            "status": self.status.value,
-            "signature": self.signature,
-            "error": self.error,
-        }
 
 
 @dataclass(frozen=True)
@@ -68,16 +61,74 @@ class MixResult:
         """True when every wallet was funded."""
         return all(w.status is WalletStatus.FUNDED for w in self.wallets)
 
-    def to_dict(self) -> dict[str, Any]:
-        """JSON-safe form: ints, strings, lists."""
-        return {
-            "run_id": self.run_id,
-            "mode": self.mode,
-            "wallets": [w.to_dict() for w in self.wallets],
-            "sent_lamports": self.sent_lamports,
-            "fee_lamports": self.fee_lamports,
-            "transactions": self.transactions,
-        }
+    @classmethod
+    def from_record(cls, record: RunRecord) -> "MixResult":
+        """The per-wallet report of `record`, as the ledger stands."""
+        wallets = []
+        for entry in record.plan:
+            tx = record.transaction_of(entry.position)
+            status, signature, error = WalletStatus.NOT_SENT, None, None
+            if tx is not None and (last := tx.last_attempt) is not None:
+                signature, error = last.signature, last.error
+                if tx.state is TransactionState.LANDED_OK:
+                    status, error = WalletStatus.FUNDED, None
+                    signature = next(
+                        a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
+                    )
+                elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
+                    status = WalletStatus.FAILED
+                elif last.is_open:
+                    status = WalletStatus.PENDING
+            wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
+        totals = record.totals
+        return cls(
+            run_id=record.run_id,
+            mode=record.mode,
+            wallets=tuple(wallets),
+            sent_lamports=totals.sent_lamports,
+            fee_lamports=totals.fee_lamports,
+            transactions=totals.transactions,
+        )
+
+
+class MixerFailed(PremixError):
+    """The transfer engine stopped; the message lists what was and was not sent."""
+
+    title = "Mixer operation failed"
+
+    def __init__(
+        self,
+        reason: str,
+        *,
+        funded: Sequence[tuple[str, int]] = (),
+        unfunded: Sequence[tuple[str, int]] = (),
+        pending: Sequence[tuple[str, int]] = (),
+        result: MixResult | None = None,
+    ) -> None:
+        self.reason = reason
+        self.funded = list(funded)
+        self.unfunded = list(unfunded)
+        self.pending = list(pending)
+        self.result = result  # the mixer's per-wallet report (signatures, errors), if it ran
+        sent = sum(lamports for _, lamports in self.funded)
+        detail = (
+            f"{reason}. Sent {format_sol(sent)} to {len(self.funded)} wallet(s); "
+            f"{len(self.unfunded)} wallet(s) not funded"
+        )
+        if self.pending:
+            detail += f"; {len(self.pending)} wallet(s) pending (sent, may still land)"
+        super().__init__(detail)
+
+    @classmethod
+    def from_result(cls, reason: str, result: MixResult) -> "MixerFailed":
+        """The failure with `result`'s per-wallet report (funded, not funded, pending)."""
+        return cls(
+            reason,
+            funded=result.funded,
+            unfunded=result.unfunded,
+            pending=result.pending,
+            result=result,
+        )
 
 
 @dataclass(frozen=True)
@@ -86,32 +137,3 @@ class MixerProgress:
     total_wallets: int
     sent_lamports: int
     message: str
-
-
-def result_from_record(record: RunRecord) -> MixResult:
-    """The per-wallet report of `record`, as the ledger stands."""
-    wallets = []
-    for entry in record.plan:
-        tx = record.transaction_of(entry.position)
-        status, signature, error = WalletStatus.NOT_SENT, None, None
-        if tx is not None and (last := tx.last_attempt) is not None:
-            signature, error = last.signature, last.error
-            if tx.state is TransactionState.LANDED_OK:
-                status, error = WalletStatus.FUNDED, None
-                signature = next(
-                    a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
-                )
-            elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
-                status = WalletStatus.FAILED
-            elif last.is_open:
-                status = WalletStatus.PENDING
-        wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
-    totals = record.totals
-    return MixResult(
-        run_id=record.run_id,
-        mode=record.mode,
-        wallets=tuple(wallets),
-        sent_lamports=totals.sent_lamports,
-        fee_lamports=totals.fee_lamports,
-        transactions=totals.transactions,
-    )

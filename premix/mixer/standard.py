@@ -6,31 +6,33 @@ recipient's balance, and only then move on. At most one transfer is ever in flig
 """
 
 from premix.ledger import AttemptState, TransactionState
-from premix.mixer.engine import MixerRun
+from premix.mixer.engine import Sender
 
 
-async def run_standard(run: MixerRun) -> None:
+async def send_standard(sender: Sender) -> None:
     """Fund every plan position not funded yet, one confirmed transfer at a time; raises
     `MixerFailed` at the first transfer that fails on chain or is refused."""
-    for entry in run.record.plan:
+    for entry in sender.record.plan:
         position = entry.position
         while True:
-            tx = run.record.transaction_of(position)
+            tx = sender.record.transaction_of(position)
             if tx is not None and tx.state is TransactionState.LANDED_OK:
                 break
             if tx is not None and (attempt := tx.open_attempt) is not None:
                 pair = (tx, attempt)
             else:
                 # a transaction recorded by fast mode keeps its group of transfers
-                [pair] = await run.sign_attempts([(tx, tx.transfers if tx else [position])])
-            refusals = await run.send([pair])
+                [pair] = await sender.sign_attempts([(tx, tx.transfers if tx else [position])])
+            refusals = await sender.send([pair])
             if refusals:
-                await run.fail_for(refusals)
-            await run.await_outcomes([pair[1]], backoff=False)
+                await sender.fail_for(refusals)
+            await sender.await_outcomes([pair[1]], backoff=False)
             state = pair[1].state
             if state is AttemptState.LANDED_FAILED:
-                await run.fail(f"transaction {pair[0].index + 1} failed on chain: {pair[1].error}")
+                await sender.fail(
+                    f"transaction {pair[0].index + 1} failed on chain: {pair[1].error}"
+                )
             if state is AttemptState.LANDED_OK:
-                await run.verify_balances(pair[0].transfers)
+                await sender.verify_balances(pair[0].transfers)
                 break
             # expired without landing: the loop signs a new attempt with a fresh blockhash

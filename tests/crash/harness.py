@@ -48,9 +48,10 @@ from premix.ledger import Ledger, RunRecord, Totals
 from premix.localnet import Commitment, Localnet
 from premix.localnet.chain import LAMPORTS_PER_SIGNATURE, MAX_PROCESSING_AGE
 from premix.progress import latest_progress
-from premix.queue import close_queue, enqueue_premix_funds, user_lock_holder
+from premix.queue import close_queue, enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
+from premix.user_lock import user_lock_holder
 from tests.crash.kills import KillSwitch
 from tests.crash.ledger_watch import LedgerWatch, RevisionCallback, attempt_states
 from tests.crash.scenario import SEND_KILLS, Kill, KillKind, Scenario

@@ -26,7 +26,7 @@ from solders.system_program import TransferParams, transfer
 from solders.transaction import VersionedTransaction
 
 from premix.constants import PROGRESS_CHANNEL_PREFIX, RUNS_COLLECTION
-from premix.distribution import TierTable, plan_distribution
+from premix.distribution import plan_distribution
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Commitment, Localnet
 from premix.logs import reset_logging
@@ -41,7 +41,7 @@ from premix.worker import worker_settings
 ENCRYPTION_KEYS = "k1:" + base64.b64encode(bytes(range(100, 132))).decode()
 BOT_TOKEN = "987654321:AAF-telegram-worker-token_abcdefghijklmnop"
 FUNDING_LAMPORTS = 100 * 10**9
-QUICK_RETRIES = RetryPolicy(attempts=3, base_delay_seconds=0.001, max_delay_seconds=0.01)
+QUICK_RETRIES = RetryPolicy(tries=3, base_delay_seconds=0.001, max_delay_seconds=0.01)
 
 
 def make_settings(
@@ -102,7 +102,7 @@ class User:
     def plan(self, amount_lamports: int, max_wallets: int | None = None) -> list[int]:
         """The plan the worker must follow for `amount_lamports` with default tiers."""
         wallets = min(len(self.buyers), max_wallets or len(self.buyers))
-        return plan_distribution(amount_lamports, wallets, TierTable.from_settings(Settings()))
+        return plan_distribution(amount_lamports, wallets, Settings().tier_table())
 
     def buyer_balances(self, net: Localnet) -> list[int]:
         return [net.balance(buyer.pubkey()) for buyer in self.buyers]

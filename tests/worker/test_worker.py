@@ -12,7 +12,6 @@ import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 
-from premix import worker as worker_module
 from premix.amounts import format_sol
 from premix.constants import (
     JOB_FUNCTION,
@@ -24,14 +23,15 @@ from premix.constants import (
 from premix.jobs import EnqueueResult
 from premix.ledger import AttemptState, Ledger, RunStatus, utc_now
 from premix.localnet import Localnet
-from premix.mixer import FeePolicy
+from premix.mixer import FeePolicy, balance_needed
 from premix.progress import ProgressEvent, latest_progress, subscribe_progress
-from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder
+from premix.queue import enqueue_premix_funds, queue_pool
 from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
 from premix.store import Store
-from premix.worker import WorkerSettings, balance_needed, shutdown, startup
+from premix.user_lock import user_lock_holder
+from premix.worker import WorkerSettings, shutdown, startup
 from tests.test_mixer_helpers import run_with_plan, signed_attempt
 from tests.worker.helpers import (
     TestRpc,
@@ -270,9 +270,8 @@ async def test_transient_rpc_failure_is_retried_and_resumes_the_same_run(
     store: Store,
     redis_client: Redis,
     net: Localnet,
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.01,))
+    settings = settings.model_copy(update={"retry_backoff_seconds": (0.01,)})
     user = await create_user(store, net, "u1", buyers=10)
     job_id = await enqueue(settings, "u1", 2)
     events = await collect_events(redis_client, job_id)

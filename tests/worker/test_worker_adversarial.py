@@ -16,16 +16,17 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix import worker as worker_module
 from premix.constants import JOB_FUNCTION, PROGRESS_ALL_CHANNEL, QUEUE_NAME, RUNS_COLLECTION
 from premix.errors import PremixError
 from premix.localnet import Localnet
+from premix.memory_store import MemoryCollection
 from premix.notify import Notifier
 from premix.progress import ProgressEvent, latest_progress
-from premix.queue import enqueue_premix_funds, queue_pool, user_lock_holder, user_lock_key
+from premix.queue import enqueue_premix_funds, queue_pool
 from premix.rpc import SendResult
 from premix.settings import Settings
-from premix.store import MemoryCollection, Store
+from premix.store import Store
+from premix.user_lock import user_lock_holder, user_lock_key
 from tests.fixtures.store import secret_forms
 from tests.worker.helpers import (
     BOT_TOKEN,
@@ -426,7 +427,7 @@ async def test_a_store_write_that_lands_but_reports_an_error_is_resumed_without_
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     # MongoDB applied the write of the first signed attempt, then the connection dropped.
-    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.01,))
+    settings = settings.model_copy(update={"retry_backoff_seconds": (0.01,)})
     user = await create_user(store, net, "u1")
     job_id = await enqueue(settings, "u1", 2)
     replace_one = MemoryCollection.replace_one
@@ -456,19 +457,20 @@ async def test_a_store_write_that_lands_but_reports_an_error_is_resumed_without_
 async def test_rpc_down_for_the_final_check_on_the_last_try_still_reports_the_premix_complete(
     redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
-    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    settings = make_settings(redis_url, net.url, job_max_tries=2)
     async with open_store(settings) as store:
         user = await create_user(store, net, "u1")
         job_id = await enqueue(settings, "u1", 2)
-
-        def rpc_down_after_the_last_transfer(method: str, count: int) -> None:
-            if (method, count) == ("balance", 5):  # phase 4, then one check per transfer
-                net.faults.inject("http_5xx", method="getMultipleAccounts")
+        # The first try dies right after the last transfer's check (phase 4, then one check per
+        # transfer); the last try has only phase 6 left, and the RPC fails its balance read.
+        assert (
+            await run_worker(settings, rpc=TestRpc(net.url, kill_on="balance", kill_at=5)) is False
+        )
+        await expire_in_progress_marker(redis_client, job_id)
+        net.faults.inject("http_5xx", method="getMultipleAccounts")
 
         told = RecordingNotifier(settings)
-        await run_worker(
-            settings, rpc=TestRpc(net.url, on_call=rpc_down_after_the_last_transfer), notifier=told
-        )
+        await run_worker(settings, rpc=TestRpc(net.url), notifier=told)
 
         # every transfer was confirmed (and its balance checked) during the run: it is complete
         info = await job_result(settings, job_id)
@@ -488,10 +490,11 @@ async def test_rpc_down_for_the_final_check_on_the_last_try_still_reports_the_pr
 
 
 async def test_a_run_past_its_deadline_with_tries_left_keeps_the_user_and_resumes(
-    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
-    monkeypatch.setattr(worker_module, "RETRY_BACKOFF_SECONDS", (0.3,))
-    settings = make_settings(redis_url, net.url, job_timeout_seconds=1)  # deadline 0.9 s
+    settings = make_settings(
+        redis_url, net.url, job_timeout_seconds=1, retry_backoff_seconds=(0.3,)
+    )  # deadline 0.9 s
     async with open_store(settings) as store:
         user = await create_user(store, net, "u1")
         job_id = await enqueue(settings, "u1", 2)
@@ -519,12 +522,13 @@ async def test_a_run_past_its_deadline_with_tries_left_keeps_the_user_and_resume
 
 
 async def test_a_user_lock_lost_in_a_long_backlog_never_lets_two_runs_overlap(
-    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
     # The queue waited longer than PREMIX_USER_LOCK_TTL_SECONDS: the first job's lock expired,
     # so the bot's second premix for the user was accepted. The worker runs them one by one.
-    monkeypatch.setattr(worker_module, "USER_BUSY_RETRY_SECONDS", 0.05)
-    settings = make_settings(redis_url, net.url, job_max_tries=1_000)  # wait as long as needed
+    settings = make_settings(
+        redis_url, net.url, job_max_tries=1_000, user_busy_retry_seconds=0.05
+    )  # wait as long as needed
     async with open_store(settings) as store:
         await _two_premixes_after_a_lost_lock(settings, store, redis_client, net)
 

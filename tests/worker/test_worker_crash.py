@@ -7,15 +7,15 @@ from typing import Any
 import pytest
 from redis.asyncio import Redis
 
-from premix import worker as worker_module
 from premix.constants import USER_LOCK_PREFIX
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
 from premix.notify import Notifier
 from premix.progress import latest_progress
-from premix.queue import enqueue_premix_funds, user_lock_holder
+from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
+from premix.user_lock import user_lock_holder
 from tests.worker.helpers import (
     TestRpc,
     WorkerKilled,
@@ -42,7 +42,7 @@ KILL_POINTS = [
     pytest.param("standard", 2, "latest_blockhash", 1, 4, (0, 0), id="standard-before-first-send"),
     pytest.param("standard", 2, "send", 2, 4, (2, 2), id="standard-after-second-send"),
     pytest.param("standard", 2, "balances", 3, 4, (2, 2), id="standard-after-second-confirm"),
-    pytest.param("standard", 2, "balances", 5, 4, (4, 4), id="standard-phase-6-verify"),
+    pytest.param("standard", 2, "balance", 5, 4, (4, 4), id="standard-after-the-last-check"),
     pytest.param("fast", 20, "balance", 1, 2, (0, 0), id="fast-phase-3-to-4"),
     pytest.param("fast", 20, "latest_blockhash", 1, 2, (0, 0), id="fast-after-signing"),
     pytest.param("fast", 20, "send", 1, 2, (21, 31), id="fast-after-first-send"),
@@ -269,10 +269,9 @@ async def test_a_completed_run_redelivered_after_its_last_try_is_reported_comple
 
 
 async def test_a_job_that_never_started_says_nothing_was_sent_after_its_last_try(
-    redis_url: str, redis_client: Redis, net: Localnet, monkeypatch: pytest.MonkeyPatch
+    redis_url: str, redis_client: Redis, net: Localnet
 ) -> None:
-    monkeypatch.setattr(worker_module, "USER_BUSY_RETRY_SECONDS", 0.01)
-    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    settings = make_settings(redis_url, net.url, job_max_tries=1, user_busy_retry_seconds=0.01)
     async with open_store(settings) as store:
         user = await create_user(store, net, "u1")
         queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
@@ -286,7 +285,7 @@ async def test_a_job_that_never_started_says_nothing_was_sent_after_its_last_try
         info = await job_result(settings, job_id)
         assert (info.result["success"], info.job_try) == (False, 2)
         assert info.result["message"] == (
-            "Premix failed: the job could not start in 1 attempt(s) (another premix of this user "
+            "Premix failed: the job could not start in 1 try (another premix of this user "
             "was running, or its worker stopped); nothing was sent"
         )
         assert user.buyer_balances(net) == [0] * len(user.buyers)

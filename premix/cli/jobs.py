@@ -1,0 +1,218 @@
+"""`premix enqueue`, `premix status JOB` and `premix watch JOB`: queue a premix as the bot
+does, and follow a job's progress."""
+
+import asyncio
+from typing import Any
+
+import click
+from arq.connections import ArqRedis
+from arq.jobs import Job
+from rich.console import Console
+from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+
+from premix.amounts import lamports_to_sol
+from premix.cli.base import (
+    MODE,
+    SOL,
+    USER_ID,
+    WALLET_COUNT,
+    CliState,
+    CommandFailed,
+    json_option,
+    pass_state,
+    print_json,
+    run_async,
+    stdout_console,
+)
+from premix.jobs import EnqueueResult
+from premix.progress import ProgressEvent, ProgressStatus, latest_progress, subscribe_progress
+from premix.queue import close_queue, enqueue_premix_funds, queue_pool
+from premix.settings import Settings
+
+
+@click.command()
+@click.option("--user", "user_id", type=USER_ID, required=True, help="The user's id.")
+@click.option("--chat-id", type=int, required=True, help="The user's Telegram chat id.")
+@click.option("--amount", "amount_lamports", type=SOL, required=True, help="SOL to distribute.")
+@click.option(
+    "--mode",
+    type=MODE,
+    default=None,
+    help="Transfer engine (default: standard).",
+)
+@click.option(
+    "--max-wallets", type=WALLET_COUNT, default=None, help="Use at most this many buyer wallets."
+)
+@click.option("--socket-user-id", default=None, help="Passed through to progress events.")
+@json_option
+@pass_state
+def enqueue(
+    state: CliState,
+    user_id: str,
+    chat_id: int,
+    amount_lamports: int,
+    mode: str | None,
+    max_wallets: int | None,
+    socket_user_id: str | None,
+    as_json: bool,
+) -> None:
+    """Queue a premix for a user, as the bot does (`enqueue_premix_funds`); prints the job id.
+
+    A worker (`arq premix.worker.WorkerSettings`) runs it; follow it with `premix watch JOB`.
+    """
+    settings = state.settings
+    options: dict[str, Any] = {}
+    if mode is not None:
+        options["mode"] = mode
+    if max_wallets is not None:
+        options["maxWallets"] = max_wallets
+    if socket_user_id is not None:
+        options["socketUserId"] = socket_user_id
+
+    async def submit() -> EnqueueResult:
+        try:
+            return await enqueue_premix_funds(
+                user_id, chat_id, lamports_to_sol(amount_lamports), options, settings=settings
+            )
+        finally:
+            await close_queue()
+
+    result = run_async(submit())
+    if as_json:
+        print_json({"success": result.success, "message": result.message, "jobId": result.job_id})
+    elif result.success:
+        click.echo(result.message)
+    if not result.success:
+        raise CommandFailed(result.message)
+
+
+def describe_event(event: ProgressEvent) -> str:
+    """One line for a progress event: phase, title, percent, status, description."""
+    line = (
+        f"phase {event.phase}/{event.total_phases} {event.title}: {event.percent}% "
+        f"({event.status.value})"
+    )
+    return f"{line} - {event.description}" if event.description else line
+
+
+async def queued_job_status(redis: ArqRedis, settings: Settings, job_id: str) -> str:
+    """arq's status of `job_id` in the premix queue ("not_found" when arq does not know it)."""
+    status = await Job(job_id, redis, _queue_name=settings.queue_name).status()
+    return str(status.value)
+
+
+QUEUED_STATES = {
+    "deferred": "queued (deferred), no progress yet",
+    "queued": "queued, no progress yet (is a worker running?)",
+    "in_progress": "picked up by a worker, no progress yet",
+    "complete": "finished; its progress state has expired",
+}
+
+
+def unknown_job(job_id: str, settings: Settings) -> CommandFailed:
+    """Return the failure for a job id with neither progress nor a queued job (to raise)."""
+    return CommandFailed(
+        f"unknown job {job_id}: no progress and no queued job with that id (progress is kept "
+        f"for {settings.progress_ttl_seconds} s; check PREMIX_REDIS_URL)"
+    )
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@json_option
+@pass_state
+def status(state: CliState, job_id: str, as_json: bool) -> None:
+    """Show the latest progress of job JOB (its last progress event, kept in Redis)."""
+    settings = state.settings
+
+    async def read() -> tuple[ProgressEvent | None, str]:
+        try:
+            redis = queue_pool(settings.redis_url)
+            event = await latest_progress(redis, job_id)
+            queued = "" if event is not None else await queued_job_status(redis, settings, job_id)
+            return event, queued
+        finally:
+            await close_queue()
+
+    event, queued = run_async(read())
+    if event is None:
+        if queued in ("", "not_found"):
+            raise unknown_job(job_id, settings)
+        if as_json:
+            print_json({"jobId": job_id, "status": queued})
+        else:
+            click.echo(f"job {job_id}: {QUEUED_STATES.get(queued, queued)}")
+        return
+    if as_json:
+        print_json(event.model_dump(mode="json", by_alias=True))
+    else:
+        click.echo(f"job {job_id}: {describe_event(event)}")
+
+
+def progress_bar(console: Console) -> Progress:
+    """The live progress bar for one job: description, bar, percent, elapsed time."""
+    return Progress(
+        TextColumn("{task.description}"),
+        BarColumn(),
+        TaskProgressColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
+
+
+def bar_text(event: ProgressEvent) -> str:
+    """Return the progress bar's label for `event`: '[3/6] Calculating Distribution'."""
+    return f"[{event.phase}/{event.total_phases}] {event.title}"
+
+
+@click.command()
+@click.argument("job_id", metavar="JOB")
+@click.option(
+    "--timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Give up after this many seconds (default: wait for the job to end).",
+)
+@click.option("--json", "as_json", is_flag=True, help="Print each progress event as a JSON line.")
+@pass_state
+def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) -> None:
+    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed.
+
+    With --json, prints each progress event as one JSON line instead of a progress bar.
+    """
+    settings = state.settings
+    console = stdout_console()
+
+    async def follow() -> ProgressEvent | None:
+        redis = queue_pool(settings.redis_url)
+        try:
+            known = await latest_progress(redis, job_id) is not None
+            if not known and await queued_job_status(redis, settings, job_id) == "not_found":
+                raise unknown_job(job_id, settings)
+            async with asyncio.timeout(timeout):
+                return await follow_events(redis)
+        except TimeoutError:
+            raise CommandFailed(f"job {job_id} did not end within {timeout:g} s") from None
+        finally:
+            await close_queue()
+
+    async def follow_events(redis: ArqRedis) -> ProgressEvent | None:
+        last: ProgressEvent | None = None
+        if as_json:
+            async for event in subscribe_progress(redis, job_id, poll_interval_seconds=0.2):
+                click.echo(event.to_json())
+                last = event
+            return last
+        with progress_bar(console) as bar:
+            task = bar.add_task(f"job {job_id}: waiting for a worker", total=100)
+            async for event in subscribe_progress(redis, job_id, poll_interval_seconds=0.2):
+                bar.update(task, completed=event.percent, description=bar_text(event))
+                last = event
+        return last
+
+    final = run_async(follow())
+    if final is None or final.status is not ProgressStatus.COMPLETED:
+        reason = final.description if final is not None else "no final event"
+        raise CommandFailed(f"job {job_id} failed: {reason}")
+    if not as_json:
+        click.echo(f"job {job_id} completed: {final.description}")

@@ -1,0 +1,441 @@
+"""One execution of a premix job: the six phases of SPEC section 3, their progress events, and
+how the execution ends.
+
+Failures: a permanent `PremixError` ends the job (failed event, Telegram message, ledger run
+marked failed, user lock released, result with `success: false`); a transient one is retried by
+arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, and the retry
+resumes the same ledger run (run id = job id); on the last try it ends the job like a permanent
+one. A worker that dies leaves the job in the queue: arq runs it again once its in-progress
+marker expires, and the ledger makes that re-run settle what was sent before it sends anything
+(nothing is paid twice). arq delivers a job once more than `job_max_tries`: that delivery sends
+nothing; it reports what the run sent and fails the job.
+
+arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
+starts the job again while the first execution still holds it. Money stays exact (every ledger
+write is a compare-and-swap); the older execution, seeing arq's try counter move past its own
+try, stops at its next event or ending without a word (`JobExecution.step_aside`), so the user
+hears only from the newer one.
+"""
+
+import asyncio
+from typing import Any, Final
+
+from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
+from arq.worker import Retry
+from pymongo.errors import PyMongoError
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+from solders.keypair import Keypair
+
+from premix.amounts import format_sol
+from premix.distribution import DistributionError, plan_distribution
+from premix.errors import (
+    FundingWalletNotFound,
+    InsufficientBalance,
+    InvalidParameters,
+    NoBuyerWallets,
+    PremixError,
+    TransientError,
+)
+from premix.jobs import PremixFundsJob
+from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus
+from premix.logs import get_logger, redact_text
+from premix.mixer import MixerFailed, MixerProgress, MixResult, Payout, check_recipients
+from premix.notify import Notifier
+from premix.progress import Phase, ProgressEmitter
+from premix.results import build_result, completion_message
+from premix.rpc import RpcRequestError, SolanaRpc
+from premix.settings import Settings
+from premix.store import Store
+from premix.user_lock import HeldUserLock, user_lock_holder
+
+log = get_logger(__name__)
+
+DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
+ARQ_IN_PROGRESS_EXTRA_SECONDS: Final = 10  # arq's in-progress marker outlives the job timeout
+
+
+class Superseded(Exception):
+    """arq started this job again while this execution still ran: the newer one reports."""
+
+
+class JobExecution:
+    """One execution (try) of one job: the six phases, their events, and how it ends."""
+
+    def __init__(self, ctx: dict[str, Any], job_id: str, job: PremixFundsJob) -> None:
+        self.settings: Settings = ctx["settings"]
+        self.redis: Redis = ctx["redis"]
+        self.store: Store = ctx["store"]
+        self.rpc: SolanaRpc = ctx["rpc"]
+        self.notifier: Notifier = ctx["notifier"]
+        self.job_id = job_id
+        self.job = job
+        self.job_try: int = ctx.get("job_try", 1)
+        self.progress = ProgressEmitter(self.redis, self.settings, job_id, job)
+        self.log = log.bind(job_id=job_id, user_id=job.user_id, job_try=self.job_try)
+        self.phase = Phase.JOB_STARTED
+        self.ledger = Ledger(self.store)
+        self.run_opened = False
+        self.payout: Payout | None = None  # the engine's payout, once phase 4 or an ending made it
+        self.lock = HeldUserLock(
+            self.redis, job.user_id, job_id, self.settings.user_lock_ttl_seconds
+        )
+
+    async def execute(self) -> dict[str, Any]:
+        """Run the phases; return the result, or raise `Retry` for a transient failure."""
+        if self.job_try > self.settings.job_max_tries:
+            return await self._give_up()
+        try:
+            holds_lock = await self.lock.hold()
+        except (RedisError, OSError) as e:
+            return await self._retry(
+                TransientError(f"{type(e).__name__} while taking the user lock")
+            )
+        if not holds_lock:
+            holder = await user_lock_holder(self.redis, self.job.user_id)
+            self.log.info("user_busy_job_deferred", running_job_id=holder)
+            raise Retry(defer=self.settings.user_busy_retry_seconds)
+        try:
+            async with self.lock.kept_alive(), asyncio.timeout(self._deadline_seconds()):
+                result = await self._phases()
+        except Superseded:
+            return await self.step_aside()
+        except TimeoutError:
+            # Our own deadline, just under arq's job timeout (which would fail the job silently):
+            # hand the job back so a re-run resumes the same ledger run.
+            timeout = TransientError(f"the run took longer than {self._deadline_seconds():g} s")
+            if self.job_try < self.settings.job_max_tries:
+                return await self._retry(timeout)
+            return await self._fail(timeout)
+        except PremixError as e:
+            if not e.permanent and self.job_try < self.settings.job_max_tries:
+                return await self._retry(e)
+            return await self._fail(e)
+        except (RedisError, OSError, PyMongoError) as e:
+            transient = TransientError(f"{type(e).__name__} while talking to a service")
+            if self.job_try < self.settings.job_max_tries:
+                return await self._retry(transient)
+            return await self._fail(transient)
+        except RpcRequestError as e:
+            detail = f"the Solana RPC endpoint refused a request ({redact_text(str(e))})"
+            return await self._fail(PremixError(detail))
+        except Exception as e:
+            self.log.exception("job_crashed", phase=int(self.phase))
+            return await self._fail(PremixError(f"internal error ({type(e).__name__})"))
+        return result
+
+    async def _phases(self) -> dict[str, Any]:
+        # Phase 1: job accepted; the ledger run is opened, or resumed by a re-run.
+        run = await self.ledger.open_run(
+            self.job_id,
+            user_id=self.job.user_id,
+            mode=self.job.mode,
+            amount_lamports=self.job.amount_lamports,
+        )
+        self.run_opened = True
+        resumed = self.job_try > 1 or run.status is not RunStatus.OPENED
+        await self.progress.started(
+            "Resuming premix job" if resumed else "Premix job accepted",
+            amountSol=str(self.job.mix_amount),
+            mode=self.job.mode,
+            jobTry=self.job_try,
+        )
+        if run.status is RunStatus.COMPLETED:
+            # Delivered again after the run completed (the worker died at the very end):
+            # nothing is sent; only phase 6 runs.
+            self.log.info("run_already_completed")
+            return await self._complete(await self._payout(run))
+
+        await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
+        funding, buyers = await self._load_wallets()
+
+        await self._enter(
+            Phase.CALCULATING_DISTRIBUTION, f"Planning {format_sol(self.job.amount_lamports)}"
+        )
+        if not run.plan:  # a re-run keeps the plan it started with
+            amounts = self._plan(len(buyers))
+            recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
+            check_recipients(funding.pubkey(), recipients)
+            run = await self.ledger.record_plan(self.job_id, recipients, amounts)
+
+        await self._enter(
+            Phase.CHECKING_BALANCES,
+            f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} plus fees",
+        )
+        payout = await self._payout(run)  # settles what an earlier execution left open
+        await self._check_balances(funding, payout)
+
+        await self._enter(
+            Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
+        )
+        await payout.pay(funding, on_progress=self._mixer_progress)
+        return await self._complete(payout)
+
+    # --- phases 2 and 3 ---
+
+    async def _load_wallets(self) -> tuple[Keypair, list[Keypair]]:
+        wallets = self.store.wallets
+        funding = await wallets.funding_wallet(self.job.user_id)
+        if funding is None:
+            raise FundingWalletNotFound(self.job.user_id)
+        limit = self.settings.wallet_limit(self.job.max_wallets)
+        buyers = await wallets.buyer_wallets(self.job.user_id, limit=limit)
+        if not buyers:
+            raise NoBuyerWallets(self.job.user_id)
+        return funding, buyers
+
+    def _plan(self, wallet_count: int) -> list[int]:
+        try:
+            table = self.settings.tier_table()
+            return plan_distribution(self.job.amount_lamports, wallet_count, table)
+        except DistributionError as e:
+            raise InvalidParameters(f"mixAmount: {e}") from e
+
+    # --- phase 4 ---
+
+    async def _check_balances(self, funding: Keypair, payout: Payout) -> None:
+        """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
+        its fees and the buffer. A resumed run needs only what did not go out yet (what an
+        earlier execution sent was settled when the payout resumed)."""
+        need = payout.need(self.settings.fee_buffer_lamports)
+        if need.total_lamports == 0:
+            self.log.info("nothing_left_to_send")
+            return
+        available = await self.rpc.balance(funding.pubkey())
+        self.log.info(
+            "funding_balance_checked",
+            needed_lamports=need.total_lamports,
+            available_lamports=available,
+            already_sent_lamports=need.already_sent_lamports,
+        )
+        if available < need.total_lamports:
+            raise InsufficientBalance(
+                needed_lamports=need.total_lamports,
+                available_lamports=available,
+                breakdown=need.describe(),
+            )
+
+    async def _payout(self, run: RunRecord) -> Payout:
+        """The engine's payout of `run`, its open attempts settled (kept for the ending)."""
+        self.payout = await Payout.resume(self.ledger, run, rpc=self.rpc, settings=self.settings)
+        return self.payout
+
+    # --- phase 5 ---
+
+    async def _mixer_progress(self, progress: MixerProgress) -> None:
+        await self._check_not_superseded()
+        await self.progress.mixer_progress(
+            progress.done_wallets,
+            progress.total_wallets,
+            f"{progress.done_wallets} of {progress.total_wallets} wallets funded "
+            f"({progress.message})",
+            sentLamports=progress.sent_lamports,
+        )
+
+    # --- phase 6 ---
+
+    async def _complete(self, payout: Payout, *, unchecked: str | None = None) -> dict[str, Any]:
+        """Verify every recipient's balance on chain, mark the run completed, tell the user.
+
+        `unchecked`: why the final balance check cannot run (it is skipped and the message says
+        so); only for a run whose every transfer the ledger holds as confirmed on chain."""
+        self.phase = Phase.PREMIX_COMPLETE
+        balances = None if unchecked else await payout.verify()
+        await self._check_not_superseded()
+        mix = await payout.complete()
+        # Free the user before the final event: whoever sees it may enqueue the next premix.
+        await self.lock.release()
+        funded = len(mix.funded)
+        message = completion_message(mix, self.job.mode)
+        if unchecked:
+            message += (
+                f" (every transfer confirmed on chain; the final balance check could not run: "
+                f"{unchecked})"
+            )
+        await self.progress.completed(
+            message,
+            sentLamports=mix.sent_lamports,
+            feeLamports=mix.fee_lamports,
+            transactions=mix.transactions,
+            walletsFunded=funded,
+        )
+        await self.notifier.notify_completed(
+            self.job.user_chat_id,
+            job_id=self.job_id,
+            amount_lamports=mix.sent_lamports,
+            wallets_funded=funded,
+            mode=self.job.mode,
+            transactions=mix.transactions,
+            fee_lamports=mix.fee_lamports,
+        )
+        self.log.info(
+            "job_completed",
+            sent_lamports=mix.sent_lamports,
+            fee_lamports=mix.fee_lamports,
+            transactions=mix.transactions,
+        )
+        return build_result(
+            self.job_id, message, success=True, job=self.job, mix=mix, balances=balances
+        )
+
+    # --- how an execution ends ---
+
+    async def _give_up(self) -> dict[str, Any]:
+        """End a job delivered once more than `job_max_tries` allows (its earlier executions
+        died or were stopped): report what its run sent and fail it, sending nothing."""
+        run = await self.ledger.get(self.job_id)
+        self.run_opened = run is not None
+        if run is not None and run.open_attempts():
+            try:
+                run = (await self._payout(run)).record
+            except (PremixError, RpcRequestError, PyMongoError, OSError) as e:
+                self.log.warning("open_attempts_not_settled", error=type(e).__name__)
+        if run is not None and (run.status is RunStatus.COMPLETED or _all_funded(run)):
+            # The money went out; only the ending was lost (the worker died after sending).
+            try:
+                return await self._complete(await self._payout(run))
+            except Superseded:
+                return await self.step_aside()
+            except PremixError as e:
+                return await self._fail(e)
+        tries = self.job_try - 1
+        if run is None:
+            return await self._fail(
+                PremixError(
+                    f"the job could not start in {tries} {'try' if tries == 1 else 'tries'} "
+                    "(another premix of this "
+                    "user was running, or its worker stopped); nothing was sent"
+                )
+            )
+        if run.transactions:
+            self.phase = Phase.INITIALIZING_MIXER
+        return await self._fail(
+            PremixError(f"the job stopped {tries} time(s) before finishing; it is not run again")
+        )
+
+    async def _retry(self, error: PremixError) -> dict[str, Any]:
+        """Hand the job back to arq for a later try (raises `Retry`), unless a newer execution
+        of it took over (`step_aside`)."""
+        if await self._superseded():
+            return await self.step_aside()
+        delay = self.settings.retry_delay_seconds(self.job_try)
+        self.log.warning(
+            "job_retrying", phase=int(self.phase), reason=error.user_message, retry_in=delay
+        )
+        raise Retry(defer=delay) from error
+
+    async def _fail(self, error: PremixError) -> dict[str, Any]:
+        if await self._superseded():
+            return await self.step_aside()
+        if not error.permanent and self.phase is Phase.PREMIX_COMPLETE:
+            run = await self._ledger_run()
+            if run is not None and (run.status is RunStatus.COMPLETED or _all_funded(run)):
+                # Every transfer landed; only the final check failed: the premix is complete.
+                payout = await self._payout(run)
+                return await self._complete(payout, unchecked=error.user_message)
+        mix = error.result if isinstance(error, MixerFailed) else None
+        if mix is None:
+            mix = await self._ledger_report()
+        if (
+            self.phase >= Phase.INITIALIZING_MIXER
+            and not isinstance(error, MixerFailed)
+            and mix is not None
+        ):
+            # Once transfers may have gone out, the user is told exactly what was sent.
+            error = MixerFailed.from_result(error.detail or error.title, mix)
+        message = error.user_message
+        funded = mix.funded if mix is not None else []
+        self.log.warning("job_failed", phase=int(self.phase), reason=message)
+        if self.run_opened:
+            await self._finish_run_failed(message)
+        await self.lock.release()
+        await self.progress.failed(
+            self.phase,
+            message,
+            sentLamports=mix.sent_lamports if mix is not None else 0,
+            walletsFunded=len(funded),
+        )
+        await self.notifier.notify_failed(
+            self.job.user_chat_id,
+            job_id=self.job_id,
+            reason=message,
+            amount_lamports=self.job.amount_lamports,
+            funded=funded,
+        )
+        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+
+    async def _enter(self, phase: Phase, description: str) -> None:
+        """Start `phase`: its progress event, unless a newer execution took the job over."""
+        self.phase = phase
+        await self._check_not_superseded()
+        await self.progress.phase(phase, description=description)
+
+    async def _check_not_superseded(self) -> None:
+        if await self._superseded():
+            raise Superseded(self.job_id)
+
+    async def _superseded(self) -> bool:
+        """True when arq started this job again after this execution began (its process
+        stalled past the in-progress marker) or the job has already ended elsewhere."""
+        try:
+            tries = await self.redis.get(retry_key_prefix + self.job_id)
+            if tries is not None:
+                return int(tries) > self.job_try
+            # No try counter: the job ended elsewhere (arq kept its result), or Redis lost its
+            # data (a restart without persistence) and this execution is all that is left.
+            return bool(await self.redis.exists(result_key_prefix + self.job_id))
+        except (RedisError, OSError):
+            return False  # cannot tell: carry on, the ledger keeps the money exact either way
+
+    async def step_aside(self) -> dict[str, Any]:
+        """End a superseded execution without a word: no event, message, lock change or ledger
+        ending; the newer execution does those. Raises `Retry`, delayed past any execution that
+        may still hold the job, while arq still has it (so nothing runs alongside the newer
+        one); once the job has ended, returns the ledger's account of the run as the result
+        (an arq `Retry` now would leave a ghost entry that arq later fails as "expired")."""
+        self.log.warning("job_superseded", phase=int(self.phase))
+        try:
+            queued = bool(await self.redis.exists(job_key_prefix + self.job_id))
+        except (RedisError, OSError):
+            queued = True
+        if queued:
+            delay = self.settings.job_timeout_seconds + ARQ_IN_PROGRESS_EXTRA_SECONDS
+            raise Retry(defer=delay)
+        run = await self._ledger_run()
+        mix = MixResult.from_record(run) if run is not None and run.plan else None
+        if run is not None and run.status is RunStatus.COMPLETED and mix is not None:
+            message = completion_message(mix, self.job.mode)
+            return build_result(self.job_id, message, success=True, job=self.job, mix=mix)
+        message = (run.error if run is not None else None) or "Premix failed: the job ended"
+        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+
+    async def _ledger_report(self) -> MixResult | None:
+        """The per-wallet report of the run as the ledger stands, if it has a plan."""
+        if not self.run_opened:
+            return None
+        run = await self._ledger_run()
+        return MixResult.from_record(run) if run is not None and run.plan else None
+
+    async def _ledger_run(self) -> RunRecord | None:
+        """The run as the ledger stands, or None when it is missing or unreadable."""
+        try:
+            return await self.ledger.get(self.job_id)
+        except (PyMongoError, PremixError, OSError) as e:
+            self.log.warning("ledger_unreadable", error=type(e).__name__)
+            return None
+
+    async def _finish_run_failed(self, message: str) -> None:
+        try:
+            await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
+        except (LedgerError, PremixError, PyMongoError, OSError) as e:
+            self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
+
+    def _deadline_seconds(self) -> float:
+        """A little under arq's job timeout, so the job ends through our failure handling."""
+        timeout = self.settings.job_timeout_seconds
+        return max(timeout * 0.9, timeout - DEADLINE_MARGIN_SECONDS)
+
+
+def _all_funded(run: RunRecord) -> bool:
+    """True when the ledger shows every planned wallet funded (the run only lacks its end)."""
+    return bool(run.plan) and MixResult.from_record(run).complete

@@ -1,0 +1,200 @@
+"""`Payout`: the transfer engine's one face, for one ledger run.
+
+    payout = await Payout.resume(ledger, run, rpc=rpc, settings=settings)  # settles, once
+    payout.need(buffer_lamports)   # what the funding wallet must still hold (pure)
+    await payout.pay(funding, on_progress=callback)   # standard or fast, as the run's mode
+    balances = await payout.verify()   # every recipient checked on chain (once an execution)
+    result = await payout.complete()   # the ledger run completed; the per-wallet report
+
+`resume` settles every attempt an earlier execution left open (landed, expired, or still able
+to land) before anything else reads or sends; `pay` resumes whatever is left by the ledger's
+rule (SPEC section 5): a transaction gets a new signature only once its earlier one can never
+land. Every transfer goes straight from the funding wallet to its buyer wallet.
+"""
+
+from collections.abc import Collection, Sequence
+from dataclasses import dataclass
+from typing import Final
+
+from solders.keypair import Keypair
+from solders.pubkey import Pubkey
+
+from premix.amounts import format_sol
+from premix.errors import InvalidParameters
+from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
+from premix.mixer.engine import ProgressCallback, Sender
+from premix.mixer.fast import send_fast
+from premix.mixer.packing import FeePolicy, estimate_fee_lamports, transaction_count
+from premix.mixer.result import MixerFailed, MixResult
+from premix.mixer.standard import send_standard
+from premix.rpc import SolanaRpc
+from premix.settings import Settings
+
+MODES: Final = ("standard", "fast")
+
+
+@dataclass(frozen=True)
+class BalanceNeed:
+    """What the funding wallet must hold for the transfers of a run that are not done yet."""
+
+    transfer_lamports: int  # still to send
+    wallets: int  # still to fund
+    fee_lamports: int  # fees of the transactions still to land
+    transactions: int
+    buffer_lamports: int  # settings.fee_buffer_sol
+    already_sent_lamports: int  # landed in an earlier execution of the run: not needed again
+
+    @property
+    def total_lamports(self) -> int:
+        """Lamports needed in the funding wallet (0 when nothing is left to send)."""
+        if self.wallets == 0:
+            return 0
+        return self.transfer_lamports + self.fee_lamports + self.buffer_lamports
+
+    def describe(self) -> str:
+        """'0.5 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer'."""
+        text = (
+            f"{format_sol(self.transfer_lamports)} to {self.wallets} wallet(s) + "
+            f"{format_sol(self.fee_lamports)} fees for {self.transactions} transaction(s) + "
+            f"{format_sol(self.buffer_lamports)} buffer"
+        )
+        if self.already_sent_lamports:
+            text += f"; {format_sol(self.already_sent_lamports)} already sent"
+        return text
+
+
+def balance_needed(
+    run: RunRecord,
+    mode: str,
+    fees: FeePolicy,
+    buffer_lamports: int,
+    *,
+    landed_ok: Collection[str] = (),
+) -> BalanceNeed:
+    """Return what the funding wallet must still hold to finish `run` (its plan recorded).
+
+    Transfers whose transaction landed (in the ledger, or an open attempt whose signature is in
+    `landed_ok`, found on chain) are already paid and not needed again. Every other recorded
+    transaction needs its transfers and one more fee; transfers never signed are packed as
+    `mode` packs them.
+    """
+    done = set(run.funded_positions())
+    fee_lamports = transactions = 0
+    for tx in run.transactions:
+        if tx.state is TransactionState.LANDED_OK:
+            continue
+        attempt = tx.open_attempt
+        if attempt is not None and attempt.signature in landed_ok:
+            done.update(tx.transfers)
+            continue
+        fee_lamports += fees.fee_lamports(len(tx.transfers))
+        transactions += 1
+    uncovered = len(run.uncovered_positions())
+    if uncovered:
+        fee_lamports += estimate_fee_lamports(mode, uncovered, fees)
+        transactions += transaction_count(mode, uncovered, fees)
+    outstanding = [entry.lamports for entry in run.plan if entry.position not in done]
+    return BalanceNeed(
+        transfer_lamports=sum(outstanding),
+        wallets=len(outstanding),
+        fee_lamports=fee_lamports,
+        transactions=transactions,
+        buffer_lamports=buffer_lamports,
+        already_sent_lamports=sum(e.lamports for e in run.plan if e.position in done),
+    )
+
+
+def check_recipients(funding: Pubkey, recipients: Sequence[str]) -> None:
+    """Refuse a plan paying the funding wallet itself (`InvalidParameters`); check it before
+    the plan is recorded."""
+    if str(funding) in recipients:
+        raise InvalidParameters("the funding wallet cannot also be a buyer wallet")
+
+
+class Payout:
+    """One execution's payout of one ledger run (see the module docstring); build it with
+    `resume`."""
+
+    def __init__(self, sender: Sender, seen_landing: frozenset[str]) -> None:
+        self._sender = sender
+        self._seen_landing = seen_landing  # open attempts the chain shows without error
+
+    @classmethod
+    async def resume(
+        cls, ledger: Ledger, run: RunRecord, *, rpc: SolanaRpc, settings: Settings
+    ) -> "Payout":
+        """The payout of `run` (as just read or written) with every attempt an earlier
+        execution left open settled. Raises `TransientError` when the RPC or another worker
+        stands in the way (a re-run resumes)."""
+        sender = Sender(
+            record=run,
+            rpc=rpc,
+            ledger=ledger,
+            fees=FeePolicy.from_settings(settings),
+            poll_seconds=settings.confirm_poll_seconds,
+            first_poll_seconds=settings.fast_first_poll_seconds,
+        )
+        return cls(sender, await sender.settle_recorded())
+
+    @property
+    def record(self) -> RunRecord:
+        """The run as this execution last saved or read it."""
+        return self._sender.record
+
+    def report(self) -> MixResult:
+        """The per-wallet report as the ledger stands."""
+        return MixResult.from_record(self.record)
+
+    def need(self, buffer_lamports: int) -> BalanceNeed:
+        """What the funding wallet must still hold to finish the run (no I/O)."""
+        return balance_needed(
+            self.record,
+            self.record.mode,
+            self._sender.fees,
+            buffer_lamports,
+            landed_ok=self._seen_landing,
+        )
+
+    async def pay(self, funding: Keypair, *, on_progress: ProgressCallback | None = None) -> None:
+        """Send every transfer not funded yet from `funding`, in the run's mode, and check the
+        balance of each recipient it funded; `on_progress` is awaited per confirmed transaction.
+
+        Raises `MixerFailed` (with the per-wallet report, recorded in the ledger) when a
+        transfer fails on chain or is refused, `TransientError` when the RPC or another worker
+        stands in the way, `InvalidParameters` for an unknown mode or the funding wallet among
+        the recipients, `LedgerError` when the run has no plan.
+        """
+        record = self.record
+        if record.mode not in MODES:
+            raise InvalidParameters(f"mode must be one of {', '.join(MODES)}, not {record.mode!r}")
+        if not record.plan:
+            raise LedgerError(f"run {record.run_id} has no plan")
+        funding_key = str(funding.pubkey())
+        check_recipients(funding.pubkey(), [entry.recipient for entry in record.plan])
+        if record.funding is not None and record.funding != funding_key:
+            raise MixerFailed.from_result(
+                f"the funding wallet changed since run {record.run_id} started", self.report()
+            )
+        if record.status is RunStatus.COMPLETED:
+            return
+        self._sender.funding = funding
+        self._sender.on_progress = on_progress
+        if record.mode == "fast":
+            await send_fast(self._sender)
+        else:
+            await send_standard(self._sender)
+
+    async def verify(self) -> list[int]:
+        """Return every planned recipient's balance on chain, in plan order, reading only those
+        this execution has not checked yet (those an earlier execution funded). Raises
+        `MixerFailed` when one holds less than its balance before the run plus its amount."""
+        verified = self._sender.verified
+        unchecked = [e.position for e in self.record.plan if e.position not in verified]
+        if unchecked:
+            await self._sender.verify_balances(unchecked)
+        return [verified[entry.position] for entry in self.record.plan]
+
+    async def complete(self) -> MixResult:
+        """Mark the run completed in the ledger (once) and return its report. Raises
+        `LedgerError` unless every transfer landed."""
+        return await self._sender.complete()

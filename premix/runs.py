@@ -1,0 +1,404 @@
+"""A premix run as the ledger records it: the plan, every transaction with its attempts (signed
+transactions), totals; the state machine that says which changes are allowed; and the run's
+stored document. Pure: no I/O (`premix.ledger` persists runs).
+
+The rule that makes re-runs safe: a transaction gets a new attempt (new blockhash, new
+signature) only when every earlier attempt is final - landed, or expired (block height above
+its last valid block height and the signature not on chain) - and none landed without error.
+An attempt that is neither found nor expired may still land; it is re-sent as the same bytes.
+"""
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+from premix.documents import Document
+
+MAX_INT64 = 2**63 - 1  # the largest integer BSON (MongoDB) stores
+
+
+class RunStatus(StrEnum):
+    OPENED = "opened"  # job accepted, no plan yet
+    PLANNED = "planned"  # plan recorded, nothing signed
+    SENDING = "sending"  # at least one attempt signed; a re-run resumes from here
+    COMPLETED = "completed"  # every transfer landed (terminal)
+    FAILED = "failed"  # stopped by a permanent failure; a re-run may resume it
+
+
+class AttemptState(StrEnum):
+    SIGNED = "signed"  # written before its first send; may land until its blockhash expires
+    REJECTED = "rejected"  # the RPC node refused it (preflight); settled exactly like `signed`
+    LANDED_OK = "landed_ok"  # on chain without error: the transfers are done
+    LANDED_FAILED = "landed_failed"  # on chain with an error: fee paid, transfers not done
+    EXPIRED = "expired"  # blockhash expired and signature not on chain: can never land
+
+
+class TransactionState(StrEnum):
+    PENDING = "pending"  # no attempt can land: a new attempt may be signed
+    SIGNED = "signed"  # one attempt is open and may still land
+    LANDED_OK = "landed_ok"  # done
+    FAILED = "failed"  # last attempt failed on chain; a re-run signs a new one
+
+
+OPEN_ATTEMPT_STATES = frozenset({AttemptState.SIGNED, AttemptState.REJECTED})
+_ALLOWED = {
+    AttemptState.SIGNED: frozenset(AttemptState) - {AttemptState.SIGNED},
+    AttemptState.REJECTED: frozenset(AttemptState) - {AttemptState.REJECTED},
+}
+
+
+class LedgerError(Exception):
+    """A change the state machine forbids (a bug, never a chain condition)."""
+
+
+def utc_now() -> datetime:
+    """Return the current UTC time at millisecond precision (what BSON stores)."""
+    now = datetime.now(UTC)
+    return now.replace(microsecond=now.microsecond // 1000 * 1000)
+
+
+@dataclass
+class Attempt:
+    """One signed transaction: the signature and what is needed to settle or re-send it."""
+
+    signature: str  # base58
+    blockhash: str  # base58
+    last_valid_block_height: int
+    wire: str  # base64 of the signed transaction (public data): re-sent as is, never re-signed
+    signed_at: datetime
+    state: AttemptState = AttemptState.SIGNED
+    error: str | None = None
+    fee_lamports: int = 0  # paid only once landed (ok or failed)
+    slot: int | None = None  # where it landed
+    settled_at: datetime | None = None
+
+    @property
+    def is_open(self) -> bool:
+        """True while the attempt may still land (signed or rejected, not yet expired)."""
+        return self.state in OPEN_ATTEMPT_STATES
+
+    @property
+    def landed(self) -> bool:
+        """True once the attempt is on chain, with or without error (its fee was paid)."""
+        return self.state in (AttemptState.LANDED_OK, AttemptState.LANDED_FAILED)
+
+    def move_to(self, state: AttemptState, *, now: datetime, error: str | None = None) -> None:
+        """Change state; raises `LedgerError` for a transition the state machine forbids."""
+        if state not in _ALLOWED.get(self.state, frozenset()):
+            raise LedgerError(f"attempt {self.signature}: {self.state} -> {state} is not allowed")
+        self.state = state
+        if error is not None:
+            self.error = error
+        if not self.is_open:
+            self.settled_at = now
+
+
+@dataclass
+class LedgerTransaction:
+    """A group of plan positions sent in one transaction, with every attempt at it."""
+
+    index: int
+    transfers: list[int]  # plan positions
+    attempts: list[Attempt] = field(default_factory=list)
+
+    @property
+    def state(self) -> TransactionState:
+        """The state derived from the attempts."""
+        if any(a.state is AttemptState.LANDED_OK for a in self.attempts):
+            return TransactionState.LANDED_OK
+        if any(a.is_open for a in self.attempts):
+            return TransactionState.SIGNED
+        if self.attempts and self.attempts[-1].state is AttemptState.LANDED_FAILED:
+            return TransactionState.FAILED
+        return TransactionState.PENDING
+
+    @property
+    def may_sign_new_attempt(self) -> bool:
+        """True when no attempt landed ok and none may still land."""
+        return self.state in (TransactionState.PENDING, TransactionState.FAILED)
+
+    @property
+    def open_attempt(self) -> Attempt | None:
+        """The attempt that may still land, if any (there is at most one)."""
+        return next((a for a in self.attempts if a.is_open), None)
+
+    @property
+    def last_attempt(self) -> Attempt | None:
+        """The newest attempt, if any."""
+        return self.attempts[-1] if self.attempts else None
+
+
+@dataclass
+class PlanEntry:
+    """One transfer of the plan: `lamports` to `recipient`."""
+
+    position: int
+    recipient: str  # base58
+    lamports: int
+    balance_before: int | None = None  # recipient's balance when its first attempt was signed
+
+
+@dataclass(frozen=True)
+class Totals:
+    sent_lamports: int  # transferred by transactions that landed ok
+    fee_lamports: int  # paid by every landed attempt, ok or failed
+    transactions: int  # landed attempts (each paid a fee)
+
+
+@dataclass
+class RunRecord:
+    """Everything the ledger knows about one run; `to_document`/`from_document` below."""
+
+    run_id: str
+    user_id: str
+    mode: str
+    amount_lamports: int
+    created_at: datetime
+    updated_at: datetime
+    status: RunStatus = RunStatus.OPENED
+    funding: str | None = None  # base58 public key of the paying wallet, set at the first attempt
+    plan: list[PlanEntry] = field(default_factory=list)
+    transactions: list[LedgerTransaction] = field(default_factory=list)
+    error: str | None = None
+    revision: int = 0  # bumped by every write; the compare-and-swap token
+
+    # --- reading ---
+
+    @property
+    def totals(self) -> Totals:
+        """Sent lamports, fees paid and landed transactions, from the attempts."""
+        sent = sum(self.plan[p].lamports for p in self.funded_positions())
+        landed = [a for tx in self.transactions for a in tx.attempts if a.landed]
+        return Totals(sent, sum(a.fee_lamports for a in landed), len(landed))
+
+    def transaction_of(self, position: int) -> LedgerTransaction | None:
+        """The transaction holding plan `position`, if it was ever signed."""
+        return next((tx for tx in self.transactions if position in tx.transfers), None)
+
+    def uncovered_positions(self) -> list[int]:
+        """Plan positions no transaction holds yet (never signed), in plan order."""
+        covered = {p for tx in self.transactions for p in tx.transfers}
+        return [entry.position for entry in self.plan if entry.position not in covered]
+
+    def funded_positions(self) -> list[int]:
+        """Plan positions whose transaction landed ok, in plan order."""
+        done = {
+            p
+            for tx in self.transactions
+            if tx.state is TransactionState.LANDED_OK
+            for p in tx.transfers
+        }
+        return [entry.position for entry in self.plan if entry.position in done]
+
+    def open_attempts(self) -> list[tuple[LedgerTransaction, Attempt]]:
+        """Every attempt that may still land, with its transaction."""
+        return [
+            (tx, attempt) for tx in self.transactions if (attempt := tx.open_attempt) is not None
+        ]
+
+    def find_attempt(self, signature: str) -> tuple[LedgerTransaction, Attempt]:
+        """The attempt with `signature`; raises `LedgerError` when there is none."""
+        for tx in self.transactions:
+            for attempt in tx.attempts:
+                if attempt.signature == signature:
+                    return tx, attempt
+        raise LedgerError(f"run {self.run_id} has no attempt {signature}")
+
+    # --- the state machine (no I/O; `Ledger.save` persists) ---
+
+    def set_plan(self, recipients: Sequence[str], amounts: Sequence[int], *, now: datetime) -> bool:
+        """Record the plan unless one is recorded already (first plan wins); True if set."""
+        if self.plan:
+            return False
+        if len(recipients) != len(amounts) or not recipients:
+            raise LedgerError("a plan needs as many amounts as recipients, at least one")
+        if any(isinstance(a, bool) or not isinstance(a, int) or a <= 0 for a in amounts):
+            raise LedgerError("plan amounts must be positive integer lamports")
+        if sum(amounts) > MAX_INT64:  # so every amount and total fits a BSON int64
+            raise LedgerError(f"plan amounts must sum to at most {MAX_INT64} lamports")
+        if len(set(recipients)) != len(recipients):
+            raise LedgerError("a plan pays each recipient once")
+        self.plan = [
+            PlanEntry(position, str(recipient), int(lamports))
+            for position, (recipient, lamports) in enumerate(zip(recipients, amounts, strict=True))
+        ]
+        self._set_status(RunStatus.PLANNED, now)
+        return True
+
+    def add_transaction(self, transfers: Sequence[int], attempt: Attempt) -> LedgerTransaction:
+        """Record a new transaction for never-signed `transfers`, with its first attempt."""
+        uncovered = set(self.uncovered_positions())
+        if not transfers or any(p not in uncovered for p in transfers):
+            raise LedgerError(f"positions {list(transfers)} are not all unsigned plan positions")
+        tx = LedgerTransaction(index=len(self.transactions), transfers=list(transfers))
+        self.transactions.append(tx)
+        self.add_attempt(tx.index, attempt)
+        return tx
+
+    def add_attempt(self, index: int, attempt: Attempt) -> None:
+        """Record a new signed attempt at transaction `index`; raises `LedgerError` unless every
+        earlier attempt is final and none landed ok."""
+        tx = self.transactions[index]
+        if not tx.may_sign_new_attempt:
+            raise LedgerError(f"transaction {index} is {tx.state}: it must not be signed again")
+        if attempt.state is not AttemptState.SIGNED:
+            raise LedgerError("a new attempt starts as signed")
+        tx.attempts.append(attempt)
+        self._set_status(RunStatus.SENDING, attempt.signed_at)
+
+    def record_balance_before(self, position: int, lamports: int) -> None:
+        """Remember the recipient's balance before its first attempt (first value wins)."""
+        entry = self.plan[position]
+        if entry.balance_before is None:
+            entry.balance_before = lamports
+
+    def settle(
+        self,
+        signature: str,
+        state: AttemptState,
+        *,
+        now: datetime,
+        error: str | None = None,
+        fee_lamports: int = 0,
+        slot: int | None = None,
+    ) -> Attempt:
+        """Move the attempt with `signature` to `state` (see `AttemptState`); returns it."""
+        _, attempt = self.find_attempt(signature)
+        attempt.move_to(state, now=now, error=error)
+        if attempt.landed:
+            attempt.fee_lamports = fee_lamports
+            attempt.slot = slot
+        self.updated_at = now
+        return attempt
+
+    def finish(self, status: RunStatus, *, now: datetime, error: str | None = None) -> None:
+        """End the run as completed or failed."""
+        if status not in (RunStatus.COMPLETED, RunStatus.FAILED):
+            raise LedgerError(f"a run finishes as completed or failed, not {status}")
+        if status is RunStatus.COMPLETED and len(self.funded_positions()) != len(self.plan):
+            raise LedgerError(f"run {self.run_id} cannot complete: not every transfer landed")
+        self._set_status(status, now)
+        self.error = error
+
+    def _set_status(self, status: RunStatus, now: datetime) -> None:
+        if self.status is RunStatus.COMPLETED and status is not RunStatus.COMPLETED:
+            raise LedgerError(f"run {self.run_id} is completed: it cannot become {status}")
+        self.status = status
+        if status is not RunStatus.FAILED:
+            self.error = None
+        self.updated_at = now
+
+
+# --- documents (BSON-safe: str, int64, datetime, lists, dicts) ---
+
+
+def attempt_to_document(attempt: Attempt) -> Document:
+    return {
+        "signature": attempt.signature,
+        "blockhash": attempt.blockhash,
+        "last_valid_block_height": attempt.last_valid_block_height,
+        "wire": attempt.wire,
+        "state": attempt.state.value,
+        "error": attempt.error,
+        "fee_lamports": attempt.fee_lamports,
+        "slot": attempt.slot,
+        "signed_at": attempt.signed_at,
+        "settled_at": attempt.settled_at,
+    }
+
+
+def attempt_from_document(document: Mapping[str, Any]) -> Attempt:
+    return Attempt(
+        signature=str(document["signature"]),
+        blockhash=str(document["blockhash"]),
+        last_valid_block_height=int(document["last_valid_block_height"]),
+        wire=str(document["wire"]),
+        state=AttemptState(document["state"]),
+        error=document.get("error"),
+        fee_lamports=int(document.get("fee_lamports", 0)),
+        slot=document.get("slot"),
+        signed_at=_utc(document["signed_at"]),
+        settled_at=_utc(document.get("settled_at")),
+    )
+
+
+def run_to_document(record: RunRecord) -> Document:
+    """The stored shape of `record`; `state` and `totals` are derived, stored for readers."""
+    totals = record.totals
+    return {
+        "_id": record.run_id,
+        "user_id": record.user_id,
+        "mode": record.mode,
+        "amount_lamports": record.amount_lamports,
+        "status": record.status.value,
+        "funding": record.funding,
+        "plan": [
+            {
+                "position": e.position,
+                "recipient": e.recipient,
+                "lamports": e.lamports,
+                "balance_before": e.balance_before,
+            }
+            for e in record.plan
+        ],
+        "transactions": [
+            {
+                "index": tx.index,
+                "transfers": list(tx.transfers),
+                "state": tx.state.value,
+                "attempts": [attempt_to_document(a) for a in tx.attempts],
+            }
+            for tx in record.transactions
+        ],
+        "totals": {
+            "sent_lamports": totals.sent_lamports,
+            "fee_lamports": totals.fee_lamports,
+            "transactions": totals.transactions,
+        },
+        "error": record.error,
+        "created_at": record.created_at,
+        "updated_at": record.updated_at,
+        "revision": record.revision,
+    }
+
+
+def run_from_document(document: Mapping[str, Any]) -> RunRecord:
+    """The `RunRecord` stored as `document` (derived fields are recomputed, not trusted)."""
+    return RunRecord(
+        run_id=str(document["_id"]),
+        user_id=str(document["user_id"]),
+        mode=str(document["mode"]),
+        amount_lamports=int(document["amount_lamports"]),
+        created_at=_utc(document["created_at"]),
+        updated_at=_utc(document["updated_at"]),
+        status=RunStatus(document["status"]),
+        funding=document.get("funding"),
+        plan=[
+            PlanEntry(
+                position=int(e["position"]),
+                recipient=str(e["recipient"]),
+                lamports=int(e["lamports"]),
+                balance_before=e.get("balance_before"),
+            )
+            for e in document.get("plan", [])
+        ],
+        transactions=[
+            LedgerTransaction(
+                index=int(tx["index"]),
+                transfers=[int(p) for p in tx["transfers"]],
+                attempts=[attempt_from_document(a) for a in tx.get("attempts", [])],
+            )
+            for tx in document.get("transactions", [])
+        ],
+        error=document.get("error"),
+        revision=int(document.get("revision", 0)),
+    )
+
+
+def _utc(value: Any) -> Any:
+    # BSON drops the timezone unless the client is tz-aware; every stored time is UTC.
+    if isinstance(value, datetime) and value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    return value

@@ -1,0 +1,139 @@
+"""One premix per user at a time: the user lock, a Redis marker `USER_LOCK_PREFIX + user_id`
+holding the id of the job that owns the user.
+
+Enqueueing takes it (`take_user_lock`) for as long as arq keeps a job waiting, so a long
+backlog never lets a second premix in. The running job shortens it to
+`settings.user_lock_ttl_seconds` and keeps it alive (`HeldUserLock.kept_alive`), and releases it
+when its execution ends; if a worker dies, the marker expires on its own. Every operation
+compares the job id first (in a Lua script), so a job never frees or extends a marker another
+job holds.
+"""
+
+import asyncio
+import contextlib
+from collections.abc import AsyncIterator, Awaitable
+from typing import Any, Final, cast
+
+from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+from premix.constants import USER_LOCK_PREFIX
+from premix.logs import get_logger
+
+log = get_logger(__name__)
+
+# KEYS[1] = lock key, ARGV[1] = job id: delete the lock only if this job holds it.
+_RELEASE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
+# KEYS[1] = lock key, ARGV[1] = job id, ARGV[2] = ttl seconds: extend the lock if this job
+# holds it, take it again if it expired meanwhile; refuse if another job holds it.
+_REFRESH_SCRIPT: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder == false then
+    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    return 1
+end
+if holder == ARGV[1] then
+    redis.call('EXPIRE', KEYS[1], ARGV[2])
+    return 1
+end
+return 0
+"""
+
+
+def user_lock_key(user_id: str) -> str:
+    """Return the Redis key of a user's one-premix-at-a-time marker."""
+    return USER_LOCK_PREFIX + user_id
+
+
+async def user_lock_holder(redis: Redis, user_id: str) -> str | None:
+    """Return the id of the job holding the user's marker, or None if no premix holds it."""
+    holder = await redis.get(user_lock_key(user_id))
+    return holder.decode() if isinstance(holder, bytes) else holder
+
+
+async def release_user_lock(redis: Redis, user_id: str, job_id: str) -> bool:
+    """Delete the user's marker if `job_id` holds it; return True if it was deleted."""
+    deleted = await cast(
+        Awaitable[int], redis.eval(_RELEASE_SCRIPT, 1, user_lock_key(user_id), job_id)
+    )
+    return bool(deleted)
+
+
+async def refresh_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> bool:
+    """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired).
+
+    Returns False when another job holds the marker: the caller must not run.
+    """
+    refreshed = await cast(
+        Awaitable[int],
+        redis.eval(_REFRESH_SCRIPT, 1, user_lock_key(user_id), job_id, str(ttl_seconds)),
+    )
+    return bool(refreshed)
+
+
+async def take_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> bool:
+    """Take the user's marker for `job_id` for `ttl_seconds`; False when a job holds it."""
+    return bool(await redis.set(user_lock_key(user_id), job_id, nx=True, ex=ttl_seconds))
+
+
+async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> None:
+    """`release_user_lock`, logging instead of raising when Redis is unreachable."""
+    try:
+        await release_user_lock(redis, user_id, job_id)
+    except (RedisError, OSError) as e:
+        # The marker then expires on its own.
+        log.warning(
+            "user_lock_not_released", job_id=job_id, user_id=user_id, error=type(e).__name__
+        )
+
+
+class HeldUserLock:
+    """A running job's hold on its user's marker: refreshed by `hold` and, while the job runs,
+    by `kept_alive`; released once by `release`, after which it is never taken back."""
+
+    def __init__(self, redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> None:
+        self.redis = redis
+        self.user_id = user_id
+        self.job_id = job_id
+        self.ttl_seconds = ttl_seconds
+        self.released = False
+        self.log: Any = log.bind(job_id=job_id, user_id=user_id)
+
+    async def hold(self) -> bool:
+        """Extend the marker for this job (re-taking it if it expired); False when another job
+        holds it or this hold was released. Raises `RedisError` and `OSError`."""
+        if self.released:
+            return False
+        return await refresh_user_lock(self.redis, self.user_id, self.job_id, self.ttl_seconds)
+
+    async def release(self) -> None:
+        """Free the user (quietly: the marker expires if Redis cannot be reached)."""
+        self.released = True  # the heartbeat must not take it back
+        await release_user_lock_quietly(self.redis, self.user_id, self.job_id)
+
+    @contextlib.asynccontextmanager
+    async def kept_alive(self) -> AsyncIterator[None]:
+        """Refresh the marker every third of its lifetime while the block runs (it expires only
+        if the worker dies)."""
+
+        async def beat() -> None:
+            interval = max(1.0, self.ttl_seconds / 3)
+            while True:
+                await asyncio.sleep(interval)
+                try:
+                    await self.hold()
+                except (RedisError, OSError) as e:
+                    self.log.warning("user_lock_not_refreshed", error=type(e).__name__)
+
+        task = asyncio.create_task(beat())
+        try:
+            yield
+        finally:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
