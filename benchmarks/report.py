@@ -153,7 +153,7 @@ def _engine_sections(engines: dict[str, Any]) -> list[Section]:
 
 def _queue_section(queue: dict[str, Any]) -> Section:
     section = Section(
-        f"Queue (private redis-server on loopback; localnet {queue['slot_ms']} ms slots)",
+        f"Queue (private Valkey on loopback; localnet {queue['slot_ms']} ms slots)",
         ["measure", "median", "p99", "p10-p90", "min-max", "samples"],
     )
 
