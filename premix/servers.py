@@ -23,9 +23,9 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Final, Self
+from typing import Final, Self, TypeVar
 
 START_TIMEOUT_SECONDS: Final = 20.0
 STOP_TIMEOUT_SECONDS: Final = 10.0
@@ -153,6 +153,9 @@ class _Process:
         self.stop()
 
 
+S = TypeVar("S", bound=_Process)
+
+
 class ValkeyServer(_Process):
     """A private Valkey on a free loopback port (see the module docstring)."""
 
@@ -237,24 +240,25 @@ class SecantusServer(_Process):
 
 
 @contextlib.contextmanager
-def private_valkey(*, appendonly: bool = False) -> Iterator[ValkeyServer]:
+def _in_temporary_directory(prefix: str, make: Callable[[Path], S]) -> Iterator[S]:
+    """`make(directory)` in a fresh temporary directory, started; stopped and removed after."""
+    with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
+        server = make(Path(workdir))
+        with server:
+            yield server
+
+
+def private_valkey(*, appendonly: bool = False) -> contextlib.AbstractContextManager[ValkeyServer]:
     """A `ValkeyServer` in a temporary directory, started; stopped and removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="premix-valkey-") as workdir:
-        server = ValkeyServer(Path(workdir), appendonly=appendonly)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    return _in_temporary_directory(
+        "premix-valkey-", lambda workdir: ValkeyServer(workdir, appendonly=appendonly)
+    )
 
 
-@contextlib.contextmanager
-def private_secantus(*, test_commands: bool = False) -> Iterator[SecantusServer]:
+def private_secantus(
+    *, test_commands: bool = False
+) -> contextlib.AbstractContextManager[SecantusServer]:
     """A `SecantusServer` in a temporary directory, started; stopped and removed afterwards."""
-    with tempfile.TemporaryDirectory(prefix="premix-secantus-") as workdir:
-        server = SecantusServer(Path(workdir), test_commands=test_commands)
-        server.start()
-        try:
-            yield server
-        finally:
-            server.stop()
+    return _in_temporary_directory(
+        "premix-secantus-", lambda workdir: SecantusServer(workdir, test_commands=test_commands)
+    )
