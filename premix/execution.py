@@ -18,10 +18,11 @@ hears only from the newer one.
 """
 
 import asyncio
-from typing import Any, Final
+import time
+from typing import Any, Final, NoReturn
 
-from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
-from arq.worker import Retry
+from arq.constants import job_key_prefix
+from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
@@ -47,16 +48,13 @@ from premix.results import build_result, completion_message
 from premix.rpc import RpcRequestError, SolanaRpc
 from premix.settings import Settings
 from premix.store import Store
+from premix.tries import Superseded, TryGuard
 from premix.user_lock import HeldUserLock, user_lock_holder
 
 log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
-ARQ_IN_PROGRESS_EXTRA_SECONDS: Final = 10  # arq's in-progress marker outlives the job timeout
-
-
-class Superseded(Exception):
-    """arq started this job again while this execution still ran: the newer one reports."""
+STEP_ASIDE_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
 class JobExecution:
@@ -71,18 +69,27 @@ class JobExecution:
         self.job_id = job_id
         self.job = job
         self.job_try: int = ctx.get("job_try", 1)
-        self.progress = ProgressEmitter(self.redis, self.settings, job_id, job)
+        self.guard = TryGuard(job_id, self.job_try)
+        self.progress = ProgressEmitter(self.redis, self.settings, job_id, job, guard=self.guard)
         self.log = log.bind(job_id=job_id, user_id=job.user_id, job_try=self.job_try)
         self.phase = Phase.JOB_STARTED
         self.ledger = Ledger(self.store)
         self.run_opened = False
         self.payout: Payout | None = None  # the engine's payout, once phase 4 or an ending made it
         self.lock = HeldUserLock(
-            self.redis, job.user_id, job_id, self.settings.user_lock_ttl_seconds
+            self.redis, job.user_id, self.guard, self.settings.user_lock_ttl_seconds
         )
+        self.started = time.monotonic()
 
     async def execute(self) -> dict[str, Any]:
-        """Run the phases; return the result, or raise `Retry` for a transient failure."""
+        """Run the phases; return the result, or raise `Retry` for a transient failure (arq's
+        `RetryJob` when a newer execution took the job over: see `step_aside`)."""
+        try:
+            return await self._execute()
+        except Superseded:
+            return await self.step_aside()
+
+    async def _execute(self) -> dict[str, Any]:
         if self.job_try > self.settings.job_max_tries:
             return await self._give_up()
         try:
@@ -99,7 +106,7 @@ class JobExecution:
             async with self.lock.kept_alive(), asyncio.timeout(self._deadline_seconds()):
                 result = await self._phases()
         except Superseded:
-            return await self.step_aside()
+            raise
         except TimeoutError:
             # Our own deadline, just under arq's job timeout (which would fail the job silently):
             # hand the job back so a re-run resumes the same ledger run.
@@ -223,7 +230,6 @@ class JobExecution:
     # --- phase 5 ---
 
     async def _mixer_progress(self, progress: MixerProgress) -> None:
-        await self._check_not_superseded()
         await self.progress.mixer_progress(
             progress.done_wallets,
             progress.total_wallets,
@@ -294,8 +300,6 @@ class JobExecution:
             # The money went out; only the ending was lost (the worker died after sending).
             try:
                 return await self._complete(await self._payout(run))
-            except Superseded:
-                return await self.step_aside()
             except PremixError as e:
                 return await self._fail(e)
         tries = self.job_try - 1
@@ -365,9 +369,8 @@ class JobExecution:
         return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
 
     async def _enter(self, phase: Phase, description: str) -> None:
-        """Start `phase`: its progress event, unless a newer execution took the job over."""
+        """Start `phase`: its progress event (`Superseded` once a newer execution took over)."""
         self.phase = phase
-        await self._check_not_superseded()
         await self.progress.phase(phase, description=description)
 
     async def _check_not_superseded(self) -> None:
@@ -376,38 +379,30 @@ class JobExecution:
 
     async def _superseded(self) -> bool:
         """True when arq started this job again after this execution began (its process
-        stalled past the in-progress marker) or the job has already ended elsewhere."""
+        stalled past the in-progress marker) or the job has already ended elsewhere (see
+        `premix.tries`); False when Redis cannot tell (the ledger keeps the money exact)."""
         try:
-            tries = await self.redis.get(retry_key_prefix + self.job_id)
-            if tries is not None:
-                return int(tries) > self.job_try
-            # No try counter: the job ended elsewhere (arq kept its result), or Redis lost its
-            # data (a restart without persistence) and this execution is all that is left.
-            return bool(await self.redis.exists(result_key_prefix + self.job_id))
+            return await self.guard.superseded(self.redis)
         except (RedisError, OSError):
-            return False  # cannot tell: carry on, the ledger keeps the money exact either way
+            return False
 
-    async def step_aside(self) -> dict[str, Any]:
-        """End a superseded execution without a word: no event, message, lock change or ledger
-        ending; the newer execution does those. Raises `Retry`, delayed past any execution that
-        may still hold the job, while arq still has it (so nothing runs alongside the newer
-        one); once the job has ended, returns the ledger's account of the run as the result
-        (an arq `Retry` now would leave a ghost entry that arq later fails as "expired")."""
+    async def step_aside(self) -> NoReturn:
+        """End a superseded execution without a trace: no event, message, lock change, ledger
+        ending or arq result; the newer execution does those. Waits (until this execution's
+        own deadline) for the job to end elsewhere, because arq, ending any execution, deletes
+        the job's in-progress marker, which by then is the newer execution's; then raises
+        arq's `RetryJob`, for which arq stores no result and moves no queue entry (a `Retry`
+        would re-create an entry that arq later fails as "job expired")."""
         self.log.warning("job_superseded", phase=int(self.phase))
-        try:
-            queued = bool(await self.redis.exists(job_key_prefix + self.job_id))
-        except (RedisError, OSError):
-            queued = True
-        if queued:
-            delay = self.settings.job_timeout_seconds + ARQ_IN_PROGRESS_EXTRA_SECONDS
-            raise Retry(defer=delay)
-        run = await self._ledger_run()
-        mix = MixResult.from_record(run) if run is not None and run.plan else None
-        if run is not None and run.status is RunStatus.COMPLETED and mix is not None:
-            message = completion_message(mix, self.job.mode)
-            return build_result(self.job_id, message, success=True, job=self.job, mix=mix)
-        message = (run.error if run is not None else None) or "Premix failed: the job ended"
-        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+        deadline = self.started + self._deadline_seconds()
+        while time.monotonic() < deadline:
+            try:
+                if not await self.redis.exists(job_key_prefix + self.job_id):
+                    break  # the job ended: arq deleted its record
+            except (RedisError, OSError):
+                pass
+            await asyncio.sleep(STEP_ASIDE_POLL_SECONDS)
+        raise RetryJob()
 
     async def _ledger_report(self) -> MixResult | None:
         """The per-wallet report of the run as the ledger stands, if it has a plan."""

@@ -1,18 +1,19 @@
 """Progress of a premix job: the six phases, the event, its emitter and its readers.
 
-Each event goes out in one Redis round trip (MULTI): published on the job's channel
+Each event goes out in one Redis round trip (one Lua script): published on the job's channel
 (`PROGRESS_CHANNEL_PREFIX + job_id`) and on the all-jobs channel (`PROGRESS_ALL_CHANNEL`) for
 live listeners, and stored as the job's latest state (`PROGRESS_STATE_PREFIX + job_id`, TTL
-`settings.progress_ttl_seconds`) for late readers. Events are JSON with camelCase keys, like the
-job payload the bot already speaks.
+`settings.progress_ttl_seconds`) for late readers; an emitter given an execution's `TryGuard`
+publishes nothing once a newer try of the job began (it raises `Superseded`). Events are JSON
+with camelCase keys, like the job payload the bot already speaks.
 
 A `completed` or `failed` event is terminal: the job has ended and no retry follows.
 """
 
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Awaitable, Mapping
 from datetime import UTC, datetime
 from enum import IntEnum, StrEnum
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from arq.constants import result_key_prefix
 from pydantic import BaseModel, ConfigDict, Field, JsonValue
@@ -30,6 +31,7 @@ from premix.constants import (
 from premix.jobs import PremixFundsJob
 from premix.logs import get_logger, redact_text, redact_value
 from premix.settings import Settings
+from premix.tries import Superseded, TryGuard
 
 log = get_logger(__name__)
 
@@ -136,15 +138,38 @@ def _utc_now() -> datetime:
     return datetime.now(UTC)
 
 
+# KEYS: arq's try counter and result (`TryGuard.keys`), the latest-state key. ARGV: the try
+# ("" = unguarded), the event, its TTL, the job's channel, the all-jobs channel.
+_PUBLISH_SCRIPT: Final = (
+    TryGuard.LUA
+    + """
+redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
+redis.call('PUBLISH', ARGV[4], ARGV[2])
+redis.call('PUBLISH', ARGV[5], ARGV[2])
+return 1
+"""
+)
+
+
 class ProgressEmitter:
-    """Publishes one job's progress events; one emitter per job run.
+    """Publishes one job's progress events; one emitter per execution of a job.
 
     Emitting is best-effort: a Redis error is logged and the event is returned anyway, because a
-    progress display must never abort a run that is moving money.
+    progress display must never abort a run that is moving money. With `guard`, an event is
+    never published once a newer try of the job began: `Superseded` is raised instead.
     """
 
-    def __init__(self, redis: Redis, settings: Settings, job_id: str, job: PremixFundsJob) -> None:
+    def __init__(
+        self,
+        redis: Redis,
+        settings: Settings,
+        job_id: str,
+        job: PremixFundsJob,
+        *,
+        guard: TryGuard | None = None,
+    ) -> None:
         self._redis = redis
+        self._guard = guard
         self._ttl_seconds = settings.progress_ttl_seconds
         self._job_id = job_id
         self._job = job
@@ -238,7 +263,7 @@ class ProgressEmitter:
 
     async def _next_sequence(self) -> int:
         if self._sequence is None:
-            # A retried job continues the numbering of the previous attempt.
+            # A job's next try continues the numbering of the previous one.
             previous = await self._latest_or_none()
             self._sequence = previous.sequence if previous is not None else 0
         self._sequence += 1
@@ -253,12 +278,23 @@ class ProgressEmitter:
 
     async def _publish(self, event: ProgressEvent) -> None:
         payload = event.to_json()
+        state_key = progress_state_key(self._job_id)
+        guard_keys = self._guard.keys if self._guard is not None else (state_key, state_key)
         try:
-            async with self._redis.pipeline(transaction=True) as pipe:
-                pipe.set(progress_state_key(self._job_id), payload, ex=self._ttl_seconds)
-                pipe.publish(progress_channel(self._job_id), payload)
-                pipe.publish(PROGRESS_ALL_CHANNEL, payload)
-                await pipe.execute()
+            published = await cast(
+                Awaitable[int],
+                self._redis.eval(
+                    _PUBLISH_SCRIPT,
+                    3,
+                    *guard_keys,
+                    state_key,
+                    self._guard.argument if self._guard is not None else "",
+                    payload,
+                    str(self._ttl_seconds),
+                    progress_channel(self._job_id),
+                    PROGRESS_ALL_CHANNEL,
+                ),
+            )
         except (RedisError, OSError) as e:
             self._log.warning(
                 "progress_not_published",
@@ -266,6 +302,9 @@ class ProgressEmitter:
                 status=event.status,
                 error=type(e).__name__,
             )
+            return
+        if int(published) == -1:
+            raise Superseded(self._job_id)
 
 
 async def latest_progress(redis: Redis, job_id: str) -> ProgressEvent | None:

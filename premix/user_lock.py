@@ -19,30 +19,40 @@ from redis.exceptions import RedisError
 
 from premix.constants import USER_LOCK_PREFIX
 from premix.logs import get_logger
+from premix.tries import Superseded, TryGuard
 
 log = get_logger(__name__)
 
-# KEYS[1] = lock key, ARGV[1] = job id: delete the lock only if this job holds it.
-_RELEASE_SCRIPT: Final = """
-if redis.call('GET', KEYS[1]) == ARGV[1] then
-    return redis.call('DEL', KEYS[1])
+# Both scripts: KEYS = arq's try counter and result (`TryGuard.keys`), the lock key; ARGV = the
+# execution's try ("" = unguarded), the job id. They return -1, changing nothing, once a newer
+# try of the job began or the job ended (`TryGuard.LUA`).
+# Delete the lock only if this job holds it.
+_RELEASE_SCRIPT: Final = (
+    TryGuard.LUA
+    + """
+if redis.call('GET', KEYS[3]) == ARGV[2] then
+    return redis.call('DEL', KEYS[3])
 end
 return 0
 """
-# KEYS[1] = lock key, ARGV[1] = job id, ARGV[2] = ttl seconds: extend the lock if this job
-# holds it, take it again if it expired meanwhile; refuse if another job holds it.
-_REFRESH_SCRIPT: Final = """
-local holder = redis.call('GET', KEYS[1])
+)
+# ARGV[3] = ttl seconds: extend the lock if this job holds it, take it again if it expired
+# meanwhile; refuse (0) if another job holds it.
+_REFRESH_SCRIPT: Final = (
+    TryGuard.LUA
+    + """
+local holder = redis.call('GET', KEYS[3])
 if holder == false then
-    redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+    redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
     return 1
 end
-if holder == ARGV[1] then
-    redis.call('EXPIRE', KEYS[1], ARGV[2])
+if holder == ARGV[2] then
+    redis.call('EXPIRE', KEYS[3], ARGV[3])
     return 1
 end
 return 0
 """
+)
 
 
 def user_lock_key(user_id: str) -> str:
@@ -56,23 +66,35 @@ async def user_lock_holder(redis: Redis, user_id: str) -> str | None:
     return holder.decode() if isinstance(holder, bytes) else holder
 
 
-async def release_user_lock(redis: Redis, user_id: str, job_id: str) -> bool:
-    """Delete the user's marker if `job_id` holds it; return True if it was deleted."""
-    deleted = await cast(
-        Awaitable[int], redis.eval(_RELEASE_SCRIPT, 1, user_lock_key(user_id), job_id)
-    )
-    return bool(deleted)
+async def _run(redis: Redis, script: str, user_id: str, guard: TryGuard | None, *args: str) -> int:
+    lock_key = user_lock_key(user_id)
+    keys = guard.keys if guard is not None else (lock_key, lock_key)
+    argument = guard.argument if guard is not None else ""
+    return int(await cast(Awaitable[int], redis.eval(script, 3, *keys, lock_key, argument, *args)))
 
 
-async def refresh_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> bool:
+async def release_user_lock(
+    redis: Redis, user_id: str, job_id: str, *, guard: TryGuard | None = None
+) -> bool:
+    """Delete the user's marker if `job_id` holds it; return True if it was deleted. With
+    `guard`, raises `Superseded` (deleting nothing) once a newer try of the job began."""
+    released = await _run(redis, _RELEASE_SCRIPT, user_id, guard, job_id)
+    if released == -1:
+        raise Superseded(job_id)
+    return bool(released)
+
+
+async def refresh_user_lock(
+    redis: Redis, user_id: str, job_id: str, ttl_seconds: int, *, guard: TryGuard | None = None
+) -> bool:
     """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired).
 
-    Returns False when another job holds the marker: the caller must not run.
+    Returns False when another job holds the marker: the caller must not run. With `guard`,
+    raises `Superseded` (taking nothing) once a newer try of the job began or the job ended.
     """
-    refreshed = await cast(
-        Awaitable[int],
-        redis.eval(_REFRESH_SCRIPT, 1, user_lock_key(user_id), job_id, str(ttl_seconds)),
-    )
+    refreshed = await _run(redis, _REFRESH_SCRIPT, user_id, guard, job_id, str(ttl_seconds))
+    if refreshed == -1:
+        raise Superseded(job_id)
     return bool(refreshed)
 
 
@@ -81,10 +103,15 @@ async def take_user_lock(redis: Redis, user_id: str, job_id: str, ttl_seconds: i
     return bool(await redis.set(user_lock_key(user_id), job_id, nx=True, ex=ttl_seconds))
 
 
-async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> None:
-    """`release_user_lock`, logging instead of raising when Redis is unreachable."""
+async def release_user_lock_quietly(
+    redis: Redis, user_id: str, job_id: str, *, guard: TryGuard | None = None
+) -> None:
+    """`release_user_lock`, logging instead of raising when Redis is unreachable (a superseded
+    execution's release does nothing: the lock is the newer execution's)."""
     try:
-        await release_user_lock(redis, user_id, job_id)
+        await release_user_lock(redis, user_id, job_id, guard=guard)
+    except Superseded:
+        log.info("user_lock_left_to_the_newer_execution", job_id=job_id, user_id=user_id)
     except (RedisError, OSError) as e:
         # The marker then expires on its own.
         log.warning(
@@ -93,28 +120,34 @@ async def release_user_lock_quietly(redis: Redis, user_id: str, job_id: str) -> 
 
 
 class HeldUserLock:
-    """A running job's hold on its user's marker: refreshed by `hold` and, while the job runs,
-    by `kept_alive`; released once by `release`, after which it is never taken back."""
+    """A running execution's hold on its user's marker: refreshed by `hold` and, while the
+    execution runs, by `kept_alive`; released once by `release`, after which it is never taken
+    back. Guarded by the execution's try: once a newer try began, it neither refreshes nor
+    releases the marker (that try holds it now)."""
 
-    def __init__(self, redis: Redis, user_id: str, job_id: str, ttl_seconds: int) -> None:
+    def __init__(self, redis: Redis, user_id: str, guard: TryGuard, ttl_seconds: int) -> None:
         self.redis = redis
         self.user_id = user_id
-        self.job_id = job_id
+        self.guard = guard
+        self.job_id = guard.job_id
         self.ttl_seconds = ttl_seconds
         self.released = False
-        self.log: Any = log.bind(job_id=job_id, user_id=user_id)
+        self.log: Any = log.bind(job_id=self.job_id, user_id=user_id)
 
     async def hold(self) -> bool:
         """Extend the marker for this job (re-taking it if it expired); False when another job
-        holds it or this hold was released. Raises `RedisError` and `OSError`."""
+        holds it or this hold was released. Raises `Superseded` once a newer try began,
+        `RedisError` and `OSError`."""
         if self.released:
             return False
-        return await refresh_user_lock(self.redis, self.user_id, self.job_id, self.ttl_seconds)
+        return await refresh_user_lock(
+            self.redis, self.user_id, self.job_id, self.ttl_seconds, guard=self.guard
+        )
 
     async def release(self) -> None:
         """Free the user (quietly: the marker expires if Redis cannot be reached)."""
         self.released = True  # the heartbeat must not take it back
-        await release_user_lock_quietly(self.redis, self.user_id, self.job_id)
+        await release_user_lock_quietly(self.redis, self.user_id, self.job_id, guard=self.guard)
 
     @contextlib.asynccontextmanager
     async def kept_alive(self) -> AsyncIterator[None]:
@@ -127,6 +160,8 @@ class HeldUserLock:
                 await asyncio.sleep(interval)
                 try:
                     await self.hold()
+                except Superseded:
+                    return  # the newer try keeps the marker; this one stops at its next step
                 except (RedisError, OSError) as e:
                     self.log.warning("user_lock_not_refreshed", error=type(e).__name__)
 
