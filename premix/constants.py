@@ -5,6 +5,7 @@ from typing import Final
 LAMPORTS_PER_SOL: Final = 1_000_000_000
 MAX_BUYER_WALLETS: Final = 73
 TOTAL_PHASES: Final = 6
+MAX_COMPUTE_UNIT_LIMIT: Final = 1_400_000  # the most compute units a transaction can request
 
 # localnet and the demo
 LOCALNET_SLOT_MS: Final = 400  # a validator's slot

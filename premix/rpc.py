@@ -44,6 +44,7 @@ from solders.signature import Signature
 from solders.transaction_status import (
     TransactionConfirmationStatus,
     TransactionErrorInstructionError,
+    TransactionErrorInsufficientFundsForRent,
 )
 
 from premix.errors import TransientError
@@ -417,8 +418,17 @@ def describe_transaction_error(error: Any) -> str:
         index, detail = error["InstructionError"]
         code = detail.get("Custom") if isinstance(detail, dict) else None
         return _describe_instruction_error(index, code, detail)
+    if isinstance(error, TransactionErrorInsufficientFundsForRent):
+        return _below_rent(error.account_index)
+    if isinstance(error, dict) and "InsufficientFundsForRent" in error:
+        return _below_rent(error["InsufficientFundsForRent"].get("account_index"))
     name = str(error).rsplit(".", 1)[-1] if not isinstance(error, str) else error
     return _FIELDLESS.get(name, name)
+
+
+def _below_rent(account_index: object) -> str:
+    payer = " (the funding wallet)" if account_index == 0 else ""  # premix's payer is first
+    return f"account {account_index}{payer} would be left below the rent-exempt minimum"
 
 
 def _describe_instruction_error(index: object, custom_code: object, detail: object) -> str:

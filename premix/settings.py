@@ -8,8 +8,9 @@ from typing import Annotated
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, QUEUE_NAME
-from premix.distribution import TierTable
+from premix.amounts import format_sol
+from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, MAX_COMPUTE_UNIT_LIMIT, QUEUE_NAME
+from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS, TierTable
 
 MEMORY_STORE_URI = "memory://"
 
@@ -36,13 +37,15 @@ class Settings(BaseSettings):
     encryption_keys: SecretStr = SecretStr("")
     telegram_bot_token: SecretStr | None = None
     telegram_api_url: str = "https://api.telegram.org"
+    # Kept in the funding wallet; at least its rent-exempt minimum, so it stays rent exempt.
     fee_buffer_sol: Decimal = Field(default=Decimal("0.01"), ge=0)
     max_wallets: int = Field(default=MAX_BUYER_WALLETS, ge=1, le=MAX_BUYER_WALLETS)
     min_wallet_sol: Decimal = Field(default=Decimal("0.01"), gt=0)
     # Per-position caps in SOL overriding the default tier table (comma-separated or JSON list).
     tier_caps_sol: tuple[Decimal, ...] | None = None
     priority_fee_micro_lamports: int = Field(default=0, ge=0)
-    compute_unit_limit: int = Field(default=0, ge=0)
+    # 0: computed from the transaction's instructions; the runtime charges for at most 1.4M.
+    compute_unit_limit: int = Field(default=0, ge=0, le=MAX_COMPUTE_UNIT_LIMIT)
     # Seconds between signature-status polls while a transfer is in flight (fast mode backs off).
     confirm_poll_seconds: float = Field(default=0.1, gt=0)
     # Fast mode's wait before its first status poll: about one slot, since a transaction sent in
@@ -98,9 +101,15 @@ class Settings(BaseSettings):
 
     @field_validator("fee_buffer_sol")
     @classmethod
-    def _whole_lamports(cls, value: Decimal) -> Decimal:
+    def _whole_lamports_above_rent(cls, value: Decimal) -> Decimal:
         if value != value.quantize(Decimal("0.000000001")):
             raise ValueError("must be a whole number of lamports (at most 9 decimals)")
+        if value * LAMPORTS_PER_SOL < RENT_EXEMPT_MINIMUM_LAMPORTS:
+            raise ValueError(
+                "must be at least the rent-exempt minimum of the funding wallet "
+                f"({format_sol(RENT_EXEMPT_MINIMUM_LAMPORTS)}), so that it stays rent exempt "
+                "after the premix"
+            )
         return value
 
     @model_validator(mode="after")
@@ -128,7 +137,7 @@ class Settings(BaseSettings):
 
     @property
     def fee_buffer_lamports(self) -> int:
-        """`fee_buffer_sol` in lamports (exact; may be 0)."""
+        """`fee_buffer_sol` in lamports (exact; at least the rent-exempt minimum)."""
         return int(self.fee_buffer_sol * LAMPORTS_PER_SOL)
 
     def wallet_limit(self, requested: int | None = None) -> int:

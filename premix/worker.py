@@ -25,6 +25,7 @@ from premix.errors import PremixError, TransientError
 from premix.execution import JobExecution
 from premix.keys import KeyConfigError
 from premix.logs import configure_logging, get_logger, redact_text
+from premix.mixer import FeePolicy
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
 from premix.rpc import SolanaRpc
@@ -71,6 +72,10 @@ async def open_checked_store(settings: Settings) -> Store:
             "wallet created by another process; point it at MongoDB (or set "
             "PREMIX_ALLOW_MEMORY_STORE=1 where one process creates the wallets and runs the jobs)"
         )
+    try:
+        FeePolicy.from_settings(settings).check()
+    except ValueError as e:
+        raise WorkerStartupError(str(e)) from None
     if not settings.encryption_keys.get_secret_value().strip():
         raise WorkerStartupError(
             "PREMIX_ENCRYPTION_KEYS is not set; the worker needs the keys the wallets are "

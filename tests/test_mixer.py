@@ -170,8 +170,11 @@ async def test_the_funding_wallet_cannot_be_a_recipient_and_nothing_is_sent(
     harness = MixerHarness(localnet, store, 2, "fast")
     harness.recipients[1] = harness.funding.pubkey()
     await harness.open()
-    with pytest.raises(InvalidParameters, match="the funding wallet cannot also be a buyer wallet"):
+    with pytest.raises(InvalidParameters) as refused:
         await harness.run()
+    assert refused.value.detail == (
+        f"the funding wallet {harness.funding.pubkey()} cannot also be a buyer wallet (position 2)"
+    )
     assert (await harness.record()).plan == []
     assert localnet.balance(harness.funding.pubkey()) == harness.funding_lamports
 

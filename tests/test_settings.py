@@ -23,8 +23,8 @@ def test_a_job_uses_at_most_max_wallets_whatever_it_asks_for() -> None:
     assert settings.wallet_limit(73) == 30
 
 
-def test_a_zero_fee_buffer_is_allowed_and_is_zero_lamports() -> None:
-    assert Settings(fee_buffer_sol=Decimal(0)).fee_buffer_lamports == 0
+def test_the_smallest_fee_buffer_is_the_rent_exempt_minimum_in_lamports() -> None:
+    assert Settings(fee_buffer_sol=Decimal("0.00089088")).fee_buffer_lamports == 890_880
 
 
 def test_a_fee_buffer_finer_than_a_lamport_is_refused() -> None:

@@ -61,6 +61,20 @@ class FeePolicy:
         used = transfer_count * SYSTEM_TRANSFER_COMPUTE_UNITS + 2 * COMPUTE_BUDGET_COMPUTE_UNITS
         return used * COMPUTE_UNIT_MARGIN
 
+    def check(self) -> None:
+        """Raise `ValueError` (naming the setting) when a configured compute-unit limit is too
+        small for the largest transaction premix builds: every such transaction would fail."""
+        if not (self.has_priority_fee and self.compute_unit_limit):
+            return
+        largest = max_transfers_per_transaction(self)
+        needed = largest * SYSTEM_TRANSFER_COMPUTE_UNITS + 2 * COMPUTE_BUDGET_COMPUTE_UNITS
+        if self.compute_unit_limit < needed:
+            raise ValueError(
+                f"PREMIX_COMPUTE_UNIT_LIMIT ({self.compute_unit_limit}) is below the "
+                f"{needed:,} compute units the largest transaction premix builds ({largest} "
+                "transfers) uses; leave it 0 to compute it"
+            )
+
     def fee_lamports(self, transfer_count: int) -> int:
         """Return the exact fee of one transaction (one signature) of `transfer_count` transfers."""
         fee = LAMPORTS_PER_SIGNATURE

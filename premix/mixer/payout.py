@@ -105,10 +105,21 @@ def balance_needed(
 
 
 def check_recipients(funding: Pubkey, recipients: Sequence[str]) -> None:
-    """Refuse a plan paying the funding wallet itself (`InvalidParameters`); check it before
-    the plan is recorded."""
-    if str(funding) in recipients:
-        raise InvalidParameters("the funding wallet cannot also be a buyer wallet")
+    """Refuse a plan paying the funding wallet itself or a wallet twice (`InvalidParameters`,
+    naming the wallet and its 1-based positions); check it before the plan is recorded."""
+    seen: dict[str, int] = {}
+    for position, recipient in enumerate(recipients, start=1):
+        if recipient == str(funding):
+            raise InvalidParameters(
+                f"the funding wallet {recipient} cannot also be a buyer wallet "
+                f"(position {position})"
+            )
+        if recipient in seen:
+            raise InvalidParameters(
+                f"buyer wallet {recipient} appears twice in the plan (positions "
+                f"{seen[recipient]} and {position})"
+            )
+        seen[recipient] = position
 
 
 class Payout:

@@ -183,12 +183,15 @@ async def test_insufficient_balance_shows_needed_and_available_in_sol(
     assert await user_lock_holder(redis_client, "u1") is None
 
 
-async def test_a_zero_fee_buffer_lets_the_funding_wallet_send_all_it_holds(
+async def test_the_smallest_fee_buffer_lets_the_funding_wallet_send_all_but_its_rent(
     redis_url: str, net: Localnet
 ) -> None:
-    settings = make_settings(redis_url, net.url, fee_buffer_sol=Decimal(0))
+    rent = 890_880  # the rent-exempt minimum of the funding wallet: the smallest buffer
+    settings = make_settings(redis_url, net.url, fee_buffer_sol=Decimal("0.00089088"))
     async with open_store(settings) as store:
-        user = await create_user(store, net, "u1", buyers=2, funding_lamports=SOL + 2 * 5_000)
+        user = await create_user(
+            store, net, "u1", buyers=2, funding_lamports=SOL + 2 * 5_000 + rent
+        )
         job_id = await enqueue(settings, "u1", 1)
 
         await run_worker(settings)
@@ -196,7 +199,7 @@ async def test_a_zero_fee_buffer_lets_the_funding_wallet_send_all_it_holds(
         result = (await job_result(settings, job_id)).result
         assert result["success"] is True, result["message"]
         assert user.buyer_balances(net) == [SOL // 2, SOL // 2]
-        assert net.balance(user.funding.pubkey()) == 0
+        assert net.balance(user.funding.pubkey()) == rent
 
 
 async def test_fast_mode_needs_fewer_fees_than_standard_mode(

@@ -172,3 +172,16 @@ def test_importing_the_worker_with_a_broken_environment_does_not_fail() -> None:
     )
 
     assert (done.returncode, done.stdout, done.stderr) == (0, "ok\n", "")
+
+
+def test_a_compute_unit_limit_too_small_for_any_transaction_is_refused(
+    env: dict[str, str],
+) -> None:
+    env["PREMIX_PRIORITY_FEE_MICRO_LAMPORTS"] = "1000"
+    env["PREMIX_COMPUTE_UNIT_LIMIT"] = "100"
+
+    assert_refused(
+        start_worker(env),
+        "PREMIX_COMPUTE_UNIT_LIMIT (100) is below the 3,300 compute units the largest "
+        "transaction premix builds (20 transfers) uses; leave it 0 to compute it",
+    )
