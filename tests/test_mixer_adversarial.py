@@ -38,7 +38,7 @@ from premix.localnet import Localnet
 from premix.localnet.chain import Commitment
 from premix.mixer import MixerFailed, MixResult, WalletStatus
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
-from premix.rpc import LatestBlockhash, SendResult, SignatureStatus, SolanaRpc
+from premix.rpc import LatestBlockhash, SendOutcome, SendResult, SignatureStatus, SolanaRpc
 from premix.store import Store
 from tests.fixtures.store import secret_forms
 from tests.test_mixer_helpers import (
@@ -715,3 +715,65 @@ async def test_a_chain_that_stops_producing_blocks_hands_the_job_back_instead_of
     localnet.advance(1)
     await harness.run()
     await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
+
+
+# --- a refusal proves nothing while an earlier copy may land ---
+
+
+class RefusedButForwardedRpc(SteppingRpc):
+    """Behind a load balancer: the first send of each transaction reaches a node that forwards
+    it to the leader, while the answer comes from another node whose preflight refuses it."""
+
+    def __init__(self, net: Localnet) -> None:
+        super().__init__(net)
+        self.refused: set[bytes] = set()
+
+    async def send_raw(self, wire: bytes) -> SendResult:
+        if wire in self.refused:
+            return await super().send_raw(wire)
+        self.refused.add(wire)
+        deliver(self.net, wire)
+        return SendResult(SendOutcome.REJECTED, "insufficient funds for the fee")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_refused_send_that_landed_anyway_is_reported_funded_not_failed(
+    localnet: Localnet, store: Store, mode: str
+) -> None:
+    harness = harness_for(localnet, store, mode)
+    await harness.open()
+
+    async with RefusedButForwardedRpc(localnet) as rpc:
+        result = await harness.run(rpc=rpc, ledger=WatchedLedger(store, localnet))
+
+    assert result.complete
+    assert [w.status for w in result.wallets] == [WalletStatus.FUNDED] * len(harness.recipients)
+    await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
+    await assert_ledger_matches_chain(harness)
+
+
+class RefusingRpc(SteppingRpc):
+    """Every send is refused at preflight and reaches no one."""
+
+    async def send_raw(self, wire: bytes) -> SendResult:
+        return SendResult(SendOutcome.REJECTED, "insufficient funds for the fee")
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_run_fails_for_a_refusal_only_once_the_refused_attempt_can_never_land(
+    localnet: Localnet, store: Store, mode: str
+) -> None:
+    harness = harness_for(localnet, store, mode)
+    await harness.open()
+
+    async with RefusingRpc(localnet) as rpc:
+        with pytest.raises(MixerFailed) as stopped:
+            await harness.run(rpc=rpc)
+
+    record = await harness.record()
+    attempts = [a for tx in record.transactions for a in tx.attempts]
+    assert attempts and all(a.state is AttemptState.EXPIRED for a in attempts)
+    assert localnet.block_height > max(a.last_valid_block_height for a in attempts)
+    assert stopped.value.pending == []
+    assert "was refused by the RPC node: insufficient funds for the fee" in stopped.value.reason
+    assert harness.balances() == [0] * len(harness.recipients)

@@ -168,6 +168,7 @@ class Sender:
                 self.log.warning("transaction_refused", transaction=tx.index, reason=result.error)
             elif attempt.state is AttemptState.REJECTED and result.outcome is SendOutcome.ACCEPTED:
                 attempt.move_to(AttemptState.SIGNED, now=now)  # accepted on a later send
+                attempt.error = None
                 changed = True
         if changed:
             await self.save()
@@ -389,8 +390,13 @@ class Sender:
         raise MixerFailed.from_result(reason, result)
 
     async def fail_for(self, refusals: Sequence[Refusal]) -> None:
-        """Fail the run for the first on-chain failure or refusal of this execution."""
-        refusal = refusals[0]
+        """Fail the run for the first refusal of this execution that never landed. Call it
+        only once every refused attempt is settled: a refusal proves nothing while an earlier
+        copy of the same bytes (forwarded by another node) may still land."""
+        unlanded = [r for r in refusals if r.attempt.state is not AttemptState.LANDED_OK]
+        if not unlanded:
+            return
+        refusal = unlanded[0]
         await self.fail(
             f"transaction {refusal.transaction.index + 1} was refused by the RPC node: "
             f"{refusal.attempt.error}"

@@ -26,17 +26,14 @@ async def send_fast(sender: Sender) -> None:
         fresh = await sender.sign_attempts(work) if work else []
         sends = reopen + fresh
         refusals = await sender.send(sends)
-        refused = {id(r.attempt) for r in refusals}
+        # refused attempts are awaited too: another node may have forwarded an earlier copy
         await sender.await_outcomes(
-            [a for _, a in sends if id(a) not in refused],
-            backoff=True,
-            first_wait_seconds=sender.first_poll_seconds,
+            [a for _, a in sends], backoff=True, first_wait_seconds=sender.first_poll_seconds
         )
         failed = [(tx, a) for tx, a in sends if a.state is AttemptState.LANDED_FAILED]
         if failed:
             await _fail_on_chain(sender, failed)
-        if refusals:
-            await sender.fail_for(refusals)
+        await sender.fail_for(refusals)  # those refused that expired without landing
     await sender.verify_balances(sender.funded_here)
 
 

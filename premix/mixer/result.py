@@ -12,7 +12,7 @@ from premix.ledger import AttemptState, RunRecord, TransactionState
 
 class WalletStatus(StrEnum):
     FUNDED = "funded"  # its transaction landed without error
-    FAILED = "failed"  # its last attempt failed on chain or was refused by the node
+    FAILED = "failed"  # its last attempt failed on chain, or was refused and can never land
     PENDING = "pending"  # signed and maybe sent, not settled: it may still land (a re-run settles)
     NOT_SENT = "not_sent"  # never landed (not signed yet, or every attempt expired)
 
@@ -75,10 +75,10 @@ class MixResult:
                     signature = next(
                         a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
                     )
-                elif last.state in (AttemptState.LANDED_FAILED, AttemptState.REJECTED):
-                    status = WalletStatus.FAILED
-                elif last.is_open:
+                elif last.is_open:  # signed or refused: an earlier copy may still land
                     status = WalletStatus.PENDING
+                elif last.state is AttemptState.LANDED_FAILED or last.error is not None:
+                    status = WalletStatus.FAILED  # failed on chain, or refused and expired
             wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
         totals = record.totals
         return cls(

@@ -24,8 +24,7 @@ async def send_standard(sender: Sender) -> None:
                 # a transaction recorded by fast mode keeps its group of transfers
                 [pair] = await sender.sign_attempts([(tx, tx.transfers if tx else [position])])
             refusals = await sender.send([pair])
-            if refusals:
-                await sender.fail_for(refusals)
+            # a refused attempt is awaited too: another node may have forwarded an earlier copy
             await sender.await_outcomes([pair[1]], backoff=False)
             state = pair[1].state
             if state is AttemptState.LANDED_FAILED:
@@ -35,4 +34,5 @@ async def send_standard(sender: Sender) -> None:
             if state is AttemptState.LANDED_OK:
                 await sender.verify_balances(pair[0].transfers)
                 break
+            await sender.fail_for(refusals)  # refused, and expired without landing
             # expired without landing: the loop signs a new attempt with a fresh blockhash
