@@ -21,6 +21,7 @@ from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
 from premix.runs import (
     MAX_INT64,
+    OPEN_ATTEMPT_STATES,
     Attempt,
     AttemptState,
     LedgerError,
@@ -37,6 +38,7 @@ from premix.runs import (
 
 __all__ = [
     "MAX_INT64",
+    "OPEN_ATTEMPT_STATES",
     "Attempt",
     "AttemptState",
     "Ledger",
@@ -91,6 +93,24 @@ class Ledger:
             if _is_store(source)
             else cast(DocumentCollection, source)
         )
+
+    async def ensure_indexes(self) -> None:
+        """Create the index that finds a user's runs (idempotent; run once per process)."""
+        await self.collection.create_index([("user_id", 1)], name="user_id")
+
+    async def open_runs_of(self, user_id: str, *, excluding: str) -> list[RunRecord]:
+        """The user's runs other than `excluding` that hold an attempt that may still land."""
+        if not isinstance(user_id, str):
+            raise TypeError("user_id must be a str")
+        cursor = self.collection.find(
+            {
+                "user_id": user_id,
+                "_id": {"$ne": _run_id(excluding)},
+                "transactions.attempts.state": {"$in": [s.value for s in OPEN_ATTEMPT_STATES]},
+            },
+            sort=[("created_at", 1)],
+        )
+        return [run_from_document(document) for document in await cursor.to_list()]
 
     async def get(self, run_id: str) -> RunRecord | None:
         """Return the run `run_id`, or None if it was never opened."""

@@ -24,6 +24,7 @@ from premix.constants import JOB_FUNCTION
 from premix.errors import PremixError, TransientError
 from premix.execution import JobExecution
 from premix.keys import KeyConfigError
+from premix.ledger import Ledger
 from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import FeePolicy
 from premix.notify import Notifier
@@ -88,6 +89,7 @@ async def open_checked_store(settings: Settings) -> Store:
     try:
         await store.ping()
         await store.ensure_indexes()
+        await Ledger(store).ensure_indexes()
     except (TransientError, PyMongoError, OSError):
         await store.close()
         raise WorkerStartupError(
