@@ -394,6 +394,7 @@ class JobExecution:
             reason=message,
             amount_lamports=self.job.amount_lamports,
             funded=funded,
+            pending=mix.pending if mix is not None else [],
         )
         return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
 

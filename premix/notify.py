@@ -40,23 +40,29 @@ def completion_message(
     )
 
 
+_PENDING_HEADING = "Sent and not settled yet (may still land):"
+
+
 def failure_message(
     *,
     job_id: str,
     reason: str,
     amount_lamports: int | None = None,
     funded: Sequence[tuple[str, int]] = (),
+    pending: Sequence[tuple[str, int]] = (),
 ) -> str:
-    """Return the failure message: the reason and exactly what was already sent (if anything)."""
+    """Return the failure message: the reason, exactly what was already sent, and what was sent
+    but may still land (`pending`); "Nothing was sent." only when neither."""
     lines = ["❌ Premix failed"]
     if amount_lamports is not None:
         lines.append(f"Requested {format_sol(amount_lamports)}.")
     lines.append(reason)
-    if funded:
-        sent = sum(lamports for _, lamports in funded)
-        lines.append(f"Already sent {format_sol(sent)} to {len(funded)} wallet(s):")
-        lines.extend(f"• {wallet}: {format_sol(lamports)}" for wallet, lamports in funded)
-    else:
+    for wallets, heading in ((funded, "Already sent"), (pending, _PENDING_HEADING)):
+        if wallets:
+            total = sum(lamports for _, lamports in wallets)
+            lines.append(f"{heading} {format_sol(total)} to {len(wallets)} wallet(s):")
+            lines.extend(f"• {wallet}: {format_sol(lamports)}" for wallet, lamports in wallets)
+    if not funded and not pending:
         lines.append("Nothing was sent.")
     lines.append(f"Job {job_id}")
     return "\n".join(lines)
@@ -149,12 +155,17 @@ class Notifier:
         reason: str,
         amount_lamports: int | None = None,
         funded: Sequence[tuple[str, int]] = (),
+        pending: Sequence[tuple[str, int]] = (),
     ) -> bool:
         """Send the failure message (see `failure_message`)."""
         return await self.send(
             chat_id,
             failure_message(
-                job_id=job_id, reason=reason, amount_lamports=amount_lamports, funded=funded
+                job_id=job_id,
+                reason=reason,
+                amount_lamports=amount_lamports,
+                funded=funded,
+                pending=pending,
             ),
         )
 

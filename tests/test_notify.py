@@ -201,3 +201,20 @@ async def test_overlong_text_is_cut_to_telegrams_limit(telegram: FakeTelegram) -
         await notifier.send(42, "x" * 5000)
     ((_, body),) = telegram.requests
     assert len(str(body["text"])) == 4096
+
+
+def test_failure_message_never_says_nothing_was_sent_while_transfers_may_still_land() -> None:
+    text = failure_message(
+        job_id="premix-u1-4",
+        reason="Mixer operation failed: the job stopped 1 time(s) before finishing",
+        funded=[("Wallet1", 100_000_000)],
+        pending=[("Wallet2", 200_000_000), ("Wallet3", 300_000_000)],
+    )
+
+    assert text == (
+        "❌ Premix failed\nMixer operation failed: the job stopped 1 time(s) before finishing\n"
+        "Already sent 0.1 SOL to 1 wallet(s):\n• Wallet1: 0.1 SOL\n"
+        "Sent and not settled yet (may still land): 0.5 SOL to 2 wallet(s):\n"
+        "• Wallet2: 0.2 SOL\n• Wallet3: 0.3 SOL\n"
+        "Job premix-u1-4"
+    )
