@@ -242,16 +242,19 @@ class CrashRun:
             if await self.env.redis.exists(result_key_prefix + self.job_id):
                 self.story.append(f"job ended while worker {worker.generation} ran")
                 return True
+            # Alive first: the switch kills and records under its lock, so a worker found dead
+            # here by its kill is found in the switch's record just after.
+            alive = worker.alive
             record = self.switch.killed(worker)
             if record is not None:
                 if record.kill.kind is not KillKind.STALL:
                     worker.kill()  # reap it
                 self.story.append(record.describe())
                 return False
+            if not alive:
+                raise ScenarioStuck(f"worker {worker.generation} exited on its own")
             self._resume_stalled(successor=worker)
             await self._bring_idle_job_forward(worker)
-            if not worker.alive:
-                raise ScenarioStuck(f"worker {worker.generation} exited on its own")
             if time.monotonic() > deadline:
                 raise ScenarioStuck(
                     f"worker {worker.generation}: no result and no kill in {WORKER_WAIT_SECONDS} s"
