@@ -282,6 +282,11 @@ class JobExecution:
         await self.lock.release()
         funded = len(mix.funded)
         message = completion_message(mix, self.job.mode)
+        for wallet, balance in payout.spent_since:
+            message += (
+                f" (wallet {wallet} now holds {format_sol(balance)}, less than it received: "
+                "spent since it was funded)"
+            )
         if unchecked:
             message += (
                 f" (every transfer confirmed on chain; the final balance check could not run: "

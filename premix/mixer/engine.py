@@ -87,6 +87,7 @@ class Sender:
         self.on_progress: ProgressCallback | None = None
         self.funded_here: list[int] = []  # plan positions funded by this execution
         self.verified: dict[int, int] = {}  # plan position -> its balance, checked on chain
+        self.spent_since: dict[int, int] = {}  # funded earlier, now holding less than received
         self.expiry_check_due = False  # a send saw "blockhash not found": check the height now
         self.expiries: Counter[int] = Counter()  # transaction index -> expired in this execution
         self.log = log.bind(run_id=record.run_id)
@@ -329,15 +330,17 @@ class Sender:
 
     # --- checks and reports ---
 
-    async def verify_balances(self, positions: Sequence[int]) -> None:
+    async def verify_balances(self, positions: Sequence[int], *, strict: bool = True) -> None:
         """Check each recipient at `positions` holds at least its balance before plus its
         amount, reading again a few times (a node may serve balances a moment behind the
-        statuses it confirmed); remembers what it read in `verified`. Raises `MixerFailed`
-        if a node keeps showing less (the run is marked failed unless it completed)."""
-        expected = {
-            p: (self.record.plan[p].balance_before or 0) + self.record.plan[p].lamports
-            for p in positions
-        }
+        statuses it confirmed); remembers what it read in `verified`.
+
+        `strict` (transfers this execution just confirmed): a node that keeps showing less
+        raises `MixerFailed` and the run is marked failed. Otherwise (transfers an earlier
+        execution confirmed) the transfer is proven by its signature and a lower balance only
+        means the wallet was spent since: it is noted in `spent_since`, not a failure.
+        """
+        expected = {p: self.expected_balance(p) for p in positions}
         short: dict[int, int] = {}
         for read in range(BALANCE_CHECK_TRIES):
             keys = list(expected)
@@ -345,20 +348,26 @@ class Sender:
                 balances = [await self.rpc.balance(self._recipient(keys[0]))]
             else:
                 balances = await self.rpc.balances([self._recipient(p) for p in keys])
+            self.verified.update(zip(keys, balances, strict=True))
             short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
             if not short:
-                self.verified.update(zip(keys, balances, strict=True))
                 return
             if read + 1 < BALANCE_CHECK_TRIES:
                 await asyncio.sleep(self.poll_seconds)
+        if not strict:
+            self.spent_since.update(short)
+            self.log.warning("recipients_spent_since_funded", positions=sorted(short))
+            return
         position, balance = next(iter(short.items()))
-        reason = (
+        await self.fail(
             f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
             f"confirmed transfer, expected at least {format_sol(expected[position])}"
         )
-        if self.record.status is RunStatus.COMPLETED:  # settled for good: only the report
-            raise MixerFailed.from_result(reason, MixResult.from_record(self.record))
-        await self.fail(reason)
+
+    def expected_balance(self, position: int) -> int:
+        """What the recipient at `position` holds at least once its transfer landed."""
+        entry = self.record.plan[position]
+        return (entry.balance_before or 0) + entry.lamports
 
     async def report_progress(self, done_wallets: int, sent_lamports: int, message: str) -> None:
         """Await the progress callback, if any."""

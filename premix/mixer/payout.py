@@ -197,13 +197,21 @@ class Payout:
 
     async def verify(self) -> list[int]:
         """Return every planned recipient's balance on chain, in plan order, reading only those
-        this execution has not checked yet (those an earlier execution funded). Raises
-        `MixerFailed` when one holds less than its balance before the run plus its amount."""
+        this execution has not checked yet (those an earlier execution funded). A lower balance
+        there is no failure (the transfer landed: the wallet was spent since); see
+        `spent_since`."""
         verified = self._sender.verified
         unchecked = [e.position for e in self.record.plan if e.position not in verified]
-        if unchecked:
-            await self._sender.verify_balances(unchecked)
+        if unchecked:  # funded by an earlier execution: proven by their signatures
+            await self._sender.verify_balances(unchecked, strict=False)
         return [verified[entry.position] for entry in self.record.plan]
+
+    @property
+    def spent_since(self) -> list[tuple[str, int]]:
+        """(wallet, balance) of recipients an earlier execution funded that `verify` found
+        holding less than they received: spent since they were funded."""
+        spent = self._sender.spent_since
+        return [(self.record.plan[p].recipient, balance) for p, balance in sorted(spent.items())]
 
     async def complete(self) -> MixResult:
         """Mark the run completed in the ledger (once) and return its report. Raises

@@ -291,3 +291,33 @@ async def test_a_job_that_never_started_says_nothing_was_sent_after_its_last_try
         assert user.buyer_balances(net) == [0] * len(user.buyers)
         assert await Ledger(store).get(job_id) is None
         assert await user_lock_holder(redis_client, "u1") == "premix-u1-1"  # not ours to free
+
+
+async def test_a_completed_run_redelivered_after_a_buyer_spent_is_still_reported_complete(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    # The worker died after the run completed; by the time arq delivers the job again the
+    # user is buying with wallet 1 at the launch. Its transfer landed: the premix is complete.
+    user = await create_user(store, net, "u1")
+    queued = await enqueue_premix_funds("u1", 42, 2, {"mode": "fast"}, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, notifier=DiesWhenNotifying(settings)) is False
+    drain(net, user.buyers[0], keep_lamports=1_000_000)
+    await expire_in_progress_marker(redis_client, job_id)
+    told = RecordingNotifier(settings)
+
+    assert await run_worker(settings, notifier=told) is True
+
+    info = await job_result(settings, job_id)
+    assert info.result["success"] is True, info.result["message"]
+    assert info.result["message"].endswith(
+        f"(wallet {user.buyers[0].pubkey()} now holds 0.001 SOL, less than it received: "
+        "spent since it was funded)"
+    )
+    assert info.result["totals"]["walletsFunded"] == 4
+    assert [c["chat_id"] for c in told.completed] == [42]
+    final = await latest_progress(redis_client, job_id)
+    assert final is not None and final.status == "completed"
+    run = await Ledger(store).get(job_id)
+    assert run is not None and run.status is RunStatus.COMPLETED
