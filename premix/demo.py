@@ -47,7 +47,7 @@ from premix.mixer import MixResult, WalletStatus
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds
 from premix.servers import ServerError, private_valkey
-from premix.settings import Settings
+from premix.settings import Settings, redis_url_problem
 from premix.store import Store, reset_memory_stores
 from premix.user_lock import release_user_lock
 from premix.worker import worker_settings
@@ -336,10 +336,10 @@ async def _run(
 
 
 async def _check_redis(redis_url: str) -> None:
-    try:
-        redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
-    except ValueError as e:
-        raise DemoError(f"--redis-url is not a Redis URL ({e})") from None
+    problem = redis_url_problem(redis_url)
+    if problem is not None:
+        raise DemoError(f"--redis-url {problem}")
+    redis = Redis.from_url(redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
         await redis.ping()
     except (RedisError, OSError) as e:

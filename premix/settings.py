@@ -4,6 +4,7 @@ import json
 from decimal import Decimal
 from functools import lru_cache
 from typing import Annotated
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
@@ -70,6 +71,14 @@ class Settings(BaseSettings):
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
     log_level: str = "INFO"
     log_json: bool = False
+
+    @field_validator("redis_url")
+    @classmethod
+    def _usable_redis_url(cls, value: str) -> str:
+        problem = redis_url_problem(value)
+        if problem is not None:
+            raise ValueError(problem)  # never the value: it may hold a password
+        return value
 
     @field_validator("tier_caps_sol", "retry_backoff_seconds", mode="before")
     @classmethod
@@ -149,6 +158,38 @@ class Settings(BaseSettings):
     def uses_memory_store(self) -> bool:
         """True when `mongodb_uri` selects the embedded in-process store."""
         return self.mongodb_uri.startswith(MEMORY_STORE_URI)
+
+
+def redis_url_problem(url: str) -> str | None:
+    """Why `url` is not a usable Redis URL (`redis://[:password@]host[:port][/db]` or
+    `rediss://...`), or None; the answer never repeats the URL (it may hold a password)."""
+    try:
+        parts = urlsplit(url)
+        parts.port  # noqa: B018 - raises ValueError for a port that is not a number
+    except ValueError:
+        return (
+            "is not a usable Redis URL (percent-encode any '/', '#', '?' or '@' in the "
+            "password); it is not shown here"
+        )
+    if parts.scheme not in ("redis", "rediss"):
+        return "must be a redis:// or rediss:// URL; it is not shown here"
+    if not parts.hostname:
+        return "names no host; it is not shown here"
+    database = parts.path.lstrip("/")
+    if database and not database.isdigit():
+        return "must end with a database number (/0) if anything; it is not shown here"
+    return None
+
+
+def display_url(url: str) -> str:
+    """`url` as it may be shown: scheme, host, port and path, never credentials or query (a
+    URL that does not parse is not shown at all)."""
+    try:
+        parts = urlsplit(url)
+        port = f":{parts.port}" if parts.port else ""
+    except ValueError:
+        return "(a URL that does not parse; not shown)"
+    return f"{parts.scheme}://{parts.hostname or ''}{port}{parts.path}"
 
 
 # What reading the settings raises: a value pydantic refuses, or one pydantic-settings cannot

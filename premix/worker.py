@@ -11,6 +11,7 @@ import sys
 from _collections_abc import dict_items, dict_keys, dict_values
 from collections.abc import Iterator
 from typing import Any, Final, NoReturn
+from urllib.parse import unquote, urlsplit
 
 from arq.connections import RedisSettings
 from arq.worker import func
@@ -131,6 +132,9 @@ def arq_redis_settings(redis_url: str) -> RedisSettings:
     stopping the worker. redis-py retries a refused connect only when `OSError` is listed: it
     raises the socket's own error inside its retry and converts it to a redis error after."""
     redis = RedisSettings.from_dsn(redis_url)
+    password = urlsplit(redis_url).password
+    if password is not None:  # arq keeps it percent-encoded; Redis wants the password itself
+        redis.password = unquote(password)
     redis.retry_on_error = [RedisConnectionError, RedisTimeoutError, OSError]
     redis.retry = RedisRetry(ExponentialBackoff(cap=1.0, base=0.05), REDIS_COMMAND_RETRIES)
     return redis

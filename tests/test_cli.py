@@ -856,3 +856,24 @@ async def test_demo_interrupted_mid_run_exits_130_and_leaves_no_job_behind(
     assert [key async for key in redis_client.scan_iter("premix:demo-*")] == []
     assert [key async for key in redis_client.scan_iter(f"{USER_LOCK_PREFIX}*")] == []
     assert [key async for key in redis_client.scan_iter("arq:job:*")] == []
+
+
+BAD_REDIS_URL = "redis://:s3cr3t/pw@127.0.0.1:6379/0"  # an unescaped '/' in the password
+
+
+def test_a_redis_url_that_does_not_parse_is_one_line_that_never_shows_it() -> None:
+    status = premix("status", "premix-u1-1", env={"PREMIX_REDIS_URL": BAD_REDIS_URL})
+    demo = premix("demo", "--amount", "1", "--redis-url", BAD_REDIS_URL)
+
+    assert_one_error_line(
+        status,
+        "invalid configuration: PREMIX_REDIS_URL: is not a usable Redis URL (percent-encode "
+        "any '/', '#', '?' or '@' in the password); it is not shown here",
+    )
+    assert_one_error_line(
+        demo,
+        "Demo failed: --redis-url is not a usable Redis URL (percent-encode any '/', '#', '?' "
+        "or '@' in the password); it is not shown here",
+    )
+    for result in (status, demo):
+        assert "s3cr3t" not in result.stdout + result.stderr

@@ -6,7 +6,7 @@ from decimal import Decimal
 import pytest
 from pydantic import ValidationError
 
-from premix.settings import Settings
+from premix.settings import Settings, describe_settings_error, display_url
 
 
 def test_defaults_are_the_documented_ones() -> None:
@@ -61,3 +61,34 @@ def test_tier_caps_from_the_environment_as_a_list_or_a_single_value(
 def test_an_empty_bot_token_means_no_bot(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("PREMIX_TELEGRAM_BOT_TOKEN", "")
     assert Settings().telegram_bot_token is None
+
+
+SECRET = "s3cr3t"
+
+
+@pytest.mark.parametrize(
+    "url",
+    [f"redis://:{SECRET}/pw@127.0.0.1:6379/0", f"redis://:{SECRET}#x@127.0.0.1:6379/0",
+     f"redis://:{SECRET}?x@127.0.0.1:6379/0", f"redis://:{SECRET}@127.0.0.1:port/0",
+     f"http://:{SECRET}@127.0.0.1:6379/0", f"redis://:{SECRET}@127.0.0.1:6379/zero"],
+)  # fmt: skip
+def test_an_unusable_redis_url_is_refused_without_repeating_any_of_it(url: str) -> None:
+    with pytest.raises(ValidationError) as refused:
+        Settings(redis_url=url)
+
+    message = describe_settings_error(refused.value)
+    assert message.startswith("PREMIX_REDIS_URL: ")
+    assert SECRET not in message and "127.0.0.1" not in message
+
+
+def test_a_url_is_shown_without_its_credentials() -> None:
+    assert display_url(f"redis://user:{SECRET}@cache.example:6380/2?x=1") == (
+        "redis://cache.example:6380/2"
+    )
+    assert SECRET not in display_url(f"redis://:{SECRET}/pw@127.0.0.1:6379/0")
+
+
+def test_a_percent_encoded_redis_password_reaches_redis_decoded() -> None:
+    from premix.worker import arq_redis_settings
+
+    assert arq_redis_settings("redis://:p%2Fw%231@cache.example:6380/2").password == "p/w#1"

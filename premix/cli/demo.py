@@ -24,9 +24,8 @@ from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, MAX_BUYER_WALLETS
 from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import format_plan
 from premix.jobs import Mode
-from premix.logs import redact_text
 from premix.progress import ProgressEvent
-from premix.settings import Settings
+from premix.settings import Settings, display_url
 
 
 @click.command()
@@ -118,7 +117,7 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
         + (
             "and a private Valkey"
             if options.redis_url is None
-            else f"and Redis at {redact_text(options.redis_url)} (a queue of its own)"
+            else f"and Redis at {display_url(options.redis_url)} (a queue of its own)"
         )
     )
     bar = progress_bar(console)

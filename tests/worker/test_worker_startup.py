@@ -185,3 +185,18 @@ def test_a_compute_unit_limit_too_small_for_any_transaction_is_refused(
         "PREMIX_COMPUTE_UNIT_LIMIT (100) is below the 3,300 compute units the largest "
         "transaction premix builds (20 transfers) uses; leave it 0 to compute it",
     )
+
+
+def test_a_redis_url_that_does_not_parse_is_refused_without_showing_it(
+    env: dict[str, str],
+) -> None:
+    env["PREMIX_REDIS_URL"] = "redis://:s3cr3t/pw@127.0.0.1:6379/0"
+
+    exited = start_worker(env)
+
+    assert_refused(
+        exited,
+        "invalid configuration: PREMIX_REDIS_URL: is not a usable Redis URL (percent-encode "
+        "any '/', '#', '?' or '@' in the password); it is not shown here",
+    )
+    assert "s3cr3t" not in exited.stdout + exited.stderr
