@@ -14,6 +14,7 @@ from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, MAX_COMPUTE_UN
 from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS, TierTable
 
 MEMORY_STORE_URI = "memory://"
+LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
 class Settings(BaseSettings):
@@ -69,8 +70,16 @@ class Settings(BaseSettings):
     rpc_retry_after_max_seconds: float = Field(default=10.0, ge=0)
     user_lock_ttl_seconds: int = Field(default=1_200, gt=0)
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
-    log_level: str = "INFO"
+    log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_json: bool = False
+
+    @field_validator("log_level")
+    @classmethod
+    def _known_level(cls, value: str) -> str:
+        level = value.strip().upper()
+        if level not in LOG_LEVELS:
+            raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
+        return level
 
     @field_validator("redis_url")
     @classmethod

@@ -15,16 +15,18 @@ from urllib.parse import unquote, urlsplit
 
 from arq.connections import RedisSettings
 from arq.worker import func
-from pymongo.errors import PyMongoError
+from pymongo.errors import OperationFailure, PyMongoError
+from redis import Redis as SyncRedis
 from redis.asyncio.retry import Retry as RedisRetry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.constants import JOB_FUNCTION
 from premix.errors import PremixError, TransientError
 from premix.execution import JobExecution
-from premix.keys import KeyConfigError
+from premix.keys import KeyConfigError, KeyRing
 from premix.ledger import Ledger
 from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import FeePolicy
@@ -41,6 +43,7 @@ log = get_logger(__name__)
 # to 1 s: about 30 s in all, so a worker rides through a Redis restart or failover.
 REDIS_COMMAND_RETRIES: Final = 32
 KEEP_RESULT_SECONDS: Final = 86_400
+REDIS_CHECK_SECONDS: Final = 3.0  # a worker refuses to start when Redis takes longer to answer
 
 
 class WorkerStartupError(PremixError):
@@ -66,8 +69,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     log.info("worker_started", queue=settings.queue_name, memory_store=ctx["store"].is_memory)
 
 
-async def open_checked_store(settings: Settings) -> Store:
-    """The worker's store, open, answering and indexed; raises `WorkerStartupError`."""
+def check_configuration(settings: Settings) -> None:
+    """Raise `WorkerStartupError` (naming the variable) for a configuration no worker can run
+    with: a `memory://` store (unless allowed), missing or malformed encryption keys, a
+    compute-unit limit too small for premix's transactions. No I/O."""
     if settings.uses_memory_store and not settings.allow_memory_store:
         raise WorkerStartupError(
             "PREMIX_MONGODB_URI is memory://, an in-process store: a worker process sees no "
@@ -84,6 +89,15 @@ async def open_checked_store(settings: Settings) -> Store:
             "encrypted with (comma-separated key_id:base64, see `premix keys generate`)"
         )
     try:
+        KeyRing.from_settings(settings)
+    except KeyConfigError as e:
+        raise WorkerStartupError(e.detail or e.title) from None
+
+
+async def open_checked_store(settings: Settings) -> Store:
+    """The worker's store, open, answering and indexed; raises `WorkerStartupError`."""
+    check_configuration(settings)
+    try:
         store = await Store.open(settings)
     except (KeyConfigError, StoreConfigError) as e:
         raise WorkerStartupError(e.detail or e.title) from None
@@ -91,13 +105,38 @@ async def open_checked_store(settings: Settings) -> Store:
         await store.ping()
         await store.ensure_indexes()
         await Ledger(store).ensure_indexes()
-    except (TransientError, PyMongoError, OSError):
+    except (TransientError, PyMongoError, OSError) as e:
         await store.close()
+        refused = e.__cause__ if isinstance(e, TransientError) else e
+        if isinstance(refused, OperationFailure):  # it answered: credentials or rights
+            raise WorkerStartupError(
+                f"MongoDB at PREMIX_MONGODB_URI refused premix ({type(refused).__name__}, code "
+                f"{refused.code}: check the URI's user, password and database rights)"
+            ) from None
         raise WorkerStartupError(
             f"MongoDB at PREMIX_MONGODB_URI did not answer within "
             f"{settings.mongodb_timeout_seconds:g} s (PREMIX_MONGODB_TIMEOUT_SECONDS)"
         ) from None
     return store
+
+
+def _redis_answers(settings: Settings) -> None:
+    """Refuse to start (one line) when Redis does not answer within a few seconds: arq would
+    otherwise retry for minutes and end in a traceback that names no variable."""
+    client = SyncRedis.from_url(
+        settings.redis_url,
+        socket_connect_timeout=REDIS_CHECK_SECONDS,
+        socket_timeout=REDIS_CHECK_SECONDS,
+    )
+    try:
+        client.ping()
+    except (RedisError, OSError) as e:
+        refuse_to_start(
+            f"Redis at PREMIX_REDIS_URL did not answer within {REDIS_CHECK_SECONDS:g} s "
+            f"({type(e).__name__})"
+        )
+    finally:
+        client.close()
 
 
 async def shutdown(ctx: dict[str, Any]) -> None:
@@ -187,6 +226,11 @@ class _EnvironmentWorkerSettings(dict[str, Any]):
             settings = get_settings()
         except SettingsInvalid as e:
             refuse_to_start(f"invalid configuration: {describe_settings_error(e)}")
+        try:
+            check_configuration(settings)  # before arq connects: reported even if Redis is down
+        except WorkerStartupError as e:
+            refuse_to_start(e.detail or e.title)
+        _redis_answers(settings)
         self.update(worker_settings(settings), on_startup=_startup_or_exit)
 
     def __getattr__(self, name: str) -> Any:  # WorkerSettings.queue_name, as on a class

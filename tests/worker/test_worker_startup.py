@@ -200,3 +200,34 @@ def test_a_redis_url_that_does_not_parse_is_refused_without_showing_it(
         "any '/', '#', '?' or '@' in the password); it is not shown here",
     )
     assert "s3cr3t" not in exited.stdout + exited.stderr
+
+
+def test_a_redis_that_does_not_answer_is_refused_within_seconds_naming_the_variable(
+    env: dict[str, str], unreachable_redis_url: str
+) -> None:
+    env["PREMIX_REDIS_URL"] = unreachable_redis_url
+    del env["PREMIX_ENCRYPTION_KEYS"]  # a configuration error is told even with Redis down
+
+    missing_keys = start_worker(env, timeout=20)
+    env["PREMIX_ENCRYPTION_KEYS"] = SECRET_KEYS
+    redis_down = start_worker(env, timeout=20)
+
+    assert_refused(
+        missing_keys,
+        "PREMIX_ENCRYPTION_KEYS is not set; the worker needs the keys the wallets are "
+        "encrypted with (comma-separated key_id:base64, see `premix keys generate`)",
+    )
+    assert_refused(
+        redis_down,
+        "Redis at PREMIX_REDIS_URL did not answer within 3 s (ConnectionError)",
+    )
+
+
+def test_an_unknown_log_level_is_refused_naming_the_variable(env: dict[str, str]) -> None:
+    env["PREMIX_LOG_LEVEL"] = "LOUD"
+
+    assert_refused(
+        start_worker(env),
+        "invalid configuration: PREMIX_LOG_LEVEL: must be one of DEBUG, INFO, WARNING, ERROR, "
+        "CRITICAL",
+    )
