@@ -36,13 +36,13 @@ end
 return 0
 """
 )
-# ARGV[3] = ttl seconds: extend the lock if this job holds it, take it again if it expired
-# meanwhile; refuse (0) if another job holds it.
+# ARGV[3] = ttl seconds, ARGV[4] = "1" to take the lock again if it expired meanwhile: extend
+# the lock if this job holds it; refuse (0) if another job holds it (or none, without "1").
 _REFRESH_SCRIPT: Final = (
     TryGuard.LUA
     + """
 local holder = redis.call('GET', KEYS[3])
-if holder == false then
+if holder == false and ARGV[4] == '1' then
     redis.call('SET', KEYS[3], ARGV[2], 'EX', ARGV[3])
     return 1
 end
@@ -85,14 +85,23 @@ async def release_user_lock(
 
 
 async def refresh_user_lock(
-    redis: Redis, user_id: str, job_id: str, ttl_seconds: int, *, guard: TryGuard | None = None
+    redis: Redis,
+    user_id: str,
+    job_id: str,
+    ttl_seconds: int,
+    *,
+    guard: TryGuard | None = None,
+    retake: bool = True,
 ) -> bool:
-    """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired).
+    """Extend the user's marker to `ttl_seconds` for `job_id` (re-taking it if it expired,
+    unless `retake` is False).
 
     Returns False when another job holds the marker: the caller must not run. With `guard`,
     raises `Superseded` (taking nothing) once a newer try of the job began or the job ended.
     """
-    refreshed = await _run(redis, _REFRESH_SCRIPT, user_id, guard, job_id, str(ttl_seconds))
+    refreshed = await _run(
+        redis, _REFRESH_SCRIPT, user_id, guard, job_id, str(ttl_seconds), "1" if retake else "0"
+    )
     if refreshed == -1:
         raise Superseded(job_id)
     return bool(refreshed)
@@ -132,21 +141,29 @@ class HeldUserLock:
         self.job_id = guard.job_id
         self.ttl_seconds = ttl_seconds
         self.released = False
+        self._heartbeat: asyncio.Task[None] | None = None
         self.log: Any = log.bind(job_id=self.job_id, user_id=user_id)
 
-    async def hold(self) -> bool:
-        """Extend the marker for this job (re-taking it if it expired); False when another job
-        holds it or this hold was released. Raises `Superseded` once a newer try began,
-        `RedisError` and `OSError`."""
+    async def hold(self, *, retake: bool = True) -> bool:
+        """Extend the marker for this job (re-taking it if it expired, unless `retake` is
+        False); False when another job holds it or this hold was released. Raises `Superseded`
+        once a newer try began, `RedisError` and `OSError`."""
         if self.released:
             return False
         return await refresh_user_lock(
-            self.redis, self.user_id, self.job_id, self.ttl_seconds, guard=self.guard
+            self.redis,
+            self.user_id,
+            self.job_id,
+            self.ttl_seconds,
+            guard=self.guard,
+            retake=retake,
         )
 
     async def release(self) -> None:
-        """Free the user (quietly: the marker expires if Redis cannot be reached)."""
-        self.released = True  # the heartbeat must not take it back
+        """Free the user (quietly: the marker expires if Redis cannot be reached). The
+        heartbeat is stopped first, so no refresh still retrying can take the marker back."""
+        self.released = True
+        await self._stop_heartbeat()
         await release_user_lock_quietly(self.redis, self.user_id, self.job_id, guard=self.guard)
 
     @contextlib.asynccontextmanager
@@ -159,16 +176,21 @@ class HeldUserLock:
             while True:
                 await asyncio.sleep(interval)
                 try:
-                    await self.hold()
+                    await self.hold(retake=False)  # only the execution's start re-takes it
                 except Superseded:
                     return  # the newer try keeps the marker; this one stops at its next step
                 except (RedisError, OSError) as e:
                     self.log.warning("user_lock_not_refreshed", error=type(e).__name__)
 
-        task = asyncio.create_task(beat())
+        self._heartbeat = asyncio.create_task(beat())
         try:
             yield
         finally:
+            await self._stop_heartbeat()
+
+    async def _stop_heartbeat(self) -> None:
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
