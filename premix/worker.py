@@ -43,6 +43,7 @@ log = get_logger(__name__)
 # to 1 s: about 30 s in all, so a worker rides through a Redis restart or failover.
 REDIS_COMMAND_RETRIES: Final = 32
 KEEP_RESULT_SECONDS: Final = 86_400
+ARQ_EXTRA_TRIES: Final = 3
 REDIS_CHECK_SECONDS: Final = 3.0  # a worker refuses to start when Redis takes longer to answer
 
 
@@ -192,9 +193,11 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
         "poll_delay": settings.worker_poll_delay_seconds,  # low: fast job pickup
         "redis_settings": arq_redis_settings(settings.redis_url),
         "job_timeout": settings.job_timeout_seconds,
-        # One delivery more than premix's own limit: that last one only reports and fails the
-        # job (arq would otherwise drop it silently, leaving the user lock and no failed event).
-        "max_tries": settings.job_max_tries + 1,
+        # Deliveries beyond premix's own limit: the first only reports and fails the job (arq
+        # would otherwise drop it silently, leaving the user lock and no failed event); the
+        # others absorb arq's try counter counting twice when its start-of-job transaction is
+        # retried across a Redis restart, which would make arq fail the job past premix.
+        "max_tries": settings.job_max_tries + ARQ_EXTRA_TRIES,
         "keep_result": KEEP_RESULT_SECONDS,
         "on_startup": startup,
         "on_shutdown": shutdown,
@@ -234,10 +237,9 @@ class _EnvironmentWorkerSettings(dict[str, Any]):
         self.update(worker_settings(settings), on_startup=_startup_or_exit)
 
     def __getattr__(self, name: str) -> Any:  # WorkerSettings.queue_name, as on a class
-        try:
-            return self[name]
-        except KeyError:
-            raise AttributeError(name) from None
+        if name not in WORKER_SETTING_NAMES:  # a probe (pytest, a debugger): no loading
+            raise AttributeError(name)
+        return self[name]
 
     def __getitem__(self, key: str) -> Any:
         self._load()
@@ -271,6 +273,8 @@ class _EnvironmentWorkerSettings(dict[str, Any]):
         self._load()
         return super().items()
 
+
+WORKER_SETTING_NAMES: Final = frozenset(worker_settings(Settings.model_construct()))
 
 # `arq premix.worker.WorkerSettings`: values come from the environment (`PREMIX_*`).
 WorkerSettings: Final = _EnvironmentWorkerSettings()

@@ -211,8 +211,15 @@ async def test_unreachable_redis_returns_a_clear_failure_without_raising(
     assert result.message == QUEUE_UNAVAILABLE
 
 
-async def test_a_redis_url_that_is_not_one_is_refused_without_raising() -> None:
-    result = await enqueue_premix_funds("u1", 42, 0.5, settings=Settings(redis_url="nonsense"))
+async def test_a_redis_url_that_is_not_one_is_refused_without_raising(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    get_settings.cache_clear()
+    monkeypatch.setenv("PREMIX_REDIS_URL", "nonsense")
+    try:
+        result = await enqueue_premix_funds("u1", 42, 0.5)
+    finally:
+        get_settings.cache_clear()
     assert (result.success, result.job_id, result.message) == (False, None, QUEUE_MISCONFIGURED)
 
 

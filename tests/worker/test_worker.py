@@ -28,10 +28,10 @@ from premix.progress import ProgressEvent, latest_progress, subscribe_progress
 from premix.queue import enqueue_premix_funds, queue_pool
 from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
-from premix.settings import Settings, get_settings
+from premix.settings import Settings
 from premix.store import Store
 from premix.user_lock import user_lock_holder
-from premix.worker import WorkerSettings, shutdown, startup
+from premix.worker import WorkerSettings, shutdown, startup, worker_settings
 from tests.test_mixer_helpers import run_with_plan, signed_attempt
 from tests.worker.helpers import (
     TestRpc,
@@ -62,14 +62,17 @@ async def enqueue(settings: Settings, user_id: str, amount: object, **options: A
 
 
 def test_worker_settings_run_one_json_job_at_a_time_on_the_premix_queue() -> None:
-    assert WorkerSettings.max_jobs == 1
-    assert WorkerSettings.queue_name == QUEUE_NAME
-    assert WorkerSettings.job_serializer is job_serializer
-    assert WorkerSettings.job_deserializer is job_deserializer
-    assert [f.name for f in WorkerSettings.functions] == [JOB_FUNCTION]
-    assert WorkerSettings.poll_delay <= 0.1
-    # one delivery beyond premix's own limit, which only reports and fails the job
-    assert WorkerSettings.max_tries == get_settings().job_max_tries + 1
+    options = worker_settings(Settings())  # what WorkerSettings holds for the environment
+    assert options["max_jobs"] == 1
+    assert options["queue_name"] == QUEUE_NAME
+    assert options["job_serializer"] is job_serializer
+    assert options["job_deserializer"] is job_deserializer
+    assert [f.name for f in options["functions"]] == [JOB_FUNCTION]
+    assert options["poll_delay"] <= 0.1
+    # deliveries beyond premix's own limit: the first only reports and fails the job
+    assert options["max_tries"] == Settings().job_max_tries + 3
+    assert isinstance(WorkerSettings, dict)  # arq reads a dict as worker settings
+    assert not hasattr(WorkerSettings, "_mock_name")  # probing it loads nothing
 
 
 async def test_startup_opens_the_rpc_client_once_and_shutdown_closes_it(
