@@ -26,6 +26,7 @@ from arq.constants import (
     health_check_key_suffix,
     in_progress_key_prefix,
     job_key_prefix,
+    result_key_prefix,
     retry_key_prefix,
 )
 from arq.worker import Worker
@@ -36,7 +37,13 @@ from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.amounts import lamports_to_sol, sol_text, sol_to_lamports
-from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, LAMPORTS_PER_SOL, MAX_BUYER_WALLETS
+from premix.constants import (
+    DEMO_AMOUNT_SOL,
+    DEMO_SLOT_MS,
+    LAMPORTS_PER_SOL,
+    MAX_BUYER_WALLETS,
+    PROGRESS_STATE_PREFIX,
+)
 from premix.distribution import plan_distribution
 from premix.errors import PremixError
 from premix.jobs import Mode
@@ -204,6 +211,7 @@ async def run_demo(
     settings = base_settings.model_copy(
         update={
             "queue_name": f"premix:demo-{run_name}:queue",
+            "progress_all_channel": f"premix:demo-{run_name}:progress",
             "mongodb_uri": f"memory://premix-demo-{run_name}",
             "mongodb_database": "premix_demo",
             "allow_memory_store": True,  # the demo's worker runs in the process that stores
@@ -349,12 +357,14 @@ async def _check_redis(redis_url: str) -> None:
 
 
 async def _discard_queue(settings: Settings, job_id: str, user_id: str, *, finished: bool) -> None:
-    """Leave nothing of the run's private queue behind on the Redis: its health-check key and,
-    for an unfinished job (interrupted, timed out), the job itself (arq re-queues a cancelled
-    job) and its user lock (its wallets and chain lived in this process only)."""
+    """Leave nothing of the run behind on the Redis: its private queue and health-check key,
+    the job's arq result and progress state, and, for an unfinished job (interrupted, timed
+    out), the job itself (arq re-queues a cancelled job) and its user lock (its wallets and
+    chain lived in this process only)."""
     redis = Redis.from_url(settings.redis_url, socket_connect_timeout=1.0, socket_timeout=2.0)
     try:
         keys = [settings.queue_name, settings.queue_name + health_check_key_suffix]
+        keys += [result_key_prefix + job_id, PROGRESS_STATE_PREFIX + job_id]
         if not finished:
             keys += [prefix + job_id for prefix in (job_key_prefix, in_progress_key_prefix)]
             keys.append(retry_key_prefix + job_id)

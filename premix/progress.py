@@ -1,7 +1,8 @@
 """Progress of a premix job: the six phases, the event, its emitter and its readers.
 
 Each event goes out in one Redis round trip (one Lua script): published on the job's channel
-(`PROGRESS_CHANNEL_PREFIX + job_id`) and on the all-jobs channel (`PROGRESS_ALL_CHANNEL`) for
+(`PROGRESS_CHANNEL_PREFIX + job_id`) and on the all-jobs channel (`PROGRESS_ALL_CHANNEL`, or
+`settings.progress_all_channel`) for
 live listeners, and stored as the job's latest state (`PROGRESS_STATE_PREFIX + job_id`, TTL
 `settings.progress_ttl_seconds`) for late readers; an emitter given an execution's `TryGuard`
 publishes nothing once a newer try of the job began (it raises `Superseded`). Events are JSON
@@ -23,7 +24,6 @@ from redis.exceptions import RedisError
 
 from premix.constants import (
     JOB_TYPE,
-    PROGRESS_ALL_CHANNEL,
     PROGRESS_CHANNEL_PREFIX,
     PROGRESS_STATE_PREFIX,
     TOTAL_PHASES,
@@ -170,6 +170,7 @@ class ProgressEmitter:
     ) -> None:
         self._redis = redis
         self._guard = guard
+        self._all_channel = settings.progress_all_channel
         self._ttl_seconds = settings.progress_ttl_seconds
         self._job_id = job_id
         self._job = job
@@ -292,7 +293,7 @@ class ProgressEmitter:
                     payload,
                     str(self._ttl_seconds),
                     progress_channel(self._job_id),
-                    PROGRESS_ALL_CHANNEL,
+                    self._all_channel,
                 ),
             )
         except (RedisError, OSError) as e:

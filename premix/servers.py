@@ -16,6 +16,8 @@ Start-up failures raise `ServerError` with the server's last log lines.
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import ctypes.util
 import shutil
 import signal
 import socket
@@ -30,10 +32,18 @@ from typing import Final, Self, TypeVar
 START_TIMEOUT_SECONDS: Final = 20.0
 STOP_TIMEOUT_SECONDS: Final = 10.0
 LOG_TAIL_LINES: Final = 20
+PR_SET_PDEATHSIG: Final = 1  # prctl(2)
 
 
 class ServerError(RuntimeError):
     """A private server is missing or did not start."""
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: ask Linux to SIGKILL it when its parent dies."""
+    if sys.platform.startswith("linux"):
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
 
 
 def free_port() -> int:
@@ -73,6 +83,9 @@ class _Process:
 
     def __init__(self, workdir: Path, port: int | None = None) -> None:
         self.workdir = Path(workdir)
+        # Linux: the kernel kills the server when the thread that started it dies (even by
+        # SIGKILL); for servers one process starts and stops itself (the demo, benchmarks).
+        self.die_with_parent = False
         self.port = port if port is not None else free_port()
         self.process: subprocess.Popen[bytes] | None = None
         self.log_path = self.workdir / f"{self.name}.log"
@@ -92,21 +105,29 @@ class _Process:
         return self.process is not None and self.process.poll() is None
 
     def start(self, timeout: float = START_TIMEOUT_SECONDS) -> None:
-        """Start the server and return once it answers; raises `ServerError` otherwise."""
+        """Start the server and return once it answers; raises `ServerError` otherwise (an
+        interruption while it starts, Ctrl-C included, kills it too)."""
         self.workdir.mkdir(parents=True, exist_ok=True)
         with self.log_path.open("ab") as log:
             self.process = subprocess.Popen(  # noqa: S603 - our own server binaries
-                self.command(), stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL
+                self.command(),
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                preexec_fn=_die_with_parent if self.die_with_parent else None,
             )
-        deadline = time.monotonic() + timeout
-        while not self.answers():
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.kill()
-                raise ServerError(
-                    f"{self.name} did not start on 127.0.0.1:{self.port}; its log ends:\n"
-                    + self.log_tail()
-                )
-            time.sleep(0.02)
+        try:
+            deadline = time.monotonic() + timeout
+            while not self.answers():
+                if self.process.poll() is not None or time.monotonic() > deadline:
+                    raise ServerError(
+                        f"{self.name} did not start on 127.0.0.1:{self.port}; its log ends:\n"
+                        + self.log_tail()
+                    )
+                time.sleep(0.02)
+        except BaseException:
+            self.kill()
+            raise
 
     def stop(self) -> None:
         """SIGTERM, and wait for the process to exit (SIGKILL if it does not)."""
@@ -241,9 +262,11 @@ class SecantusServer(_Process):
 
 @contextlib.contextmanager
 def _in_temporary_directory(prefix: str, make: Callable[[Path], S]) -> Iterator[S]:
-    """`make(directory)` in a fresh temporary directory, started; stopped and removed after."""
+    """`make(directory)` in a fresh temporary directory, started; stopped and removed after
+    (and killed with this process, where the platform allows)."""
     with tempfile.TemporaryDirectory(prefix=prefix) as workdir:
         server = make(Path(workdir))
+        server.die_with_parent = True
         with server:
             yield server
 

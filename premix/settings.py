@@ -10,7 +10,13 @@ from pydantic import Field, SecretStr, ValidationError, field_validator, model_v
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict, SettingsError
 
 from premix.amounts import format_sol
-from premix.constants import LAMPORTS_PER_SOL, MAX_BUYER_WALLETS, MAX_COMPUTE_UNIT_LIMIT, QUEUE_NAME
+from premix.constants import (
+    LAMPORTS_PER_SOL,
+    MAX_BUYER_WALLETS,
+    MAX_COMPUTE_UNIT_LIMIT,
+    PROGRESS_ALL_CHANNEL,
+    QUEUE_NAME,
+)
 from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS, TierTable
 
 MEMORY_STORE_URI = "memory://"
@@ -25,6 +31,8 @@ class Settings(BaseSettings):
     redis_url: str = "redis://127.0.0.1:6379/0"
     # The arq queue (a sorted set in Redis); the demo uses a private one on a shared Redis.
     queue_name: str = Field(default=QUEUE_NAME, min_length=1)
+    # The channel every job's progress events also go to (the demo uses a private one).
+    progress_all_channel: str = Field(default=PROGRESS_ALL_CHANNEL, min_length=1)
     # "memory://" selects the embedded in-process store (tests and demo only).
     mongodb_uri: str = "mongodb://127.0.0.1:27017"
     mongodb_database: str = "premix"

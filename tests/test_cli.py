@@ -16,6 +16,7 @@ import subprocess
 import sys
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 from uuid import uuid4
 
@@ -28,7 +29,12 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 
 from premix.cli import run
-from premix.constants import PROGRESS_STATE_PREFIX, QUEUE_NAME, USER_LOCK_PREFIX
+from premix.constants import (
+    PROGRESS_ALL_CHANNEL,
+    PROGRESS_STATE_PREFIX,
+    QUEUE_NAME,
+    USER_LOCK_PREFIX,
+)
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
 from premix.progress import Phase, ProgressEmitter, ProgressEvent
@@ -788,13 +794,22 @@ async def test_demo_with_redis_url_leaves_jobs_queued_by_others_alone(
     assert queued.status == 0, queued
     job_id = queued.json()["jobId"]
 
-    report = run_demo_json("--amount", "1", "--slot-ms", "20", "--redis-url", redis_url)
+    async with redis_client.pubsub() as all_jobs:
+        await all_jobs.subscribe(PROGRESS_ALL_CHANNEL)  # where the bot hears every job
+        await all_jobs.get_message(timeout=1)  # the subscription's confirmation
+        report = await asyncio.to_thread(
+            run_demo_json, "--amount", "1", "--slot-ms", "20", "--redis-url", redis_url
+        )
+        heard = await all_jobs.get_message(ignore_subscribe_messages=True, timeout=0.5)
 
     assert report["success"] is True
+    assert heard is None  # the demo's events stayed on a channel of its own
     assert await redis_client.zrange(QUEUE_NAME, 0, -1) == [job_id.encode()]
     assert await redis_client.exists(f"arq:job:{job_id}") == 1
     assert await redis_client.get(USER_LOCK_PREFIX + "someone") == job_id.encode()
-    assert [key async for key in redis_client.scan_iter("premix:demo-*")] == []
+    demo_job = report["jobId"]
+    left = [key async for key in redis_client.scan_iter("*demo*")]
+    assert left == [], f"the demo left {left} (job {demo_job})"
 
 
 async def test_demo_with_redis_url_is_never_taken_by_a_worker_running_there(
@@ -877,3 +892,41 @@ def test_a_redis_url_that_does_not_parse_is_one_line_that_never_shows_it() -> No
     )
     for result in (status, demo):
         assert "s3cr3t" not in result.stdout + result.stderr
+
+
+def children_named(pid: int, name: str) -> list[int]:
+    """Process ids of `pid`'s children whose command is `name` (from /proc)."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat.read_text().rsplit(")", 1)
+            command = fields[0].split("(", 1)[1]
+            parent = int(fields[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if parent == pid and command == name:
+            found.append(int(stat.parent.name))
+    return found
+
+
+@pytest.mark.skipif(not Path("/proc").is_dir(), reason="reads processes from /proc")
+@pytest.mark.parametrize("signum", [signal.SIGTERM, signal.SIGKILL], ids=["sigterm", "sigkill"])
+async def test_a_demo_stopped_by_a_signal_leaves_no_valkey_running(signum: int) -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "premix.cli", "demo", "--json", "--amount", "85", "--slot-ms", "200",
+        env=environment, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    async with asyncio.timeout(30):
+        while not (valkeys := children_named(process.pid, "valkey-server")):
+            await asyncio.sleep(0.05)
+
+    process.send_signal(signum)
+    _, stderr = await asyncio.wait_for(process.communicate(), 30)
+
+    if signum == signal.SIGTERM:
+        assert process.returncode == 130
+        assert stderr.decode() == "premix: error: interrupted\n"
+    async with asyncio.timeout(10):
+        while any(Path(f"/proc/{pid}").exists() for pid in valkeys):
+            await asyncio.sleep(0.05)

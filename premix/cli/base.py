@@ -6,6 +6,7 @@ import asyncio
 import importlib
 import json
 import re
+import signal
 import sys
 from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
@@ -132,12 +133,20 @@ def note(message: str) -> None:
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:
     """Run a command's coroutine to completion in a fresh event loop.
 
-    Ctrl-C cancels the coroutine (its cleanup runs) and raises `Interrupted`.
+    Ctrl-C, or SIGTERM (a supervisor, `kill`), cancels the coroutine (its cleanup runs: the
+    demo stops the servers it started) and raises `Interrupted`.
     """
+    previous = signal.signal(signal.SIGTERM, _interrupt)
     try:
         return asyncio.run(coroutine)
     except KeyboardInterrupt:
         raise Interrupted() from None  # not KeyboardInterrupt: click would print a blank line
+    finally:
+        signal.signal(signal.SIGTERM, previous)
+
+
+def _interrupt(signum: int, frame: object) -> None:
+    raise KeyboardInterrupt
 
 
 # --- the command group ---
