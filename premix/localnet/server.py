@@ -27,6 +27,7 @@ from premix.localnet.methods import (
     INTERNAL_ERROR,
     INVALID_REQUEST,
     PARSE_ERROR,
+    Node,
     RpcError,
     RpcMethods,
     sent_signature,
@@ -171,14 +172,10 @@ class _Handler(BaseHTTPRequestHandler):
         method = call["method"]
         if not isinstance(method, str):
             return _error_response(call_id, RpcError(INVALID_REQUEST, "Invalid request"))
-        faults = self.server.faults
-        if faults.take(FaultKind.EXPIRE_BLOCKHASH, [method]):
+        if self.server.faults.take(FaultKind.EXPIRE_BLOCKHASH, [method]):
             self.server.chain.expire_blockhashes()
-        drop = (
-            method == "sendTransaction" and faults.take(FaultKind.DROP_SEND, [method]) is not None
-        )
         try:
-            result = self.server.methods.call(method, call.get("params"), drop_send=drop)
+            result = self.server.methods.call(method, call.get("params"), self._node(method))
         except RpcError as error:
             response = _error_response(call_id, error)
         except Exception as error:  # a bug here must not kill the connection silently
@@ -188,6 +185,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = {"jsonrpc": "2.0", "result": result, "id": call_id}
         return response if "id" in call else None
+
+    def _node(self, method: str) -> Node:
+        """The node that answers this call of `method`, as the per-call faults make it."""
+        faults = self.server.faults
+        stale = faults.take(FaultKind.STALE_READ, [method])
+        return Node(
+            behind_slots=0 if stale is None else int(stale.params["slots"]),
+            has_history=faults.take(FaultKind.NO_HISTORY, [method]) is None,
+            drops_sends=(
+                method == "sendTransaction"
+                and faults.take(FaultKind.DROP_SEND, [method]) is not None
+            ),
+        )
 
     # -- interceptors -------------------------------------------------------------------------
 
