@@ -8,8 +8,7 @@ import click
 
 from premix.cli.base import CommandFailed, note
 from premix.constants import LOCALNET_SLOT_MS
-from premix.localnet import FaultRule, Localnet
-from premix.localnet.faults import make_rule
+from premix.localnet import FaultRule, Localnet, make_rule
 
 FAULT_SYNTAX = "KIND[:param=value,...]"
 
