@@ -35,8 +35,9 @@ Behaves like a validator where premix can tell (agave's `rpc/src/rpc.rs` is the 
   in getFeeForMessage too).
 
 Modules: `chain` (LiteSVM + blocks, blockhash window, banks, transaction log), `history` (account
-states of recent slots), `methods` (the JSON-RPC methods and their validator shapes), `server`
-(HTTP, faults applied, stats), `faults` (fault rules), `intercept` (the request hook), `node`
+states of recent slots), `methods` (the JSON-RPC methods and their validator shapes), `params`
+(parsing a call's params, size limits), `errors` (`RpcError` and the codes), `server` (HTTP,
+faults applied, stats), `faults` (fault rules), `intercept` (the request hook), `node`
 (`Localnet`, the slot clock, `serve_forever`).
 
 Interception (a test hook): `callback(InterceptedRequest)` runs on the request's server thread

@@ -16,18 +16,13 @@ behind=node.behind_slots)`, so its context slot, values and `minContextSlot` che
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Final
 
 import base58
 from solders.account import Account
-from solders.hash import Hash
 from solders.message import Message, MessageV0, from_bytes_versioned
-from solders.pubkey import Pubkey
-from solders.signature import Signature
-from solders.transaction import VersionedTransaction
 
 from premix.localnet.chain import (
     RECENT_STATUS_SLOTS,
@@ -40,68 +35,35 @@ from premix.localnet.chain import (
     SignatureVerificationFailure,
     transaction_error_json,
 )
+from premix.localnet.errors import (
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    SEND_TRANSACTION_PREFLIGHT_FAILURE,
+    TRANSACTION_SIGNATURE_VERIFICATION_FAILURE,
+    RpcError,
+    invalid_params,
+    min_context_slot_not_reached,
+)
+from premix.localnet.params import (
+    MESSAGE_TYPE,
+    Params,
+    decode_wire,
+    parse_account_encoding,
+    parse_commitment,
+    parse_config,
+    parse_hash,
+    parse_min_context_slot,
+    parse_pubkey,
+    parse_signature,
+    parse_transaction,
+    required_param,
+)
 
 API_VERSION: Final = "2.2.0"  # the Agave RPC whose shapes localnet follows
 FEATURE_SET: Final = 3_294_202_862
 MAX_SIGNATURE_STATUSES: Final = 256
 MAX_MULTIPLE_ACCOUNTS: Final = 100
 MAX_BASE58_ACCOUNT_BYTES: Final = 128
-PACKET_DATA_SIZE: Final = 1_232  # bytes: the largest transaction (or message) a node decodes
-MAX_BASE58_SIZE: Final = 1_683  # characters: base58 of PACKET_DATA_SIZE bytes (agave's golden)
-MAX_BASE64_SIZE: Final = 1_644  # characters: base64 of PACKET_DATA_SIZE bytes
-# Rust `type_name`s agave's size and decoding errors print.
-TRANSACTION_TYPE: Final = "solana_transaction::versioned::VersionedTransaction"
-MESSAGE_TYPE: Final = "solana_message::versions::VersionedMessage"
-
-# JSON-RPC 2.0 and Solana error codes
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-SEND_TRANSACTION_PREFLIGHT_FAILURE: Final = -32002
-TRANSACTION_SIGNATURE_VERIFICATION_FAILURE: Final = -32003
-MIN_CONTEXT_SLOT_NOT_REACHED: Final = -32016
-
-_COMMITMENT_ALIASES: Final = {
-    "processed": Commitment.PROCESSED,
-    "recent": Commitment.PROCESSED,
-    "confirmed": Commitment.CONFIRMED,
-    "single": Commitment.CONFIRMED,
-    "singleGossip": Commitment.CONFIRMED,
-    "finalized": Commitment.FINALIZED,
-    "max": Commitment.FINALIZED,
-    "root": Commitment.FINALIZED,
-}
-
-
-class RpcError(Exception):
-    """A JSON-RPC error object: `{"code", "message", "data"?}`."""
-
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def invalid_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, message)
-
-
-def min_context_slot_not_reached(context_slot: int) -> RpcError:
-    """Agave's `RpcCustomError::MinContextSlotNotReached`: the bank is at `context_slot`."""
-    return RpcError(
-        MIN_CONTEXT_SLOT_NOT_REACHED,
-        "Minimum context slot has not been reached",
-        {"contextSlot": context_slot},
-    )
 
 
 @dataclass(frozen=True)
@@ -115,7 +77,6 @@ class Node:
 
 HEALTHY: Final = Node()
 
-Params = list[Any]
 Method = Callable[[Params, Node], Any]
 
 
@@ -164,9 +125,9 @@ class RpcMethods:
         """The block whose bank serves a call with `config` on `node` (its `commitment`, unless
         given); raises -32016 when that is below the call's `minContextSlot`."""
         if commitment is None:
-            commitment = _commitment(config)
+            commitment = parse_commitment(config)
         bank = self.chain.block(commitment, behind=node.behind_slots)
-        minimum = _min_context_slot(config)
+        minimum = parse_min_context_slot(config)
         if minimum is not None and bank.slot < minimum:
             raise min_context_slot_not_reached(bank.slot)
         return bank
@@ -187,16 +148,16 @@ class RpcMethods:
         return str(self.chain.genesis_hash)
 
     def get_slot(self, params: Params, node: Node) -> int:
-        return self._bank(_config(params, 0), node).slot
+        return self._bank(parse_config(params, 0), node).slot
 
     def get_block_height(self, params: Params, node: Node) -> int:
-        return self._bank(_config(params, 0), node).height
+        return self._bank(parse_config(params, 0), node).height
 
     def get_transaction_count(self, params: Params, node: Node) -> int:
-        return self.chain.transaction_count(self._bank(_config(params, 0), node))
+        return self.chain.transaction_count(self._bank(parse_config(params, 0), node))
 
     def get_epoch_info(self, params: Params, node: Node) -> dict[str, Any]:
-        bank = self._bank(_config(params, 0), node)
+        bank = self._bank(parse_config(params, 0), node)
         return {
             "absoluteSlot": bank.slot,
             "blockHeight": bank.height,
@@ -207,7 +168,7 @@ class RpcMethods:
         }
 
     def get_latest_blockhash(self, params: Params, node: Node) -> dict[str, Any]:
-        bank = self._bank(_config(params, 0), node)
+        bank = self._bank(parse_config(params, 0), node)
         value = {
             "blockhash": str(bank.blockhash),
             "lastValidBlockHeight": bank.last_valid_block_height,
@@ -215,60 +176,60 @@ class RpcMethods:
         return self._with_context(value, bank)
 
     def is_blockhash_valid(self, params: Params, node: Node) -> dict[str, Any]:
-        blockhash = _hash(_param(params, 0, "blockhash"))
-        bank = self._bank(_config(params, 1), node)
+        blockhash = parse_hash(required_param(params, 0, "blockhash"))
+        bank = self._bank(parse_config(params, 1), node)
         return self._with_context(self.chain.is_blockhash_valid(blockhash, bank), bank)
 
     def get_minimum_balance_for_rent_exemption(self, params: Params, node: Node) -> int:
-        data_len = _param(params, 0, "data length")
+        data_len = required_param(params, 0, "data length")
         if not isinstance(data_len, int) or isinstance(data_len, bool) or data_len < 0:
             raise invalid_params("Invalid params: data length must be a non-negative integer.")
         return self.chain.minimum_balance_for_rent_exemption(data_len)
 
     def get_fee_for_message(self, params: Params, node: Node) -> dict[str, Any]:
-        raw = _wire_bytes(_param(params, 0, "message"), "base64", MESSAGE_TYPE)
+        raw = decode_wire(required_param(params, 0, "message"), "base64", MESSAGE_TYPE)
         try:
             message = from_bytes_versioned(raw)
         except Exception as error:
             raise invalid_params(f"failed to deserialize {MESSAGE_TYPE}: {error}") from error
         if not isinstance(message, Message | MessageV0):
             raise invalid_params("invalid transaction message: unsupported message version")
-        bank = self._bank(_config(params, 1), node)
+        bank = self._bank(parse_config(params, 1), node)
         return self._with_context(self.chain.fee_for_message(message, bank), bank)
 
     # -- accounts -----------------------------------------------------------------------------
 
     def get_balance(self, params: Params, node: Node) -> dict[str, Any]:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        bank = self._bank(_config(params, 1), node)
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        bank = self._bank(parse_config(params, 1), node)
         return self._with_context(self.chain.balance(pubkey, bank), bank)
 
     def get_account_info(self, params: Params, node: Node) -> dict[str, Any]:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        config = _config(params, 1)
-        encoding = _encoding(config)
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        config = parse_config(params, 1)
+        encoding = parse_account_encoding(config)
         bank = self._bank(config, node)
         account = self.chain.account(pubkey, bank)
         value = None if account is None else _ui_account(account, encoding, config)
         return self._with_context(value, bank)
 
     def get_multiple_accounts(self, params: Params, node: Node) -> dict[str, Any]:
-        keys = _param(params, 0, "pubkeys")
+        keys = required_param(params, 0, "pubkeys")
         if not isinstance(keys, list):
             raise invalid_params("Invalid params: expected an array of pubkeys.")
         if len(keys) > MAX_MULTIPLE_ACCOUNTS:
             raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
-        pubkeys = [_pubkey(key) for key in keys]
-        config = _config(params, 1)
-        encoding = _encoding(config)
+        pubkeys = [parse_pubkey(key) for key in keys]
+        config = parse_config(params, 1)
+        encoding = parse_account_encoding(config)
         bank = self._bank(config, node)
         accounts = [self.chain.account(pubkey, bank) for pubkey in pubkeys]
         value = [None if a is None else _ui_account(a, encoding, config) for a in accounts]
         return self._with_context(value, bank)
 
     def request_airdrop(self, params: Params, node: Node) -> str:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        lamports = _param(params, 1, "lamports")
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        lamports = required_param(params, 1, "lamports")
         if not isinstance(lamports, int) or isinstance(lamports, bool) or lamports <= 0:
             raise invalid_params("Invalid params: lamports must be a positive integer.")
         return str(self.chain.airdrop(pubkey, lamports))
@@ -276,14 +237,14 @@ class RpcMethods:
     # -- transactions -------------------------------------------------------------------------
 
     def send_transaction(self, params: Params, node: Node) -> str:
-        config = _config(params, 1)
-        transaction = _transaction(_param(params, 0, "transaction"), config)
+        config = parse_config(params, 1)
+        transaction = parse_transaction(required_param(params, 0, "transaction"), config)
         skip_preflight = bool(config.get("skipPreflight", False))
         # As agave: without preflight the call is served from the processed bank.
         preflight = (
             Commitment.PROCESSED
             if skip_preflight
-            else _commitment({"commitment": config.get("preflightCommitment")})
+            else parse_commitment({"commitment": config.get("preflightCommitment")})
         )
         bank = self._bank(config, node, preflight)
         try:
@@ -302,8 +263,8 @@ class RpcMethods:
         return str(signature)
 
     def simulate_transaction(self, params: Params, node: Node) -> dict[str, Any]:
-        config = _config(params, 1)
-        transaction = _transaction(_param(params, 0, "transaction"), config)
+        config = parse_config(params, 1)
+        transaction = parse_transaction(required_param(params, 0, "transaction"), config)
         bank = self._bank(config, node)
         sig_verify = bool(config.get("sigVerify", False))
         replace = bool(config.get("replaceRecentBlockhash", False))
@@ -318,13 +279,13 @@ class RpcMethods:
         return self._with_context(simulation.to_rpc_json(replacement), bank)
 
     def get_signature_statuses(self, params: Params, node: Node) -> dict[str, Any]:
-        encoded = _param(params, 0, "signatures")
+        encoded = required_param(params, 0, "signatures")
         if not isinstance(encoded, list):
             raise invalid_params("Invalid params: expected an array of signatures.")
         if len(encoded) > MAX_SIGNATURE_STATUSES:
             raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
-        signatures = [_signature(value) for value in encoded]
-        search = bool(_config(params, 1).get("searchTransactionHistory", False))
+        signatures = [parse_signature(value) for value in encoded]
+        search = bool(parse_config(params, 1).get("searchTransactionHistory", False))
         # As agave: statuses come from the processed bank (no commitment, no minContextSlot).
         bank = self.chain.block(Commitment.PROCESSED, behind=node.behind_slots)
         statuses = self.chain.signature_statuses(
@@ -349,126 +310,6 @@ class RpcMethods:
                 }
             )
         return self._with_context(value, bank)
-
-
-# -- parameter parsing (module-level: pure) ---------------------------------------------------
-
-
-def sent_signature(params: Any) -> Signature | None:
-    """The first signature of the transaction a `sendTransaction` call's `params` carry, or
-    None when they hold no decodable transaction (the call itself reports why)."""
-    if not isinstance(params, list):
-        return None
-    try:
-        transaction = _transaction(_param(params, 0, "transaction"), _config(params, 1))
-    except RpcError:
-        return None
-    return transaction.signatures[0] if transaction.signatures else None
-
-
-def _param(params: Params, index: int, name: str) -> Any:
-    if len(params) <= index:
-        raise invalid_params(f"Invalid params: missing {name}.")
-    return params[index]
-
-
-def _config(params: Params, index: int) -> dict[str, Any]:
-    if len(params) <= index or params[index] is None:
-        return {}
-    config = params[index]
-    if not isinstance(config, dict):
-        raise invalid_params("Invalid params: configuration must be an object.")
-    return config
-
-
-def _commitment(config: dict[str, Any]) -> Commitment:
-    name = config.get("commitment")
-    if name is None:
-        return Commitment.FINALIZED
-    commitment = _COMMITMENT_ALIASES.get(name) if isinstance(name, str) else None
-    if commitment is None:
-        raise invalid_params(f"Invalid params: unknown commitment `{name}`.")
-    return commitment
-
-
-def _pubkey(value: Any) -> Pubkey:
-    try:
-        return Pubkey.from_string(value)
-    except Exception as error:
-        raise invalid_params("Invalid param: Invalid") from error
-
-
-def _hash(value: Any) -> Hash:
-    try:
-        return Hash.from_string(value)
-    except Exception as error:
-        raise invalid_params("Invalid param: Invalid") from error
-
-
-def _signature(value: Any) -> Signature:
-    try:
-        return Signature.from_string(value)
-    except Exception as error:
-        raise invalid_params(f"Invalid param: {error}") from error
-
-
-def _min_context_slot(config: dict[str, Any]) -> int | None:
-    minimum = config.get("minContextSlot")
-    if minimum is None:
-        return None
-    if not isinstance(minimum, int) or isinstance(minimum, bool) or minimum < 0:
-        raise invalid_params("Invalid params: minContextSlot must be a non-negative integer.")
-    return minimum
-
-
-def _wire_bytes(encoded: Any, encoding: str, type_name: str) -> bytes:
-    """Decode a transaction or message as agave's `decode_and_deserialize` does: the encoded
-    text, then the bytes, must fit in one packet (1,232 bytes), or -32602 with its message."""
-    if not isinstance(encoded, str):
-        raise invalid_params("Invalid params: expected an encoded string.")
-    limit = MAX_BASE64_SIZE if encoding == "base64" else MAX_BASE58_SIZE
-    if len(encoded) > limit:
-        raise invalid_params(
-            f"{encoding} encoded {type_name} too large: {len(encoded)} bytes "
-            f"(max: encoded/raw {limit}/{PACKET_DATA_SIZE})"
-        )
-    try:
-        if encoding == "base64":
-            raw = base64.b64decode(encoded, validate=True)
-        else:
-            raw = base58.b58decode(encoded)
-    except (binascii.Error, ValueError) as error:
-        raise invalid_params(f"invalid {encoding} encoding: {error}") from error
-    if len(raw) > PACKET_DATA_SIZE:
-        raise invalid_params(
-            f"decoded {type_name} too large: {len(raw)} bytes (max: {PACKET_DATA_SIZE} bytes)"
-        )
-    return raw
-
-
-def _transaction(encoded: Any, config: dict[str, Any]) -> VersionedTransaction:
-    encoding = config.get("encoding", "base58")
-    if encoding not in ("base58", "base64"):
-        raise invalid_params(
-            f"unsupported encoding: {encoding}. Supported encodings: base58, base64"
-        )
-    raw = _wire_bytes(encoded, encoding, TRANSACTION_TYPE)
-    try:
-        transaction = VersionedTransaction.from_bytes(raw)
-    except Exception as error:
-        raise invalid_params(f"failed to deserialize {TRANSACTION_TYPE}: {error}") from error
-    try:
-        transaction.sanitize()
-    except Exception as error:
-        raise invalid_params(f"invalid transaction: {error}") from error
-    return transaction
-
-
-def _encoding(config: dict[str, Any]) -> str:
-    encoding = config.get("encoding", "binary")
-    if encoding not in ("binary", "base58", "base64", "jsonParsed"):
-        raise invalid_params(f"Invalid params: unsupported encoding `{encoding}`.")
-    return str(encoding)
 
 
 def _ui_account(account: Account, encoding: str, config: dict[str, Any]) -> dict[str, Any]:

@@ -21,17 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from premix.localnet.chain import Chain
+from premix.localnet.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
 from premix.localnet.faults import FaultKind, Faults
 from premix.localnet.intercept import InterceptedRequest, Interceptors, Stage
-from premix.localnet.methods import (
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    PARSE_ERROR,
-    Node,
-    RpcError,
-    RpcMethods,
-    sent_signature,
-)
+from premix.localnet.methods import Node, RpcMethods
+from premix.localnet.params import sent_signature
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 
