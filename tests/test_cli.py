@@ -14,6 +14,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -482,6 +483,83 @@ def test_localnet_on_a_busy_port_is_one_error_line() -> None:
         result = premix("localnet", "--port", str(port))
 
     assert_one_error_line(result, f"cannot listen on 127.0.0.1:{port}: Address already in use")
+
+
+PROCESSED = {"commitment": "processed"}
+
+
+def rpc(url: str, *calls: tuple[str, list[Any]]) -> list[Any]:
+    """JSON-RPC calls in one HTTP request (a batch); their results, in order."""
+    batch = [
+        {"jsonrpc": "2.0", "id": index, "method": method, "params": params}
+        for index, (method, params) in enumerate(calls)
+    ]
+    replies = sorted(httpx.post(url, json=batch).json(), key=lambda reply: reply["id"])
+    return [reply["result"] for reply in replies]
+
+
+def test_localnet_with_faults_serves_a_lagging_node_without_history() -> None:
+    environment = {k: v for k, v in os.environ.items() if k not in _PREMIX_VARIABLES}
+    process = subprocess.Popen(
+        [sys.executable, "-m", "premix.cli", "localnet", "--port", "0", "--slot-ms", "10",
+         "--fault", "stale_read:slots=5,method=getSlot", "--fault", "no_history"],
+        env=environment,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )  # fmt: skip
+    try:
+        assert process.stdout is not None and process.stderr is not None
+        url = process.stdout.readline().split()[3]
+        notes = [process.stderr.readline(), process.stderr.readline()]
+        [signature] = rpc(url, ("requestAirdrop", [str(Keypair().pubkey()), 1_000_000_000]))
+        [fresh] = rpc(url, ("getSignatureStatuses", [[signature]]))
+        while rpc(url, ("getBlockHeight", [PROCESSED]))[0] < 6:
+            time.sleep(0.01)
+        # the slot may tick between the two calls of a batch: then the lag looks one more
+        lags = [
+            height - slot
+            for slot, height in (
+                rpc(url, ("getSlot", [PROCESSED]), ("getBlockHeight", [PROCESSED]))
+                for _ in range(20)
+            )
+        ]
+        while rpc(url, ("getBlockHeight", [PROCESSED]))[0] <= 151:
+            time.sleep(0.05)
+        [searched] = rpc(
+            url, ("getSignatureStatuses", [[signature], {"searchTransactionHistory": True}])
+        )
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=10) == 0
+    finally:
+        process.kill()
+
+    assert notes == [
+        "premix: fault on: stale_read (slots=5, method=getSlot)\n",
+        "premix: fault on: no_history\n",
+    ]
+    assert 5 in lags and set(lags) <= {5, 6}
+    assert fresh["value"][0] is not None  # in its last 150 slots: found
+    assert searched["value"] == [None]  # older: a node with history would still find it
+
+
+def test_localnet_with_a_bad_fault_spec_is_one_usage_error_line() -> None:
+    kinds = (
+        "latency, http_429, http_5xx, drop_send, lose_response, expire_blockhash, stale_read, "
+        "no_history"
+    )
+    for spec, message in [
+        ("stale_read", "stale_read needs parameter(s): ['slots']"),
+        ("stale_read:slots", "expected KIND[:param=value,...], got 'slots'"),
+        ("quake:ms=1", f"unknown fault kind 'quake' (kinds: {kinds})"),
+    ]:
+        result = premix("localnet", "--port", "0", "--fault", spec)
+
+        assert_one_error_line(
+            result,
+            f"Invalid value for '--fault': '{spec}': {message} (see 'premix localnet --help')",
+            status=2,
+        )
 
 
 # --- enqueue, status, watch (Redis: the session's test server) ---

@@ -1,5 +1,7 @@
 """Conformance: the same checks against localnet and, when `PREMIX_TEST_RPC_URL` is set, a real
-validator (e.g. `solana-test-validator`), so localnet's result and error shapes can be compared.
+validator (e.g. `solana-test-validator`), so localnet's result and error shapes can be compared:
+transfers and commitments, preflight errors, fees, `minContextSlot` (-32016), the 1,232-byte
+limit (-32602) and reads at `finalized` that agree with their context slot.
 
 Only RPC is used here (no manual clock, no direct airdrops): accounts are funded with
 `requestAirdrop` and commitments are awaited by polling, as against any validator.
@@ -8,18 +10,21 @@ Only RPC is used here (no manual clock, no direct airdrops): accounts are funded
 from __future__ import annotations
 
 import asyncio
+import base64
 import os
 from collections.abc import AsyncIterator, Iterator
+from typing import Any
 
 import httpx
 import pytest
 from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment, Confirmed, Finalized, Processed
 from solana.rpc.core import RPCException
+from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 from solders.keypair import Keypair
 from solders.message import Message
 from solders.pubkey import Pubkey
-from solders.rpc.errors import SendTransactionPreflightFailureMessage
+from solders.rpc.errors import InvalidParamsMessage, SendTransactionPreflightFailureMessage
 from solders.signature import Signature
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
@@ -172,3 +177,71 @@ async def test_raw_shapes_match_a_validator(node_url: str) -> None:
     assert replies[5]["error"]["code"] == -32601
     assert replies[5]["error"]["message"] == "Method not found"
     assert replies[6]["result"]["value"] == [None]
+
+
+async def test_a_read_or_send_below_its_min_context_slot_is_minus_32016(
+    client: AsyncClient,
+) -> None:
+    sender = await funded(client)
+    tx = await transfer_tx(client, sender, Keypair().pubkey(), 10_000_000)
+    far_ahead = (await client.get_slot(Processed)).value + 1_000_000
+    wire = base64.b64encode(bytes(tx)).decode()
+    ahead = {"minContextSlot": far_ahead}
+    calls = [
+        JsonRpcRequest(method="getBalance", params=[str(sender.pubkey()), ahead]),
+        JsonRpcRequest(method="sendTransaction", params=[wire, {"encoding": "base64", **ahead}]),
+    ]
+
+    for request in calls:
+        with pytest.raises(SolanaJsonRpcError) as raised:
+            await client.send_rpc_request(request, Any)
+        error = raised.value
+        assert (error.code, error.message) == (-32016, "Minimum context slot has not been reached")
+        assert set(error.data) == {"contextSlot"} and error.data["contextSlot"] < far_ahead
+    status = (await client.get_signature_statuses([tx.signatures[0]])).value[0]
+    assert status is None  # refused before it was sent
+
+
+async def test_a_transaction_over_1232_bytes_is_refused_with_minus_32602(
+    client: AsyncClient,
+) -> None:
+    sender = await funded(client)
+    blockhash = (await client.get_latest_blockhash(Confirmed)).value.blockhash
+    recipients = [Keypair().pubkey() for _ in range(24)]  # 24 transfers: about 1,500 bytes
+    ixs = [
+        transfer(TransferParams(from_pubkey=sender.pubkey(), to_pubkey=r, lamports=1_000_000))
+        for r in recipients
+    ]
+    tx = Transaction([sender], Message(ixs, sender.pubkey()), blockhash)
+    encoded = len(base64.b64encode(bytes(tx)))
+
+    with pytest.raises(RPCException) as raised:
+        await client.send_transaction(tx)
+
+    error = raised.value.args[0]
+    assert isinstance(error, InvalidParamsMessage)
+    assert len(bytes(tx)) > 1_232 and encoded > 1_644
+    assert error.message == (
+        "base64 encoded solana_transaction::versioned::VersionedTransaction too large: "
+        f"{encoded} bytes (max: encoded/raw 1644/1232)"
+    )
+
+
+async def test_a_finalized_read_shows_a_transfer_only_once_its_bank_contains_it(
+    client: AsyncClient,
+) -> None:
+    sender, recipient = await funded(client), Keypair().pubkey()
+    minimum = (await client.get_minimum_balance_for_rent_exemption(0)).value
+    signature = (
+        await client.send_transaction(await transfer_tx(client, sender, recipient, minimum))
+    ).value
+    await wait_for_status(client, signature, TransactionConfirmationStatus.Confirmed)
+    status = (await client.get_signature_statuses([signature])).value[0]
+    assert status is not None
+
+    reads = [await client.get_balance(recipient, c) for c in (Processed, Confirmed, Finalized)]
+
+    for read in reads:
+        expected = minimum if read.context.slot >= status.slot else 0
+        assert read.value == expected, read
+    assert reads[0].value == reads[1].value == minimum

@@ -3,6 +3,7 @@ request interceptors tests use to act at a precise point of a request (`Localnet
 
 from __future__ import annotations
 
+import base64
 from collections.abc import AsyncIterator
 
 import httpx
@@ -10,8 +11,9 @@ import httpx2
 import pytest
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Processed
+from solana.rpc.commitment import Confirmed, Processed
 from solana.rpc.core import RPCException
+from solana.rpc.jsonrpc import JsonRpcRequest, SolanaJsonRpcError
 from solana.rpc.models import TxOpts
 from solders.keypair import Keypair
 from solders.message import Message
@@ -19,6 +21,7 @@ from solders.pubkey import Pubkey
 from solders.rpc.errors import SendTransactionPreflightFailureMessage
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
+from solders.transaction_status import TransactionConfirmationStatus
 
 from premix.localnet import (
     DropRequest,
@@ -263,6 +266,144 @@ def test_unknown_fault_kinds_and_parameters_are_refused(localnet: Localnet) -> N
         localnet.faults.inject("http_429", status=500)
     with pytest.raises(ValueError, match="between 500 and 599"):
         localnet.faults.inject("http_5xx", status=404)
+
+
+# -- a lagging node (stale_read) and one without history (no_history) ---------------------------
+
+
+async def test_stale_read_answers_every_read_from_the_bank_slots_ago(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    old_tx, _, _ = await signed_transfer(localnet, client)
+    old = (await client.send_transaction(old_tx)).value  # lands in slot 0
+    localnet.advance(8)
+    new_tx, sender, recipient = await signed_transfer(localnet, client)
+    new = (await client.send_transaction(new_tx)).value  # lands in slot 8
+    localnet.advance(2)
+    lagging = localnet.chain.block(behind=3)
+    localnet.faults.inject("stale_read", slots=3)
+
+    slot = (await client.get_slot(Processed)).value
+    confirmed_height = (await client.get_block_height(Confirmed)).value
+    latest = await client.get_latest_blockhash(Processed)
+    balance = await client.get_balance(recipient)
+    account = await client.get_account_info(sender.pubkey())
+    accounts = await client.get_multiple_accounts([sender.pubkey(), recipient])
+    statuses = await client.get_signature_statuses([old, new])
+    fee = await client.get_fee_for_message(new_tx.message)
+
+    assert (slot, confirmed_height) == (7, 6)
+    assert (latest.context.slot, latest.value.blockhash) == (7, lagging.blockhash)
+    assert latest.value.last_valid_block_height == 7 + 150
+    assert (balance.context.slot, balance.value) == (7, 0)
+    assert (account.context.slot, account.value) == (7, None)
+    assert (accounts.context.slot, accounts.value) == (7, [None, None])
+    assert statuses.context.slot == 7
+    old_status, new_status = statuses.value
+    assert new_status is None  # landed after the node's slot
+    assert old_status is not None
+    assert (old_status.slot, old_status.confirmations) == (0, 7)
+    assert old_status.confirmation_status == TransactionConfirmationStatus.Confirmed
+    assert (fee.context.slot, fee.value) == (7, None)  # its blockhash is newer than the bank
+    localnet.faults.clear()
+    assert (await client.get_balance(recipient)).value == LAMPORTS
+
+
+async def test_stale_read_below_min_context_slot_is_minus_32016_and_a_send_still_lands(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    localnet.advance(10)
+    tx, _, recipient = await signed_transfer(localnet, client)
+    localnet.faults.inject("stale_read", slots=4)
+    wire = base64.b64encode(bytes(tx)).decode()
+
+    at_tip = {"commitment": "processed", "minContextSlot": 10}
+    unchecked_send = {"encoding": "base64", "skipPreflight": True, "minContextSlot": 10}
+
+    with pytest.raises(SolanaJsonRpcError) as read:
+        await client.send_rpc_request(JsonRpcRequest(method="getSlot", params=[at_tip]), int)
+    with pytest.raises(SolanaJsonRpcError) as send:
+        request = JsonRpcRequest(method="sendTransaction", params=[wire, unchecked_send])
+        await client.send_rpc_request(request, str)
+    with pytest.raises(RPCException) as preflight:
+        await client.send_transaction(tx)  # its blockhash is newer than the lagging bank
+
+    assert (read.value.code, read.value.data) == (-32016, {"contextSlot": 6})
+    assert (send.value.code, send.value.data) == (-32016, {"contextSlot": 6})
+    assert preflight.value.args[0].message == "Transaction simulation failed: Blockhash not found"
+    landed = await client.send_transaction(tx, opts=TxOpts(skip_preflight=True))
+    assert landed.value == tx.signatures[0]
+    assert localnet.balance(recipient) == LAMPORTS  # forwarded to the leader all the same
+
+
+async def test_stale_read_spares_calls_without_a_bank_and_counts_only_reads(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    localnet.advance(5)
+    rule = localnet.faults.inject("stale_read", count=2, slots=5)
+
+    assert await client.is_connected()  # getHealth: not a read of a bank, the rule stays
+    assert (await client.get_minimum_balance_for_rent_exemption(0)).value == 890_880
+    lagging = [(await client.get_slot(Processed)).value for _ in range(3)]
+
+    assert lagging == [0, 0, 5]
+    assert rule.fired == 2
+
+
+async def test_stale_read_with_probability_lags_some_reads_repeatably() -> None:
+    def slots(seed: int) -> list[int]:
+        with Localnet(slot_ms=None, seed=seed) as net:
+            net.advance(3)
+            net.faults.inject("stale_read", probability=0.5, slots=2)
+            with httpx.Client() as http:
+                call = {
+                    "jsonrpc": "2.0",
+                    "id": 1,
+                    "method": "getSlot",
+                    "params": [{"commitment": "processed"}],
+                }
+                return [http.post(net.url, json=call).json()["result"] for _ in range(30)]
+
+    first = slots(seed=3)
+
+    assert first == slots(seed=3)
+    assert set(first) == {1, 3}
+
+
+async def test_no_history_finds_only_the_last_150_slots_even_when_history_is_searched(
+    localnet: Localnet, client: AsyncClient
+) -> None:
+    old = localnet.airdrop(Keypair().pubkey(), SOL)  # slot 0
+    localnet.advance(1)
+    edge = localnet.airdrop(Keypair().pubkey(), SOL)  # slot 1
+    localnet.advance(150)  # slot 151: `edge` is 150 slots old, `old` 151
+    localnet.faults.inject("no_history")
+
+    cache_only = (await client.get_signature_statuses([old, edge])).value
+    searched = (
+        await client.get_signature_statuses([old, edge], search_transaction_history=True)
+    ).value
+    localnet.faults.clear()
+    with_history = (await client.get_signature_statuses([old, edge])).value
+
+    assert cache_only[0] is None and searched[0] is None
+    assert cache_only[1] is not None and searched[1] is not None
+    assert (searched[1].slot, searched[1].confirmations) == (1, None)
+    assert with_history[0] is not None and with_history[0].slot == 0
+
+
+def test_stale_read_and_no_history_refuse_bad_parameters(localnet: Localnet) -> None:
+    with pytest.raises(ValueError, match="stale_read needs parameter"):
+        localnet.faults.inject("stale_read")
+    for slots in (0, 151, "3", True):
+        with pytest.raises(ValueError, match="between 1 and 150"):
+            localnet.faults.inject("stale_read", slots=slots)
+    with pytest.raises(ValueError, match="stale_read does not apply to getHealth"):
+        localnet.faults.inject("stale_read", method="getHealth", slots=1)
+    with pytest.raises(ValueError, match="no_history does not apply to getBalance"):
+        localnet.faults.inject("no_history", method="getBalance")
+    with pytest.raises(ValueError, match="unknown parameter"):
+        localnet.faults.inject("no_history", slots=3)
 
 
 # -- interceptors ------------------------------------------------------------------------------

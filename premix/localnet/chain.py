@@ -11,9 +11,12 @@ has no notion of blocks: it accepts only its newest blockhash and never advances
   finalized) and allow 144 blocks of age, as a validator's do: a blockhash newer than that bank
   or older than 144 blocks is "Blockhash not found" there;
 - commitments: a transaction is processed in the slot it lands, confirmed one slot later and
-  finalized 32 slots later; `confirmed`/`finalized` reads of slots, block heights and
-  blockhashes see the block 1 / 32 slots back, as a validator's confirmed and rooted banks do.
-  Account reads always see the newest (processed) state;
+  finalized 32 slots later; a read at `confirmed`/`finalized` sees the bank of the block 1 / 32
+  slots back (its slot, block height, blockhash, accounts, statuses), as a validator's confirmed
+  and rooted banks do, and a lagging node's read (`behind=`) a bank further back still. Account
+  states of earlier slots come from `AccountHistory` (history.py), an undo log of the last 200
+  slots. Simulation (and preflight) runs on the newest accounts: only its blockhash window
+  follows its bank;
 - a transaction log: every transaction received, the slot it was received and landed in (None
   when it never landed), its on-chain error, or why it was rejected or dropped.
 
@@ -22,19 +25,21 @@ Every public method takes one lock, so concurrent RPC calls and the slot clock a
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import json
 import threading
 from collections import deque
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
 
 from solders.account import Account
+from solders.address_lookup_table_account import AddressLookupTable
 from solders.clock import MAX_TRANSACTION_FORWARDING_DELAY
 from solders.hash import Hash
 from solders.litesvm import LiteSVM
-from solders.message import Message, MessageV0
+from solders.message import Message, MessageV0, MessageV1
 from solders.pubkey import Pubkey
 from solders.rpc.responses import RpcSimulateTransactionResult
 from solders.signature import Signature
@@ -49,12 +54,21 @@ from solders.transaction_status import (
     TransactionErrorType,
 )
 
+from premix.localnet.history import AccountHistory
+
 MAX_PROCESSING_AGE: Final = 150  # blocks a blockhash stays valid after its own block
 # Simulation (and so preflight) allows less age, leaving time to forward the transaction.
 MAX_SIMULATION_AGE: Final = MAX_PROCESSING_AGE - MAX_TRANSACTION_FORWARDING_DELAY
 CONFIRMED_DEPTH: Final = 1  # slots from landing to `confirmed`
 FINALIZED_DEPTH: Final = 32  # slots from landing to `finalized`
 STATUS_CACHE_SLOTS: Final = 300  # statuses found without searchTransactionHistory
+RECENT_STATUS_SLOTS: Final = 150  # all a node without transaction history can answer from
+MAX_RECENT_BLOCKHASHES: Final = 300  # a bank's blockhash queue: getFeeForMessage prices these
+MAX_LAG_SLOTS: Final = MAX_PROCESSING_AGE  # the furthest behind a lagging node's reads can be
+# Account states kept for reads back to a lagging node's finalized bank, with a margin.
+ACCOUNT_HISTORY_SLOTS: Final = 200
+# Blocks kept: the blockhash queue of the oldest bank a read can see.
+_RETAINED_BLOCKS: Final = MAX_RECENT_BLOCKHASHES + FINALIZED_DEPTH + MAX_LAG_SLOTS + 2
 LAMPORTS_PER_SIGNATURE: Final = 5_000
 SLOTS_PER_EPOCH: Final = 432_000
 TRANSACTION_HISTORY_CAPACITY: Final = 1_000_000
@@ -278,10 +292,9 @@ class Chain:
         self._svm.warp_to_slot(genesis.slot)
         self._genesis = genesis
         # Blocks still needed: for commitment reads and blockhash validity.
-        self._blocks: deque[Block] = deque(
-            [genesis], maxlen=MAX_PROCESSING_AGE + FINALIZED_DEPTH + 2
-        )
+        self._blocks: deque[Block] = deque([genesis], maxlen=_RETAINED_BLOCKS)
         self._block_by_hash: dict[Hash, Block] = {genesis.blockhash: genesis}
+        self._history = AccountHistory(ACCOUNT_HISTORY_SLOTS)
         self._log: dict[Signature, TransactionRecord] = {}
 
     # -- time ---------------------------------------------------------------------------------
@@ -302,10 +315,13 @@ class Chain:
         with self._lock:
             return self._blocks[-1].height
 
-    def block(self, commitment: Commitment = Commitment.PROCESSED) -> Block:
-        """The block a read at `commitment` sees (clamped to genesis early on)."""
+    def block(self, commitment: Commitment = Commitment.PROCESSED, *, behind: int = 0) -> Block:
+        """The block whose bank a read at `commitment` sees, on a node `behind` slots behind the
+        newest block (clamped to genesis early on). Pass it as `bank` to the reads below."""
+        if not 0 <= behind <= MAX_LAG_SLOTS:
+            raise ValueError(f"behind must be between 0 and {MAX_LAG_SLOTS}")
         with self._lock:
-            depth = min(commitment.depth, len(self._blocks) - 1)
+            depth = min(commitment.depth + behind, len(self._blocks) - 1)
             return self._blocks[-1 - depth]
 
     def advance(self, slots: int = 1) -> Block:
@@ -324,6 +340,7 @@ class Chain:
                     self._block_by_hash.pop(self._blocks[0].blockhash, None)
                 self._blocks.append(block)
                 self._block_by_hash[block.blockhash] = block
+            self._history.advance_to(self._blocks[-1].slot)
             return self._blocks[-1]
 
     def expire_blockhashes(self) -> Block:
@@ -331,32 +348,28 @@ class Chain:
         return self.advance(MAX_PROCESSING_AGE + 1)
 
     def is_blockhash_valid(
-        self,
-        blockhash: Hash,
-        commitment: Commitment = Commitment.PROCESSED,
-        *,
-        max_age: int = MAX_PROCESSING_AGE,
+        self, blockhash: Hash, bank: Block | None = None, *, max_age: int = MAX_PROCESSING_AGE
     ) -> bool:
-        """Whether a transaction using `blockhash` could run in the block `commitment` reads."""
+        """Whether a transaction using `blockhash` could run in `bank` (None: the newest)."""
         with self._lock:
-            at = self.block(commitment)
-            block = self._block_by_hash.get(blockhash)
-            return block is not None and block.height <= at.height <= block.height + max_age
+            return self._in_queue(blockhash, self._or_newest(bank), max_age)
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def account(self, pubkey: Pubkey) -> Account | None:
-        """The account at `pubkey`, or None when it holds no lamports."""
+    def account(self, pubkey: Pubkey, bank: Block | None = None) -> Account | None:
+        """The account at `pubkey` in `bank` (None: the newest state), or None when it holds
+        no lamports. Raises ValueError for a bank older than the account history."""
         with self._lock:
-            account = self._svm.get_account(pubkey)
+            account = self._state(pubkey, bank)
         if account is None or account.lamports == 0:
             return None
         return account
 
-    def balance(self, pubkey: Pubkey) -> int:
-        """Lamports held by `pubkey` (0 for an account that does not exist)."""
-        with self._lock:
-            return self._svm.get_balance(pubkey) or 0
+    def balance(self, pubkey: Pubkey, bank: Block | None = None) -> int:
+        """Lamports held by `pubkey` in `bank` (None: now; 0 for an account that does not
+        exist)."""
+        account = self.account(pubkey, bank)
+        return 0 if account is None else account.lamports
 
     def minimum_balance_for_rent_exemption(self, data_len: int) -> int:
         with self._lock:
@@ -366,7 +379,7 @@ class Chain:
         """Credit `pubkey` from the faucet in the current slot; returns the airdrop signature."""
         if lamports <= 0:
             raise ValueError("lamports must be > 0")
-        with self._lock:
+        with self._lock, self._recording([pubkey, self._svm.airdrop_pubkey()]):
             result = self._svm.airdrop(pubkey, lamports)
             if isinstance(result, FailedTransactionMetadata):
                 raise RuntimeError(f"airdrop failed: {describe_transaction_error(result.err())}")
@@ -381,13 +394,14 @@ class Chain:
         transaction: VersionedTransaction,
         *,
         skip_preflight: bool = False,
-        preflight_commitment: Commitment = Commitment.FINALIZED,
+        preflight_bank: Block | None = None,
         drop: bool = False,
     ) -> Signature:
         """Receive a transaction as sendTransaction does; returns its signature.
 
-        With preflight it raises `SignatureVerificationFailure` or `PreflightFailure` (expired
-        or unknown blockhash, already processed, or a failing simulation). Without preflight
+        Preflight runs in `preflight_bank` (None: the finalized one) and raises
+        `SignatureVerificationFailure` or `PreflightFailure` (expired or unknown blockhash,
+        already processed, or a failing simulation). Without preflight
         the signature is always returned; a transaction that cannot land is dropped, one that
         fails in execution lands with its error and pays its fee. `drop=True` (a fault) accepts
         the transaction and never lands it.
@@ -400,7 +414,7 @@ class Chain:
             if not skip_preflight:
                 if not signatures_ok:
                     raise SignatureVerificationFailure()
-                simulation = self._preflight(transaction, preflight_commitment)
+                simulation = self._preflight(transaction, preflight_bank)
                 if simulation.err is not None:
                     self._record_rejected(signature, slot, simulation.err)
                     raise PreflightFailure(simulation)
@@ -415,7 +429,8 @@ class Chain:
             if not self.is_blockhash_valid(blockhash):
                 self._record(signature, slot, BLOCKHASH_NOT_FOUND, 0, landed=False)
                 return signature
-            result = self._svm.send_transaction(transaction)
+            with self._recording(self._writable_keys(transaction.message)):
+                result = self._svm.send_transaction(transaction)
             if isinstance(result, FailedTransactionMetadata):
                 err = result.err()
                 landed = transaction_error_name(err) not in _NOT_COMMITTED
@@ -431,27 +446,35 @@ class Chain:
         *,
         sig_verify: bool = False,
         replace_recent_blockhash: bool = False,
-        commitment: Commitment = Commitment.FINALIZED,
+        bank: Block | None = None,
     ) -> tuple[Simulation, Block | None]:
-        """Run a transaction without committing it (simulateTransaction).
+        """Run a transaction without committing it (simulateTransaction) in `bank` (None: the
+        finalized one): its blockhash must be in that bank's window; the accounts are the
+        newest ones.
 
         Returns the simulation and, with `replace_recent_blockhash`, the block whose blockhash
         replaced the transaction's.
         """
         with self._lock:
+            bank = bank if bank is not None else self.block(Commitment.FINALIZED)
             if self._landed(transaction.signatures[0]):
                 return Simulation(ALREADY_PROCESSED, [], 0, 0), None
             if replace_recent_blockhash:
-                return self._simulate(transaction, sig_verify=False), self.block(commitment)
+                return self._simulate(transaction, sig_verify=False), bank
             blockhash = transaction.message.recent_blockhash
-            if not self.is_blockhash_valid(blockhash, commitment, max_age=MAX_SIMULATION_AGE):
+            if not self._in_queue(blockhash, bank, MAX_SIMULATION_AGE):
                 return Simulation(BLOCKHASH_NOT_FOUND, [], 0, 0), None
             return self._simulate(transaction, sig_verify=sig_verify), None
 
-    def fee_for_message(self, message: Message | MessageV0) -> int | None:
-        """The fee the runtime charges for `message`, or None when its blockhash is not valid."""
+    def fee_for_message(
+        self, message: Message | MessageV0, bank: Block | None = None
+    ) -> int | None:
+        """The fee the runtime charges for `message` in `bank` (None: the newest), or None when
+        its blockhash is not in that bank's blockhash queue (newer than the bank, or more than
+        300 blocks older: the queue, not the 150-block validity, decides, as in a validator)."""
         with self._lock:
-            if not self.is_blockhash_valid(message.recent_blockhash):
+            bank = self._or_newest(bank)
+            if not self._in_queue(message.recent_blockhash, bank, MAX_RECENT_BLOCKHASHES):
                 return None
             unsigned = VersionedTransaction.populate(
                 message, [Signature.default()] * message.header.num_required_signatures
@@ -459,19 +482,26 @@ class Chain:
             return self._simulate(unsigned, sig_verify=False).fee_lamports
 
     def signature_statuses(
-        self, signatures: Sequence[Signature], *, search_transaction_history: bool = False
+        self,
+        signatures: Sequence[Signature],
+        *,
+        search_transaction_history: bool = False,
+        bank: Block | None = None,
+        status_cache_slots: int = STATUS_CACHE_SLOTS,
     ) -> list[SignatureStatus | None]:
-        """Status of each signature, or None when it has not landed (or is out of the cache)."""
+        """Status of each signature as `bank` (None: the newest) knows it, or None when it has
+        not landed by then (or is older than `status_cache_slots` and history is not
+        searched). Confirmations and commitment count from the bank's slot."""
         with self._lock:
-            tip = self.slot
+            tip = self._or_newest(bank).slot
             statuses: list[SignatureStatus | None] = []
             for signature in signatures:
                 record = self._log.get(signature)
-                if record is None or record.landed_slot is None:
+                if record is None or record.landed_slot is None or record.landed_slot > tip:
                     statuses.append(None)
                     continue
                 age = tip - record.landed_slot
-                if age > STATUS_CACHE_SLOTS and not search_transaction_history:
+                if age > status_cache_slots and not search_transaction_history:
                     statuses.append(None)
                     continue
                 if age >= FINALIZED_DEPTH:
@@ -492,18 +522,63 @@ class Chain:
         with self._lock:
             return dict(self._log)
 
-    def transaction_count(self) -> int:
-        """Transactions that landed (getTransactionCount), failed ones included."""
+    def transaction_count(self, bank: Block | None = None) -> int:
+        """Transactions that landed by `bank` (None: the newest), failed ones included
+        (getTransactionCount)."""
         with self._lock:
-            return sum(1 for record in self._log.values() if record.landed)
+            slot = self._or_newest(bank).slot
+            return sum(
+                1
+                for record in self._log.values()
+                if record.landed_slot is not None and record.landed_slot <= slot
+            )
+
+    @property
+    def remembered_account_states(self) -> int:
+        """Account states the history holds for reads of earlier banks (its memory, bounded)."""
+        with self._lock:
+            return len(self._history)
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _preflight(self, transaction: VersionedTransaction, commitment: Commitment) -> Simulation:
-        simulation, _ = self.simulate_transaction(
-            transaction, sig_verify=True, commitment=commitment
-        )
+    def _preflight(self, transaction: VersionedTransaction, bank: Block | None) -> Simulation:
+        simulation, _ = self.simulate_transaction(transaction, sig_verify=True, bank=bank)
         return simulation
+
+    def _or_newest(self, bank: Block | None) -> Block:
+        return bank if bank is not None else self._blocks[-1]
+
+    def _in_queue(self, blockhash: Hash, bank: Block, max_age: int) -> bool:
+        """Whether `blockhash` is at most `max_age` blocks older than `bank`'s block (and not
+        newer: a bank has not seen later blocks)."""
+        block = self._block_by_hash.get(blockhash)
+        return block is not None and block.height <= bank.height <= block.height + max_age
+
+    def _state(self, pubkey: Pubkey, bank: Block | None) -> Account | None:
+        newest = self._svm.get_account(pubkey)
+        return newest if bank is None else self._history.state_at(pubkey, bank.slot, newest)
+
+    @contextlib.contextmanager
+    def _recording(self, keys: Iterable[Pubkey]) -> Iterator[None]:
+        """Remember in the history the earlier state of each of `keys` the block changes."""
+        before = {key: self._svm.get_account(key) for key in keys}
+        yield
+        changed = {key: old for key, old in before.items() if self._svm.get_account(key) != old}
+        self._history.record(self.slot, changed)
+
+    def _writable_keys(self, message: Message | MessageV0 | MessageV1) -> list[Pubkey]:
+        """Every account `message` may change: its own keys and the writable addresses its
+        lookup tables load (a table that does not load leaves the transaction failing)."""
+        keys = list(message.account_keys)
+        if isinstance(message, MessageV0):
+            for lookup in message.address_table_lookups:
+                table = self._svm.get_account(lookup.account_key)
+                if table is None:
+                    continue
+                with contextlib.suppress(Exception):
+                    addresses = AddressLookupTable.deserialize(bytes(table.data)).addresses
+                    keys.extend(addresses[index] for index in bytes(lookup.writable_indexes))
+        return keys
 
     def _landed(self, signature: Signature) -> bool:
         record = self._log.get(signature)

@@ -15,9 +15,18 @@ Kinds (params):
   without a response, so the client sees a connection error.
 - `expire_blockhash`: before the request is processed the chain jumps 151 blocks ahead, so every
   blockhash handed out so far has expired (block height > its last valid block height).
+- `stale_read` (slots, 1..150): the call is served by a node `slots` slots behind, as a lagging
+  node behind a load balancer: its banks (processed, confirmed, finalized) are each `slots`
+  older, and so are the context slot, accounts, blockhash, block height and the signatures it
+  has seen; a `minContextSlot` above its bank is -32016. Applies to the reads that have a bank
+  (`STALE_READ_METHODS`), sendTransaction and simulateTransaction included (their preflight
+  bank: a blockhash newer than it is "Blockhash not found"); a transaction sent still lands.
+- `no_history`: getSignatureStatuses answers only from the last 150 slots' status cache, even
+  with `searchTransactionHistory` (a node without transaction history).
 
 HTTP-level kinds (latency, 429, 5xx, lose_response) fire once per HTTP request when any call in
-it matches; `drop_send` and `expire_blockhash` fire per JSON-RPC call.
+it matches; `drop_send`, `expire_blockhash`, `stale_read` and `no_history` fire per JSON-RPC
+call (each call of a batch draws on its own).
 """
 
 from __future__ import annotations
@@ -26,7 +35,9 @@ import enum
 import random
 import threading
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Final
+
+from premix.localnet.chain import MAX_LAG_SLOTS
 
 
 class FaultKind(enum.Enum):
@@ -36,6 +47,8 @@ class FaultKind(enum.Enum):
     DROP_SEND = "drop_send"
     LOSE_RESPONSE = "lose_response"
     EXPIRE_BLOCKHASH = "expire_blockhash"
+    STALE_READ = "stale_read"
+    NO_HISTORY = "no_history"
 
 
 _PARAMS: dict[FaultKind, dict[str, Any]] = {
@@ -45,10 +58,37 @@ _PARAMS: dict[FaultKind, dict[str, Any]] = {
     FaultKind.DROP_SEND: {},
     FaultKind.LOSE_RESPONSE: {},
     FaultKind.EXPIRE_BLOCKHASH: {},
+    FaultKind.STALE_READ: {"slots": None},
+    FaultKind.NO_HISTORY: {},
 }
 
 # Kinds that only make sense for one method when the rule names none.
 _DEFAULT_METHOD: dict[FaultKind, str] = {FaultKind.DROP_SEND: "sendTransaction"}
+
+# The calls a lagging node answers differently: every one served from a bank.
+STALE_READ_METHODS: Final = frozenset(
+    {
+        "getAccountInfo",
+        "getBalance",
+        "getBlockHeight",
+        "getEpochInfo",
+        "getFeeForMessage",
+        "getLatestBlockhash",
+        "getMultipleAccounts",
+        "getSignatureStatuses",
+        "getSlot",
+        "getTransactionCount",
+        "isBlockhashValid",
+        "sendTransaction",
+        "simulateTransaction",
+    }
+)
+
+# Kinds that only affect some methods: a rule for every method fires only on these.
+_APPLIES_TO: dict[FaultKind, frozenset[str]] = {
+    FaultKind.STALE_READ: STALE_READ_METHODS,
+    FaultKind.NO_HISTORY: frozenset({"getSignatureStatuses"}),
+}
 
 
 @dataclass
@@ -63,11 +103,64 @@ class FaultRule:
     fired: int = 0  # how many times it took effect
 
     def matches(self, method: str) -> bool:
-        return self.method is None or self.method == method
+        if self.method is not None:
+            return self.method == method
+        return method in _APPLIES_TO.get(self.kind, frozenset({method}))
 
     @property
     def exhausted(self) -> bool:
         return self.remaining is not None and self.remaining <= 0
+
+
+def make_rule(
+    kind: str | FaultKind,
+    method: str | None = None,
+    count: int | None = None,
+    probability: float | None = None,
+    **params: Any,
+) -> FaultRule:
+    """A checked rule, not yet switched on (`Faults.add`).
+
+    Raises ValueError for an unknown kind or parameter, a missing or out-of-range parameter, a
+    method the kind does not apply to, a count below 1, or a probability outside 0..1.
+    """
+    try:
+        fault_kind = FaultKind(kind)
+    except ValueError:
+        kinds = ", ".join(k.value for k in FaultKind)
+        raise ValueError(f"unknown fault kind {kind!r} (kinds: {kinds})") from None
+    if count is not None and count < 1:
+        raise ValueError("count must be >= 1")
+    if probability is not None and not 0.0 <= probability <= 1.0:
+        raise ValueError("probability must be between 0 and 1")
+    applies_to = _APPLIES_TO.get(fault_kind)
+    if method is not None and applies_to is not None and method not in applies_to:
+        raise ValueError(f"{fault_kind.value} does not apply to {method}")
+    defaults = _PARAMS[fault_kind]
+    unknown = set(params) - set(defaults)
+    if unknown:
+        raise ValueError(f"unknown parameter(s) for {fault_kind.value}: {sorted(unknown)}")
+    merged = {**defaults, **params}
+    missing = [name for name, value in merged.items() if value is None]
+    if missing:
+        raise ValueError(f"{fault_kind.value} needs parameter(s): {missing}")
+    _check_params(fault_kind, merged)
+    return FaultRule(
+        kind=fault_kind,
+        method=method if method is not None else _DEFAULT_METHOD.get(fault_kind),
+        remaining=count,
+        probability=probability,
+        params=merged,
+    )
+
+
+def _check_params(kind: FaultKind, params: dict[str, Any]) -> None:
+    if kind is FaultKind.HTTP_5XX and not 500 <= int(params["status"]) <= 599:
+        raise ValueError("http_5xx status must be between 500 and 599")
+    if kind is FaultKind.STALE_READ:
+        slots = params["slots"]
+        if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= MAX_LAG_SLOTS:
+            raise ValueError(f"stale_read slots must be an integer between 1 and {MAX_LAG_SLOTS}")
 
 
 class Faults:
@@ -88,31 +181,12 @@ class Faults:
     ) -> FaultRule:
         """Add a rule and return it (pass it to `remove` to switch it off).
 
-        Raises ValueError for an unknown kind or parameter, a count below 1, or a probability
-        outside 0..1.
+        Raises ValueError as `make_rule` does.
         """
-        fault_kind = FaultKind(kind)
-        if count is not None and count < 1:
-            raise ValueError("count must be >= 1")
-        if probability is not None and not 0.0 <= probability <= 1.0:
-            raise ValueError("probability must be between 0 and 1")
-        defaults = _PARAMS[fault_kind]
-        unknown = set(params) - set(defaults)
-        if unknown:
-            raise ValueError(f"unknown parameter(s) for {fault_kind.value}: {sorted(unknown)}")
-        merged = {**defaults, **params}
-        missing = [name for name, value in merged.items() if value is None]
-        if missing:
-            raise ValueError(f"{fault_kind.value} needs parameter(s): {missing}")
-        if fault_kind is FaultKind.HTTP_5XX and not 500 <= int(merged["status"]) <= 599:
-            raise ValueError("http_5xx status must be between 500 and 599")
-        rule = FaultRule(
-            kind=fault_kind,
-            method=method if method is not None else _DEFAULT_METHOD.get(fault_kind),
-            remaining=count,
-            probability=probability,
-            params=merged,
-        )
+        return self.add(make_rule(kind, method, count, probability, **params))
+
+    def add(self, rule: FaultRule) -> FaultRule:
+        """Switch on a rule made by `make_rule`; returns it."""
         with self._lock:
             self._rules.append(rule)
         return rule

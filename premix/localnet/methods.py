@@ -1,34 +1,62 @@
 """The JSON-RPC methods localnet speaks, with a validator's parameters, results and errors.
 
-Each method takes the JSON `params` array and returns the JSON `result`, or raises `RpcError`
-with the validator's code and message. Shapes follow Agave's RPC: `{"context": {"slot",
-"apiVersion"}, "value": ...}` for context-wrapped results, -32002 with an
-`RpcSimulateTransactionResult` as `data` for preflight failures, -32003 for bad signatures,
--32602 for bad params, -32601 for unknown methods.
+Each method takes the JSON `params` array and the `Node` answering it (how faults made it
+differ from a healthy node), and returns the JSON `result`, or raises `RpcError` with the
+validator's code and message. Shapes follow Agave's RPC (`rpc/src/rpc.rs`,
+`rpc-client-api/src/custom_error.rs`): `{"context": {"slot", "apiVersion"}, "value": ...}` for
+context-wrapped results, -32002 with an `RpcSimulateTransactionResult` as `data` for preflight
+failures, -32003 for bad signatures, -32016 with `{"contextSlot"}` when the bank a call would
+be served from is below its `minContextSlot`, -32602 for bad params (a transaction or message
+over 1,232 bytes among them), -32601 for unknown methods.
+
+A call reads the bank of its commitment (default finalized) on its node: `Chain.block(commitment,
+behind=node.behind_slots)`, so its context slot, values and `minContextSlot` check agree.
 """
 
 from __future__ import annotations
 
 import base64
-import binascii
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, Final
 
 import base58
 from solders.account import Account
-from solders.hash import Hash
 from solders.message import Message, MessageV0, from_bytes_versioned
-from solders.pubkey import Pubkey
-from solders.signature import Signature
-from solders.transaction import VersionedTransaction
 
 from premix.localnet.chain import (
+    RECENT_STATUS_SLOTS,
     SLOTS_PER_EPOCH,
+    STATUS_CACHE_SLOTS,
+    Block,
     Chain,
     Commitment,
     PreflightFailure,
     SignatureVerificationFailure,
     transaction_error_json,
+)
+from premix.localnet.errors import (
+    INVALID_REQUEST,
+    METHOD_NOT_FOUND,
+    SEND_TRANSACTION_PREFLIGHT_FAILURE,
+    TRANSACTION_SIGNATURE_VERIFICATION_FAILURE,
+    RpcError,
+    invalid_params,
+    min_context_slot_not_reached,
+)
+from premix.localnet.params import (
+    MESSAGE_TYPE,
+    Params,
+    decode_wire,
+    parse_account_encoding,
+    parse_commitment,
+    parse_config,
+    parse_hash,
+    parse_min_context_slot,
+    parse_pubkey,
+    parse_signature,
+    parse_transaction,
+    required_param,
 )
 
 API_VERSION: Final = "2.2.0"  # the Agave RPC whose shapes localnet follows
@@ -37,49 +65,19 @@ MAX_SIGNATURE_STATUSES: Final = 256
 MAX_MULTIPLE_ACCOUNTS: Final = 100
 MAX_BASE58_ACCOUNT_BYTES: Final = 128
 
-# JSON-RPC 2.0 and Solana error codes
-PARSE_ERROR: Final = -32700
-INVALID_REQUEST: Final = -32600
-METHOD_NOT_FOUND: Final = -32601
-INVALID_PARAMS: Final = -32602
-INTERNAL_ERROR: Final = -32603
-SEND_TRANSACTION_PREFLIGHT_FAILURE: Final = -32002
-TRANSACTION_SIGNATURE_VERIFICATION_FAILURE: Final = -32003
 
-_COMMITMENT_ALIASES: Final = {
-    "processed": Commitment.PROCESSED,
-    "recent": Commitment.PROCESSED,
-    "confirmed": Commitment.CONFIRMED,
-    "single": Commitment.CONFIRMED,
-    "singleGossip": Commitment.CONFIRMED,
-    "finalized": Commitment.FINALIZED,
-    "max": Commitment.FINALIZED,
-    "root": Commitment.FINALIZED,
-}
+@dataclass(frozen=True)
+class Node:
+    """The node answering one call, as faults made it (the default: a healthy node)."""
+
+    behind_slots: int = 0  # stale_read: it has seen the chain only up to this many slots ago
+    has_history: bool = True  # no_history: statuses only from its recent status cache
+    drops_sends: bool = False  # drop_send: it accepts transactions and never forwards them
 
 
-class RpcError(Exception):
-    """A JSON-RPC error object: `{"code", "message", "data"?}`."""
+HEALTHY: Final = Node()
 
-    def __init__(self, code: int, message: str, data: Any = None) -> None:
-        super().__init__(message)
-        self.code = code
-        self.message = message
-        self.data = data
-
-    def to_json(self) -> dict[str, Any]:
-        error: dict[str, Any] = {"code": self.code, "message": self.message}
-        if self.data is not None:
-            error["data"] = self.data
-        return error
-
-
-def invalid_params(message: str) -> RpcError:
-    return RpcError(INVALID_PARAMS, message)
-
-
-Params = list[Any]
-Method = Callable[[Params], Any]
+Method = Callable[[Params, Node], Any]
 
 
 class RpcMethods:
@@ -108,8 +106,8 @@ class RpcMethods:
             "simulateTransaction": self.simulate_transaction,
         }
 
-    def call(self, method: str, params: Any, *, drop_send: bool = False) -> Any:
-        """Run one call; returns its JSON result or raises `RpcError`."""
+    def call(self, method: str, params: Any, node: Node = HEALTHY) -> Any:
+        """Run one call on `node`; returns its JSON result or raises `RpcError`."""
         handler = self._methods.get(method)
         if handler is None:
             raise RpcError(METHOD_NOT_FOUND, "Method not found")
@@ -117,128 +115,144 @@ class RpcMethods:
             params = []
         if not isinstance(params, list):
             raise invalid_params("Invalid params: expected an array of parameters.")
-        if method == "sendTransaction":
-            return self.send_transaction(params, drop=drop_send)
-        return handler(params)
+        return handler(params, node)
 
     # -- helpers ------------------------------------------------------------------------------
 
-    def _context(self, commitment: Commitment = Commitment.PROCESSED) -> dict[str, Any]:
-        return {"slot": self.chain.block(commitment).slot, "apiVersion": API_VERSION}
+    def _bank(
+        self, config: dict[str, Any], node: Node, commitment: Commitment | None = None
+    ) -> Block:
+        """The block whose bank serves a call with `config` on `node` (its `commitment`, unless
+        given); raises -32016 when that is below the call's `minContextSlot`."""
+        if commitment is None:
+            commitment = parse_commitment(config)
+        bank = self.chain.block(commitment, behind=node.behind_slots)
+        minimum = parse_min_context_slot(config)
+        if minimum is not None and bank.slot < minimum:
+            raise min_context_slot_not_reached(bank.slot)
+        return bank
 
-    def _with_context(self, value: Any, commitment: Commitment) -> dict[str, Any]:
-        return {"context": self._context(commitment), "value": value}
+    @staticmethod
+    def _with_context(value: Any, bank: Block) -> dict[str, Any]:
+        return {"context": {"slot": bank.slot, "apiVersion": API_VERSION}, "value": value}
 
     # -- cluster ------------------------------------------------------------------------------
 
-    def get_health(self, params: Params) -> str:
+    def get_health(self, params: Params, node: Node) -> str:
         return "ok"
 
-    def get_version(self, params: Params) -> dict[str, Any]:
+    def get_version(self, params: Params, node: Node) -> dict[str, Any]:
         return {"solana-core": API_VERSION, "feature-set": FEATURE_SET}
 
-    def get_genesis_hash(self, params: Params) -> str:
+    def get_genesis_hash(self, params: Params, node: Node) -> str:
         return str(self.chain.genesis_hash)
 
-    def get_slot(self, params: Params) -> int:
-        return self.chain.block(_commitment(_config(params, 0))).slot
+    def get_slot(self, params: Params, node: Node) -> int:
+        return self._bank(parse_config(params, 0), node).slot
 
-    def get_block_height(self, params: Params) -> int:
-        return self.chain.block(_commitment(_config(params, 0))).height
+    def get_block_height(self, params: Params, node: Node) -> int:
+        return self._bank(parse_config(params, 0), node).height
 
-    def get_transaction_count(self, params: Params) -> int:
-        return self.chain.transaction_count()
+    def get_transaction_count(self, params: Params, node: Node) -> int:
+        return self.chain.transaction_count(self._bank(parse_config(params, 0), node))
 
-    def get_epoch_info(self, params: Params) -> dict[str, Any]:
-        block = self.chain.block(_commitment(_config(params, 0)))
+    def get_epoch_info(self, params: Params, node: Node) -> dict[str, Any]:
+        bank = self._bank(parse_config(params, 0), node)
         return {
-            "absoluteSlot": block.slot,
-            "blockHeight": block.height,
-            "epoch": block.slot // SLOTS_PER_EPOCH,
-            "slotIndex": block.slot % SLOTS_PER_EPOCH,
+            "absoluteSlot": bank.slot,
+            "blockHeight": bank.height,
+            "epoch": bank.slot // SLOTS_PER_EPOCH,
+            "slotIndex": bank.slot % SLOTS_PER_EPOCH,
             "slotsInEpoch": SLOTS_PER_EPOCH,
-            "transactionCount": self.chain.transaction_count(),
+            "transactionCount": self.chain.transaction_count(bank),
         }
 
-    def get_latest_blockhash(self, params: Params) -> dict[str, Any]:
-        commitment = _commitment(_config(params, 0))
-        block = self.chain.block(commitment)
+    def get_latest_blockhash(self, params: Params, node: Node) -> dict[str, Any]:
+        bank = self._bank(parse_config(params, 0), node)
         value = {
-            "blockhash": str(block.blockhash),
-            "lastValidBlockHeight": block.last_valid_block_height,
+            "blockhash": str(bank.blockhash),
+            "lastValidBlockHeight": bank.last_valid_block_height,
         }
-        return self._with_context(value, commitment)
+        return self._with_context(value, bank)
 
-    def is_blockhash_valid(self, params: Params) -> dict[str, Any]:
-        blockhash = _hash(_param(params, 0, "blockhash"))
-        commitment = _commitment(_config(params, 1))
-        return self._with_context(self.chain.is_blockhash_valid(blockhash, commitment), commitment)
+    def is_blockhash_valid(self, params: Params, node: Node) -> dict[str, Any]:
+        blockhash = parse_hash(required_param(params, 0, "blockhash"))
+        bank = self._bank(parse_config(params, 1), node)
+        return self._with_context(self.chain.is_blockhash_valid(blockhash, bank), bank)
 
-    def get_minimum_balance_for_rent_exemption(self, params: Params) -> int:
-        data_len = _param(params, 0, "data length")
+    def get_minimum_balance_for_rent_exemption(self, params: Params, node: Node) -> int:
+        data_len = required_param(params, 0, "data length")
         if not isinstance(data_len, int) or isinstance(data_len, bool) or data_len < 0:
             raise invalid_params("Invalid params: data length must be a non-negative integer.")
         return self.chain.minimum_balance_for_rent_exemption(data_len)
 
-    def get_fee_for_message(self, params: Params) -> dict[str, Any]:
-        encoded = _param(params, 0, "message")
-        commitment = _commitment(_config(params, 1))
-        raw = _decode(encoded, "base64")
+    def get_fee_for_message(self, params: Params, node: Node) -> dict[str, Any]:
+        raw = decode_wire(required_param(params, 0, "message"), "base64", MESSAGE_TYPE)
         try:
             message = from_bytes_versioned(raw)
         except Exception as error:
-            raise invalid_params(f"invalid message: {error}") from error
+            raise invalid_params(f"failed to deserialize {MESSAGE_TYPE}: {error}") from error
         if not isinstance(message, Message | MessageV0):
-            raise invalid_params("invalid message: unsupported message version")
-        return self._with_context(self.chain.fee_for_message(message), commitment)
+            raise invalid_params("invalid transaction message: unsupported message version")
+        bank = self._bank(parse_config(params, 1), node)
+        return self._with_context(self.chain.fee_for_message(message, bank), bank)
 
     # -- accounts -----------------------------------------------------------------------------
 
-    def get_balance(self, params: Params) -> dict[str, Any]:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        commitment = _commitment(_config(params, 1))
-        return self._with_context(self.chain.balance(pubkey), commitment)
+    def get_balance(self, params: Params, node: Node) -> dict[str, Any]:
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        bank = self._bank(parse_config(params, 1), node)
+        return self._with_context(self.chain.balance(pubkey, bank), bank)
 
-    def get_account_info(self, params: Params) -> dict[str, Any]:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        config = _config(params, 1)
-        encoding = _encoding(config)
-        account = self.chain.account(pubkey)
+    def get_account_info(self, params: Params, node: Node) -> dict[str, Any]:
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        config = parse_config(params, 1)
+        encoding = parse_account_encoding(config)
+        bank = self._bank(config, node)
+        account = self.chain.account(pubkey, bank)
         value = None if account is None else _ui_account(account, encoding, config)
-        return self._with_context(value, _commitment(config))
+        return self._with_context(value, bank)
 
-    def get_multiple_accounts(self, params: Params) -> dict[str, Any]:
-        keys = _param(params, 0, "pubkeys")
+    def get_multiple_accounts(self, params: Params, node: Node) -> dict[str, Any]:
+        keys = required_param(params, 0, "pubkeys")
         if not isinstance(keys, list):
             raise invalid_params("Invalid params: expected an array of pubkeys.")
         if len(keys) > MAX_MULTIPLE_ACCOUNTS:
             raise invalid_params(f"Too many inputs provided; max {MAX_MULTIPLE_ACCOUNTS}")
-        pubkeys = [_pubkey(key) for key in keys]
-        config = _config(params, 1)
-        encoding = _encoding(config)
-        accounts = [self.chain.account(pubkey) for pubkey in pubkeys]
+        pubkeys = [parse_pubkey(key) for key in keys]
+        config = parse_config(params, 1)
+        encoding = parse_account_encoding(config)
+        bank = self._bank(config, node)
+        accounts = [self.chain.account(pubkey, bank) for pubkey in pubkeys]
         value = [None if a is None else _ui_account(a, encoding, config) for a in accounts]
-        return self._with_context(value, _commitment(config))
+        return self._with_context(value, bank)
 
-    def request_airdrop(self, params: Params) -> str:
-        pubkey = _pubkey(_param(params, 0, "pubkey"))
-        lamports = _param(params, 1, "lamports")
+    def request_airdrop(self, params: Params, node: Node) -> str:
+        pubkey = parse_pubkey(required_param(params, 0, "pubkey"))
+        lamports = required_param(params, 1, "lamports")
         if not isinstance(lamports, int) or isinstance(lamports, bool) or lamports <= 0:
             raise invalid_params("Invalid params: lamports must be a positive integer.")
         return str(self.chain.airdrop(pubkey, lamports))
 
     # -- transactions -------------------------------------------------------------------------
 
-    def send_transaction(self, params: Params, *, drop: bool = False) -> str:
-        config = _config(params, 1)
-        transaction = _transaction(_param(params, 0, "transaction"), config)
-        preflight = config.get("preflightCommitment", config.get("commitment"))
+    def send_transaction(self, params: Params, node: Node) -> str:
+        config = parse_config(params, 1)
+        transaction = parse_transaction(required_param(params, 0, "transaction"), config)
+        skip_preflight = bool(config.get("skipPreflight", False))
+        # As agave: without preflight the call is served from the processed bank.
+        preflight = (
+            Commitment.PROCESSED
+            if skip_preflight
+            else parse_commitment({"commitment": config.get("preflightCommitment")})
+        )
+        bank = self._bank(config, node, preflight)
         try:
             signature = self.chain.send_transaction(
                 transaction,
-                skip_preflight=bool(config.get("skipPreflight", False)),
-                preflight_commitment=_commitment({"commitment": preflight}),
-                drop=drop,
+                skip_preflight=skip_preflight,
+                preflight_bank=bank,
+                drop=node.drops_sends,
             )
         except SignatureVerificationFailure as error:
             raise RpcError(TRANSACTION_SIGNATURE_VERIFICATION_FAILURE, str(error)) from error
@@ -248,31 +262,38 @@ class RpcMethods:
             ) from error
         return str(signature)
 
-    def simulate_transaction(self, params: Params) -> dict[str, Any]:
-        config = _config(params, 1)
-        transaction = _transaction(_param(params, 0, "transaction"), config)
+    def simulate_transaction(self, params: Params, node: Node) -> dict[str, Any]:
+        config = parse_config(params, 1)
+        transaction = parse_transaction(required_param(params, 0, "transaction"), config)
+        bank = self._bank(config, node)
         sig_verify = bool(config.get("sigVerify", False))
         replace = bool(config.get("replaceRecentBlockhash", False))
         if sig_verify and replace:
             raise invalid_params("sigVerify may not be used with replaceRecentBlockhash")
-        commitment = _commitment(config)
         simulation, replacement = self.chain.simulate_transaction(
             transaction,
             sig_verify=sig_verify,
             replace_recent_blockhash=replace,
-            commitment=commitment,
+            bank=bank,
         )
-        return self._with_context(simulation.to_rpc_json(replacement), commitment)
+        return self._with_context(simulation.to_rpc_json(replacement), bank)
 
-    def get_signature_statuses(self, params: Params) -> dict[str, Any]:
-        encoded = _param(params, 0, "signatures")
+    def get_signature_statuses(self, params: Params, node: Node) -> dict[str, Any]:
+        encoded = required_param(params, 0, "signatures")
         if not isinstance(encoded, list):
             raise invalid_params("Invalid params: expected an array of signatures.")
         if len(encoded) > MAX_SIGNATURE_STATUSES:
             raise invalid_params(f"Too many inputs provided; max {MAX_SIGNATURE_STATUSES}")
-        signatures = [_signature(value) for value in encoded]
-        search = bool(_config(params, 1).get("searchTransactionHistory", False))
-        statuses = self.chain.signature_statuses(signatures, search_transaction_history=search)
+        signatures = [parse_signature(value) for value in encoded]
+        search = bool(parse_config(params, 1).get("searchTransactionHistory", False))
+        # As agave: statuses come from the processed bank (no commitment, no minContextSlot).
+        bank = self.chain.block(Commitment.PROCESSED, behind=node.behind_slots)
+        statuses = self.chain.signature_statuses(
+            signatures,
+            search_transaction_history=search and node.has_history,
+            bank=bank,
+            status_cache_slots=STATUS_CACHE_SLOTS if node.has_history else RECENT_STATUS_SLOTS,
+        )
         value: list[dict[str, Any] | None] = []
         for status in statuses:
             if status is None:
@@ -288,106 +309,7 @@ class RpcMethods:
                     "confirmationStatus": status.commitment.value,
                 }
             )
-        return self._with_context(value, Commitment.PROCESSED)
-
-
-# -- parameter parsing (module-level: pure) ---------------------------------------------------
-
-
-def sent_signature(params: Any) -> Signature | None:
-    """The first signature of the transaction a `sendTransaction` call's `params` carry, or
-    None when they hold no decodable transaction (the call itself reports why)."""
-    if not isinstance(params, list):
-        return None
-    try:
-        transaction = _transaction(_param(params, 0, "transaction"), _config(params, 1))
-    except RpcError:
-        return None
-    return transaction.signatures[0] if transaction.signatures else None
-
-
-def _param(params: Params, index: int, name: str) -> Any:
-    if len(params) <= index:
-        raise invalid_params(f"Invalid params: missing {name}.")
-    return params[index]
-
-
-def _config(params: Params, index: int) -> dict[str, Any]:
-    if len(params) <= index or params[index] is None:
-        return {}
-    config = params[index]
-    if not isinstance(config, dict):
-        raise invalid_params("Invalid params: configuration must be an object.")
-    return config
-
-
-def _commitment(config: dict[str, Any]) -> Commitment:
-    name = config.get("commitment")
-    if name is None:
-        return Commitment.FINALIZED
-    commitment = _COMMITMENT_ALIASES.get(name) if isinstance(name, str) else None
-    if commitment is None:
-        raise invalid_params(f"Invalid params: unknown commitment `{name}`.")
-    return commitment
-
-
-def _pubkey(value: Any) -> Pubkey:
-    try:
-        return Pubkey.from_string(value)
-    except Exception as error:
-        raise invalid_params("Invalid param: Invalid") from error
-
-
-def _hash(value: Any) -> Hash:
-    try:
-        return Hash.from_string(value)
-    except Exception as error:
-        raise invalid_params("Invalid param: Invalid") from error
-
-
-def _signature(value: Any) -> Signature:
-    try:
-        return Signature.from_string(value)
-    except Exception as error:
-        raise invalid_params(f"Invalid param: {error}") from error
-
-
-def _decode(encoded: Any, encoding: str) -> bytes:
-    if not isinstance(encoded, str):
-        raise invalid_params("Invalid params: expected an encoded string.")
-    try:
-        if encoding == "base64":
-            return base64.b64decode(encoded, validate=True)
-        return base58.b58decode(encoded)
-    except (binascii.Error, ValueError) as error:
-        raise invalid_params(f"invalid {encoding} encoding: {error}") from error
-
-
-def _transaction(encoded: Any, config: dict[str, Any]) -> VersionedTransaction:
-    encoding = config.get("encoding", "base58")
-    if encoding not in ("base58", "base64"):
-        raise invalid_params(
-            f"unsupported encoding: {encoding}. Supported encodings: base58, base64"
-        )
-    raw = _decode(encoded, encoding)
-    try:
-        transaction = VersionedTransaction.from_bytes(raw)
-    except Exception as error:
-        raise invalid_params(
-            f"failed to deserialize solana_transaction::versioned::VersionedTransaction: {error}"
-        ) from error
-    try:
-        transaction.sanitize()
-    except Exception as error:
-        raise invalid_params(f"invalid transaction: {error}") from error
-    return transaction
-
-
-def _encoding(config: dict[str, Any]) -> str:
-    encoding = config.get("encoding", "binary")
-    if encoding not in ("binary", "base58", "base64", "jsonParsed"):
-        raise invalid_params(f"Invalid params: unsupported encoding `{encoding}`.")
-    return str(encoding)
+        return self._with_context(value, bank)
 
 
 def _ui_account(account: Account, encoding: str, config: dict[str, Any]) -> dict[str, Any]:

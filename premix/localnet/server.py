@@ -21,16 +21,11 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from premix.localnet.chain import Chain
+from premix.localnet.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
 from premix.localnet.faults import FaultKind, Faults
 from premix.localnet.intercept import InterceptedRequest, Interceptors, Stage
-from premix.localnet.methods import (
-    INTERNAL_ERROR,
-    INVALID_REQUEST,
-    PARSE_ERROR,
-    RpcError,
-    RpcMethods,
-    sent_signature,
-)
+from premix.localnet.methods import Node, RpcMethods
+from premix.localnet.params import sent_signature
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 
@@ -171,14 +166,10 @@ class _Handler(BaseHTTPRequestHandler):
         method = call["method"]
         if not isinstance(method, str):
             return _error_response(call_id, RpcError(INVALID_REQUEST, "Invalid request"))
-        faults = self.server.faults
-        if faults.take(FaultKind.EXPIRE_BLOCKHASH, [method]):
+        if self.server.faults.take(FaultKind.EXPIRE_BLOCKHASH, [method]):
             self.server.chain.expire_blockhashes()
-        drop = (
-            method == "sendTransaction" and faults.take(FaultKind.DROP_SEND, [method]) is not None
-        )
         try:
-            result = self.server.methods.call(method, call.get("params"), drop_send=drop)
+            result = self.server.methods.call(method, call.get("params"), self._node(method))
         except RpcError as error:
             response = _error_response(call_id, error)
         except Exception as error:  # a bug here must not kill the connection silently
@@ -188,6 +179,19 @@ class _Handler(BaseHTTPRequestHandler):
         else:
             response = {"jsonrpc": "2.0", "result": result, "id": call_id}
         return response if "id" in call else None
+
+    def _node(self, method: str) -> Node:
+        """The node that answers this call of `method`, as the per-call faults make it."""
+        faults = self.server.faults
+        stale = faults.take(FaultKind.STALE_READ, [method])
+        return Node(
+            behind_slots=0 if stale is None else int(stale.params["slots"]),
+            has_history=faults.take(FaultKind.NO_HISTORY, [method]) is None,
+            drops_sends=(
+                method == "sendTransaction"
+                and faults.take(FaultKind.DROP_SEND, [method]) is not None
+            ),
+        )
 
     # -- interceptors -------------------------------------------------------------------------
 

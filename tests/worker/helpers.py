@@ -141,7 +141,8 @@ def drain(net: Localnet, funding: Keypair, keep_lamports: int) -> None:
         net.chain.block().blockhash,
     )
     net.chain.send_transaction(
-        VersionedTransaction(message, [funding]), preflight_commitment=Commitment.PROCESSED
+        VersionedTransaction(message, [funding]),
+        preflight_bank=net.chain.block(Commitment.PROCESSED),
     )
     assert net.balance(funding.pubkey()) == keep_lamports
 
