@@ -31,15 +31,20 @@ from solana.rpc.async_api import AsyncClient
 from solana.rpc.commitment import Commitment, Confirmed
 from solana.rpc.core import RPCException
 from solana.rpc.jsonrpc import JsonRpcErrorCode, JsonRpcRequest, SolanaJsonRpcError
+from solders.account_decoder import UiAccountEncoding
+from solders.commitment_config import CommitmentLevel
 from solders.hash import Hash
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.rpc.config import RpcAccountInfoConfig, RpcContextConfig
 from solders.rpc.errors import (
     BlockNotAvailableMessage,
     InternalErrorMessage,
     MinContextSlotNotReachedMessage,
     NodeUnhealthyMessage,
 )
+from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts
+from solders.rpc.responses import GetBalanceResp, GetMultipleAccountsResp, RPCResult
 from solders.signature import Signature
 from solders.transaction_status import (
     TransactionConfirmationStatus,
@@ -51,6 +56,7 @@ from premix.errors import TransientError
 from premix.settings import Settings
 
 T = TypeVar("T")
+Response = TypeVar("Response", bound=RPCResult)
 log = structlog.get_logger(__name__)
 
 MAX_SIGNATURES_PER_STATUS_CALL: Final = 256  # getSignatureStatuses limit
@@ -209,22 +215,39 @@ class SolanaRpc:
         response = await self._call("getEpochInfo", lambda: self.client.get_epoch_info(commitment))
         return ChainPoint(response.value.absolute_slot, response.value.block_height)
 
-    async def balance(self, pubkey: Pubkey) -> int:
-        """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account)."""
-        response = await self._call("getBalance", lambda: self.client.get_balance(pubkey))
+    async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
+        """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account).
+
+        `min_context_slot`: a node that has not reached that slot answers -32016 and the call
+        is retried (with backoff) until it has, so a lagging node cannot show an old balance.
+        """
+        body = GetBalance(pubkey, RpcContextConfig(CommitmentLevel.Confirmed, min_context_slot))
+        response = await self._call("getBalance", lambda: self._request(body, GetBalanceResp))
         return response.value
 
-    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
+    async def balances(
+        self, pubkeys: Sequence[Pubkey], *, min_context_slot: int | None = None
+    ) -> list[int]:
         """Return the `confirmed` balances of `pubkeys` in lamports, in order (0 for missing
-        accounts), with one getMultipleAccounts per 100 keys."""
+        accounts), with one getMultipleAccounts per 100 keys; `min_context_slot` as for
+        `balance`."""
+        config = RpcAccountInfoConfig(
+            encoding=UiAccountEncoding.Base64,
+            commitment=CommitmentLevel.Confirmed,
+            min_context_slot=min_context_slot,
+        )
         result: list[int] = []
         for start in range(0, len(pubkeys), MAX_ACCOUNTS_PER_CALL):
-            chunk = list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL])
+            body = GetMultipleAccounts(list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL]), config)
             response = await self._call(
-                "getMultipleAccounts", partial(self.client.get_multiple_accounts, chunk)
+                "getMultipleAccounts", partial(self._request, body, GetMultipleAccountsResp)
             )
             result.extend(0 if account is None else account.lamports for account in response.value)
         return result
+
+    async def _request(self, body: Body, parser: type[Response]) -> Response:
+        # solana-py's typed client has no minContextSlot parameters: send solders' request.
+        return await self.client._provider.make_request(body, parser)
 
     async def minimum_balance_for_rent_exemption(self, size: int = 0) -> int:
         """Return the lamports an account of `size` data bytes needs to be rent-exempt."""

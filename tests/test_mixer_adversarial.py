@@ -38,7 +38,14 @@ from premix.localnet import Localnet
 from premix.localnet.chain import Commitment
 from premix.mixer import MixerFailed, MixResult, WalletStatus
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
-from premix.rpc import LatestBlockhash, SendOutcome, SendResult, SignatureStatus, SolanaRpc
+from premix.rpc import (
+    LatestBlockhash,
+    RetryPolicy,
+    SendOutcome,
+    SendResult,
+    SignatureStatus,
+    SolanaRpc,
+)
 from premix.store import Store
 from tests.fixtures.store import secret_forms
 from tests.test_mixer_helpers import (
@@ -170,13 +177,15 @@ class HookedRpc(SteppingRpc):
             self.before_poll(self.polls)
         return await SolanaRpc.signature_statuses(self, signatures, search_history=search_history)
 
-    async def balance(self, pubkey: Pubkey) -> int:
+    async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
         self._balance_read()
-        return await super().balance(pubkey)
+        return await super().balance(pubkey, min_context_slot=min_context_slot)
 
-    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
+    async def balances(
+        self, pubkeys: Sequence[Pubkey], *, min_context_slot: int | None = None
+    ) -> list[int]:
         self._balance_read()
-        return await super().balances(pubkeys)
+        return await super().balances(pubkeys, min_context_slot=min_context_slot)
 
     def _balance_read(self) -> None:
         self.balance_reads += 1
@@ -547,6 +556,7 @@ async def test_a_recipient_spending_before_the_check_fails_the_run_and_is_never_
     def owner_spends(read: int) -> None:
         if read == 2:  # the check after the first confirmed transfer
             drain(localnet, owners[0], keep_lamports=1_000_000)
+            localnet.advance(1)  # the spend is confirmed: a confirmed read sees it
 
     async with HookedRpc(localnet, before_balance=owner_spends) as rpc:
         with pytest.raises(MixerFailed) as stopped:
@@ -777,3 +787,25 @@ async def test_a_run_fails_for_a_refusal_only_once_the_refused_attempt_can_never
     assert stopped.value.pending == []
     assert "was refused by the RPC node: insufficient funds for the fee" in stopped.value.reason
     assert harness.balances() == [0] * len(harness.recipients)
+
+
+# --- a lagging node behind the load balancer ---
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_node_a_few_slots_behind_never_fails_the_balance_check(
+    fast_localnet: Localnet, store: Store, mode: str
+) -> None:
+    # Every balance read is answered by a node 3 slots behind: it would show the recipient
+    # without the transfer it just received. premix asks for the landed slot and waits.
+    harness = harness_for(fast_localnet, store, mode)
+    await harness.open()
+    for method in ("getBalance", "getMultipleAccounts"):
+        fast_localnet.faults.inject("stale_read", method=method, slots=3)
+    patient = RetryPolicy(tries=8, base_delay_seconds=0.02, max_delay_seconds=0.1)
+
+    async with SolanaRpc(fast_localnet.url, retry=patient) as rpc:
+        result = await harness.run(rpc=rpc)
+
+    assert result.complete
+    await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])

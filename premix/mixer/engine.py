@@ -332,8 +332,9 @@ class Sender:
 
     async def verify_balances(self, positions: Sequence[int], *, strict: bool = True) -> None:
         """Check each recipient at `positions` holds at least its balance before plus its
-        amount, reading again a few times (a node may serve balances a moment behind the
-        statuses it confirmed); remembers what it read in `verified`.
+        amount, read from a node that has reached the slot the transfers landed in (a lagging
+        node waits rather than show an older balance), a few times; remembers what it read in
+        `verified`.
 
         `strict` (transfers this execution just confirmed): a node that keeps showing less
         raises `MixerFailed` and the run is marked failed. Otherwise (transfers an earlier
@@ -341,13 +342,16 @@ class Sender:
         means the wallet was spent since: it is noted in `spent_since`, not a failure.
         """
         expected = {p: self.expected_balance(p) for p in positions}
+        landed = self.landed_slot(positions)  # a node behind it would show an older balance
         short: dict[int, int] = {}
         for read in range(BALANCE_CHECK_TRIES):
             keys = list(expected)
             if len(keys) == 1:
-                balances = [await self.rpc.balance(self._recipient(keys[0]))]
+                recipient = self._recipient(keys[0])
+                balances = [await self.rpc.balance(recipient, min_context_slot=landed)]
             else:
-                balances = await self.rpc.balances([self._recipient(p) for p in keys])
+                recipients = [self._recipient(p) for p in keys]
+                balances = await self.rpc.balances(recipients, min_context_slot=landed)
             self.verified.update(zip(keys, balances, strict=True))
             short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
             if not short:
@@ -363,6 +367,18 @@ class Sender:
             f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
             f"confirmed transfer, expected at least {format_sol(expected[position])}"
         )
+
+    def landed_slot(self, positions: Sequence[int]) -> int | None:
+        """The latest slot in which the transactions paying `positions` landed (None if the
+        ledger holds no slot for any of them)."""
+        slots = [
+            attempt.slot
+            for p in positions
+            if (tx := self.record.transaction_of(p)) is not None
+            for attempt in tx.attempts
+            if attempt.state is AttemptState.LANDED_OK and attempt.slot is not None
+        ]
+        return max(slots, default=None)
 
     def expected_balance(self, position: int) -> int:
         """What the recipient at `position` holds at least once its transfer landed."""

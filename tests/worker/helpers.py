@@ -181,13 +181,15 @@ class TestRpc(SolanaRpc):
         if method == self.kill_on and count == self.kill_at:
             raise WorkerKilled(f"{method} #{count}")
 
-    async def balance(self, pubkey: Pubkey) -> int:
-        result = await super().balance(pubkey)
+    async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
+        result = await super().balance(pubkey, min_context_slot=min_context_slot)
         self._count("balance")
         return result
 
-    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
-        result = await super().balances(pubkeys)
+    async def balances(
+        self, pubkeys: Sequence[Pubkey], *, min_context_slot: int | None = None
+    ) -> list[int]:
+        result = await super().balances(pubkeys, min_context_slot=min_context_slot)
         self._count("balances")
         return result
 

@@ -74,8 +74,8 @@ class StallingRpc(TestRpc):
         await self._stall_here("send")
         return result
 
-    async def balance(self, pubkey: Pubkey) -> int:
-        result = await super().balance(pubkey)
+    async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
+        result = await super().balance(pubkey, min_context_slot=min_context_slot)
         await self._stall_here("balance")
         return result
 

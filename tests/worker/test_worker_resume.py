@@ -43,13 +43,15 @@ class CountingRpc(TestRpc):
         self.events.append(("statuses", frozenset(str(s) for s in signatures)))
         return await super().signature_statuses_seen_at(signatures, search_history=search_history)
 
-    async def balance(self, pubkey: Pubkey) -> int:
+    async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
         self.events.append(("balances", frozenset({str(pubkey)})))
-        return await super().balance(pubkey)
+        return await super().balance(pubkey, min_context_slot=min_context_slot)
 
-    async def balances(self, pubkeys: Sequence[Pubkey]) -> list[int]:
+    async def balances(
+        self, pubkeys: Sequence[Pubkey], *, min_context_slot: int | None = None
+    ) -> list[int]:
         self.events.append(("balances", frozenset(str(p) for p in pubkeys)))
-        return await super().balances(pubkeys)
+        return await super().balances(pubkeys, min_context_slot=min_context_slot)
 
     async def send_raw(self, wire: bytes) -> SendResult:
         self.events.append(("send", frozenset()))
