@@ -37,6 +37,7 @@ def build_result(
                     "funded": funded,
                     "signature": wallet.signature,
                     "error": wallet.error,
+                    "evidence": wallet.evidence,  # "balances": its status was not found
                     "balanceLamports": balances[position] if balances is not None else None,
                 }
             )

@@ -71,8 +71,11 @@ class Attempt:
     state: AttemptState = AttemptState.SIGNED
     error: str | None = None
     fee_lamports: int = 0  # paid only once landed (ok or failed)
-    slot: int | None = None  # where it landed
+    slot: int | None = None  # where it landed (None when only the balances prove it landed)
     settled_at: datetime | None = None
+    # How a landing was proven when its status could not be found (a node without history):
+    # "balances" = every recipient holds its balance before plus its amount.
+    evidence: str | None = None
 
     @property
     def is_open(self) -> bool:
@@ -263,6 +266,7 @@ class RunRecord:
         error: str | None = None,
         fee_lamports: int = 0,
         slot: int | None = None,
+        evidence: str | None = None,
     ) -> Attempt:
         """Move the attempt with `signature` to `state` (see `AttemptState`); returns it."""
         _, attempt = self.find_attempt(signature)
@@ -270,6 +274,7 @@ class RunRecord:
         if attempt.landed:
             attempt.fee_lamports = fee_lamports
             attempt.slot = slot
+            attempt.evidence = evidence
         self.updated_at = now
         return attempt
 
@@ -306,6 +311,7 @@ def attempt_to_document(attempt: Attempt) -> Document:
         "slot": attempt.slot,
         "signed_at": attempt.signed_at,
         "settled_at": attempt.settled_at,
+        "evidence": attempt.evidence,
     }
 
 
@@ -321,6 +327,7 @@ def attempt_from_document(document: Mapping[str, Any]) -> Attempt:
         slot=document.get("slot"),
         signed_at=_utc(document["signed_at"]),
         settled_at=_utc(document.get("settled_at")),
+        evidence=document.get("evidence"),
     )
 
 

@@ -809,3 +809,70 @@ async def test_a_node_a_few_slots_behind_never_fails_the_balance_check(
 
     assert result.complete
     await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
+
+
+# --- a node without transaction history ---
+
+
+@pytest.mark.parametrize("mode", MODES)
+async def test_a_landed_transfer_a_node_without_history_cannot_find_is_never_paid_again(
+    localnet: Localnet, store: Store, mode: str
+) -> None:
+    # The first send lands and the worker dies; arq runs the job again thousands of slots
+    # later, on a node that answers statuses only from its recent cache: the signature is not
+    # found and the blockhash has expired, but the recipients' balances show the transfer.
+    harness = harness_for(localnet, store, mode)
+    await harness.open()
+    with pytest.raises(WorkerKilled):
+        await harness.run(rpc=KillAfterSend(localnet, kill_at=1))
+    localnet.advance(2)  # it lands and is confirmed
+    first = (await harness.record()).transactions[0].attempts[0]
+    assert localnet.transaction_log[Signature.from_string(first.signature)].landed
+    localnet.expire_blockhashes()
+    localnet.advance(200)  # far out of the status cache, and finalized
+    localnet.faults.inject("no_history", method="getSignatureStatuses")
+
+    result = await harness.run()
+
+    assert result.complete
+    await harness.assert_each_wallet_paid_exactly_once(TRANSACTIONS[mode])
+    record = await harness.record()
+    settled = record.transactions[0].attempts[0]
+    assert (settled.signature, settled.state, settled.evidence) == (
+        first.signature,
+        AttemptState.LANDED_OK,
+        "balances",
+    )
+    assert len(record.transactions[0].attempts) == 1  # never signed again
+    assert result.wallets[0].evidence == "balances"
+
+
+async def test_a_transfer_whose_recipients_only_partly_hold_their_amount_stops_for_review(
+    localnet: Localnet, store: Store
+) -> None:
+    # The first transaction's send was dropped, so it can never land; meanwhile someone else
+    # paid the first recipient exactly its amount. Re-signing might pay it twice, not
+    # re-signing leaves the others unpaid: premix sends nothing more and asks for a review.
+    harness = harness_for(localnet, store, "fast")
+    await harness.open()
+    localnet.faults.inject("drop_send", count=1)
+    with pytest.raises(WorkerKilled):
+        await harness.run(rpc=KillAfterSend(localnet, kill_at=1))
+    localnet.airdrop(harness.recipients[0], harness.amounts[0])
+    localnet.expire_blockhashes()
+    localnet.advance(40)
+    balances_before = harness.balances()
+    signed_before = len([a for tx in (await harness.record()).transactions for a in tx.attempts])
+
+    with pytest.raises(MixerFailed) as stopped:
+        await harness.run()
+
+    assert stopped.value.reason.startswith(
+        "needs review: transaction 1 is not found on chain and its blockhash expired, yet only "
+        "some of its recipients hold their amount (not: "
+    )
+    record = await harness.record()
+    assert record.status is RunStatus.FAILED
+    # nothing more was signed, nor paid
+    assert len([a for tx in record.transactions for a in tx.attempts]) == signed_before
+    assert harness.balances() == balances_before

@@ -44,6 +44,7 @@ log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
 
+BALANCE_EVIDENCE: Final = "balances"  # how a landing unseen by any node was proven
 EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
 REBROADCAST_ROUNDS: Final = 8  # poll rounds between re-sends of an unseen tx (same bytes)
 BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its statuses
@@ -284,12 +285,30 @@ class Sender:
                 )
             elif status is None and height is not None and height > attempt.last_valid_block_height:
                 unseen_past_validity.append(attempt)
-        for attempt in await self._never_landing(unseen_past_validity):
+        expired, arrived, finalized_slot = await self._never_landing(unseen_past_validity)
+        for attempt in expired:
             tx, _ = self.record.find_attempt(attempt.signature)
             self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
             changed = True
             self.expiries[tx.index] += 1
             self.log.info("transaction_expired", transaction=tx.index, signature=attempt.signature)
+        for attempt in arrived:  # no node knew the signature, but the balances show it landed
+            tx, _ = self.record.find_attempt(attempt.signature)
+            self.record.settle(
+                attempt.signature,
+                AttemptState.LANDED_OK,
+                now=now,
+                fee_lamports=attempt.fee_lamports,
+                evidence=BALANCE_EVIDENCE,
+            )
+            changed = True
+            landed_ok.append(tx)
+            self.log.warning(
+                "transaction_landed_by_balances",
+                transaction=tx.index,
+                signature=attempt.signature,
+                finalized_slot=finalized_slot,
+            )
         if changed:
             await self.save()
         if any(count >= MAX_EXPIRIES_PER_EXECUTION for count in self.expiries.values()):
@@ -306,27 +325,62 @@ class Sender:
                 done_before, sent_before, f"transaction {tx.index + 1} confirmed"
             )
 
-    async def _never_landing(self, candidates: Sequence[Attempt]) -> list[Attempt]:
-        """The `candidates` (unseen by a lookup read after a height above their last valid
-        block height) that a second look proves can never land: the finalized slot and height
-        read together, then a history search answered by a node that has reached that slot.
+    async def _never_landing(
+        self, candidates: Sequence[Attempt]
+    ) -> tuple[list[Attempt], list[Attempt], int]:
+        """Of the `candidates` (unseen by a lookup read after a height above their last valid
+        block height): those a second look proves can never land, those the recipients'
+        balances prove landed all the same, and the finalized slot of the decision.
 
-        Behind a load balancer the height and the lookup may come from different nodes; a node
-        lagging behind the block a transaction landed in would not know it."""
+        The second look reads the finalized slot and height together, then a history search
+        answered by a node that has reached that slot (behind a load balancer the height and
+        the lookup may come from different nodes). A node without transaction history finds
+        no old signature at all: before a transaction counts as expired, and may be signed
+        anew, its recipients' balances are read at or past that finalized slot. If every
+        recipient holds its balance before plus its amount, it landed; if only some do, the run
+        stops for review (`fail`), sending nothing more."""
         if not candidates:
-            return []
+            return [], [], 0
         finalized = await self.rpc.chain_point(Finalized)
         seen_at, statuses = await self.rpc.signature_statuses_seen_at(
             [Signature.from_string(a.signature) for a in candidates], search_history=True
         )
         if seen_at < finalized.slot:
             self.log.warning("status_node_behind", node_slot=seen_at, finalized_slot=finalized.slot)
-            return []
-        return [
+            return [], [], finalized.slot
+        unseen = [
             attempt
             for attempt, status in zip(candidates, statuses, strict=True)
             if status is None and finalized.block_height > attempt.last_valid_block_height
         ]
+        if not unseen:
+            return [], [], finalized.slot
+        arrived = await self._arrived(unseen, finalized.slot)
+        return [a for a in unseen if a not in arrived], arrived, finalized.slot
+
+    async def _arrived(self, attempts: Sequence[Attempt], slot: int) -> list[Attempt]:
+        """The `attempts` whose every recipient holds its balance before plus its amount, read
+        at a context slot at or past `slot`; raises `MixerFailed` (the run needs review) for
+        an attempt only some of whose recipients do."""
+        transactions = {a.signature: self.record.find_attempt(a.signature)[0] for a in attempts}
+        positions = sorted({p for tx in transactions.values() for p in tx.transfers})
+        recipients = [self._recipient(p) for p in positions]
+        read = await self.rpc.balances(recipients, min_context_slot=slot)
+        balances = dict(zip(positions, read, strict=True))
+        arrived: list[Attempt] = []
+        for attempt in attempts:
+            tx = transactions[attempt.signature]
+            holding = [p for p in tx.transfers if balances[p] >= self.expected_balance(p)]
+            if len(holding) == len(tx.transfers):
+                arrived.append(attempt)
+            elif holding:
+                missing = [self.record.plan[p].recipient for p in tx.transfers if p not in holding]
+                await self.fail(
+                    f"needs review: transaction {tx.index + 1} is not found on chain and its "
+                    "blockhash expired, yet only some of its recipients hold their amount (not: "
+                    f"{', '.join(missing)}); nothing more was sent"
+                )
+        return arrived
 
     # --- checks and reports ---
 

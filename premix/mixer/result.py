@@ -24,6 +24,7 @@ class WalletOutcome:
     status: WalletStatus
     signature: str | None = None  # the landed one when funded, else the newest attempt's
     error: str | None = None
+    evidence: str | None = None  # "balances": funded, proven by balances (status not found)
 
 
 @dataclass(frozen=True)
@@ -67,19 +68,20 @@ class MixResult:
         wallets = []
         for entry in record.plan:
             tx = record.transaction_of(entry.position)
-            status, signature, error = WalletStatus.NOT_SENT, None, None
+            status, signature, error, evidence = WalletStatus.NOT_SENT, None, None, None
             if tx is not None and (last := tx.last_attempt) is not None:
                 signature, error = last.signature, last.error
                 if tx.state is TransactionState.LANDED_OK:
                     status, error = WalletStatus.FUNDED, None
-                    signature = next(
-                        a.signature for a in tx.attempts if a.state is AttemptState.LANDED_OK
-                    )
+                    landed = next(a for a in tx.attempts if a.state is AttemptState.LANDED_OK)
+                    signature, evidence = landed.signature, landed.evidence
                 elif last.is_open:  # signed or refused: an earlier copy may still land
                     status = WalletStatus.PENDING
                 elif last.state is AttemptState.LANDED_FAILED or last.error is not None:
                     status = WalletStatus.FAILED  # failed on chain, or refused and expired
-            wallets.append(WalletOutcome(entry.recipient, entry.lamports, status, signature, error))
+            wallets.append(
+                WalletOutcome(entry.recipient, entry.lamports, status, signature, error, evidence)
+            )
         totals = record.totals
         return cls(
             run_id=record.run_id,
