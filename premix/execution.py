@@ -27,6 +27,7 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from solders.keypair import Keypair
+from solders.pubkey import Pubkey
 
 from premix.amounts import format_sol
 from premix.distribution import DistributionError, plan_distribution
@@ -41,7 +42,14 @@ from premix.errors import (
 from premix.jobs import PremixFundsJob
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus
 from premix.logs import get_logger, redact_text
-from premix.mixer import MixerFailed, MixerProgress, MixResult, Payout, check_recipients
+from premix.mixer import (
+    MixerFailed,
+    MixerProgress,
+    MixResult,
+    Payout,
+    check_recipient_accounts,
+    check_recipients,
+)
 from premix.notify import Notifier
 from premix.progress import Phase, ProgressEmitter
 from premix.results import build_result, completion_message
@@ -164,7 +172,15 @@ class JobExecution:
             amounts = self._plan(len(buyers))
             recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
             check_recipients(funding.pubkey(), recipients)
-            run = await self.ledger.record_plan(self.job_id, recipients, amounts)
+            # one read: every recipient must be a plain wallet; its balance before is kept
+            accounts = await self.rpc.accounts([Pubkey.from_string(r) for r in recipients])
+            check_recipient_accounts(recipients, accounts)
+            run = await self.ledger.record_plan(
+                self.job_id,
+                recipients,
+                amounts,
+                balances_before=[0 if a is None else a.lamports for a in accounts],
+            )
 
         await self._enter(
             Phase.CHECKING_BALANCES,

@@ -154,12 +154,18 @@ class Ledger:
         raise _unconfirmed(f"the opening of run {record.run_id}", failure) from failure
 
     async def record_plan(
-        self, run_id: str, recipients: Sequence[str], amounts: Sequence[int]
+        self,
+        run_id: str,
+        recipients: Sequence[str],
+        amounts: Sequence[int],
+        *,
+        balances_before: Sequence[int] | None = None,
     ) -> RunRecord:
-        """Record the plan of an opened run; the first plan wins and is returned (a re-run
-        keeps the plan it started with). Raises `LedgerError` if the run was never opened."""
+        """Record the plan of an opened run (with the recipients' balances before, if read);
+        the first plan wins and is returned (a re-run keeps the plan it started with). Raises
+        `LedgerError` if the run was never opened."""
         record = await self.require(run_id)
-        if record.set_plan(recipients, amounts, now=utc_now()):
+        if record.set_plan(recipients, amounts, now=utc_now(), balances_before=balances_before):
             record = await self.save(record)
         return record
 

@@ -101,6 +101,15 @@ class RetryPolicy:
 
 
 @dataclass(frozen=True)
+class AccountInfo:
+    """What premix reads of an account: its lamports, owning program and executable flag."""
+
+    lamports: int
+    owner: Pubkey
+    executable: bool
+
+
+@dataclass(frozen=True)
 class ChainPoint:
     """A slot and its block height, as one node sees them at one commitment."""
 
@@ -231,18 +240,31 @@ class SolanaRpc:
         """Return the `confirmed` balances of `pubkeys` in lamports, in order (0 for missing
         accounts), with one getMultipleAccounts per 100 keys; `min_context_slot` as for
         `balance`."""
+        accounts = await self.accounts(pubkeys, min_context_slot=min_context_slot)
+        return [0 if account is None else account.lamports for account in accounts]
+
+    async def accounts(
+        self, pubkeys: Sequence[Pubkey], *, min_context_slot: int | None = None
+    ) -> list[AccountInfo | None]:
+        """Return the `confirmed` lamports, owner and executable flag of `pubkeys`, in order
+        (None for an account that does not exist), one getMultipleAccounts per 100 keys."""
         config = RpcAccountInfoConfig(
             encoding=UiAccountEncoding.Base64,
             commitment=CommitmentLevel.Confirmed,
             min_context_slot=min_context_slot,
         )
-        result: list[int] = []
+        result: list[AccountInfo | None] = []
         for start in range(0, len(pubkeys), MAX_ACCOUNTS_PER_CALL):
             body = GetMultipleAccounts(list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL]), config)
             response = await self._call(
                 "getMultipleAccounts", partial(self._request, body, GetMultipleAccountsResp)
             )
-            result.extend(0 if account is None else account.lamports for account in response.value)
+            result.extend(
+                None
+                if account is None
+                else AccountInfo(account.lamports, account.owner, account.executable)
+                for account in response.value
+            )
         return result
 
     async def _request(self, body: Body, parser: type[Response]) -> Response:

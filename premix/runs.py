@@ -211,8 +211,16 @@ class RunRecord:
 
     # --- the state machine (no I/O; `Ledger.save` persists) ---
 
-    def set_plan(self, recipients: Sequence[str], amounts: Sequence[int], *, now: datetime) -> bool:
-        """Record the plan unless one is recorded already (first plan wins); True if set."""
+    def set_plan(
+        self,
+        recipients: Sequence[str],
+        amounts: Sequence[int],
+        *,
+        now: datetime,
+        balances_before: Sequence[int] | None = None,
+    ) -> bool:
+        """Record the plan (with each recipient's balance before, when read) unless one is
+        recorded already (first plan wins); True if set."""
         if self.plan:
             return False
         if len(recipients) != len(amounts) or not recipients:
@@ -223,9 +231,14 @@ class RunRecord:
             raise LedgerError(f"plan amounts must sum to at most {MAX_INT64} lamports")
         if len(set(recipients)) != len(recipients):
             raise LedgerError("a plan pays each recipient once")
+        if balances_before is not None and len(balances_before) != len(recipients):
+            raise LedgerError("a plan needs one balance before per recipient")
+        befores = list(balances_before) if balances_before is not None else [None] * len(amounts)
         self.plan = [
-            PlanEntry(position, str(recipient), int(lamports))
-            for position, (recipient, lamports) in enumerate(zip(recipients, amounts, strict=True))
+            PlanEntry(position, str(recipient), int(lamports), before)
+            for position, (recipient, lamports, before) in enumerate(
+                zip(recipients, amounts, befores, strict=True)
+            )
         ]
         self._set_status(RunStatus.PLANNED, now)
         return True

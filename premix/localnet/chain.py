@@ -387,6 +387,12 @@ class Chain:
             self._record(signature, self.slot, None, result.fee(), landed=True)
             return signature
 
+    def set_account(self, pubkey: Pubkey, account: Account) -> None:
+        """Put `account` at `pubkey` in the current slot, as a deploy or another program would
+        (tests use it for program-owned and executable accounts)."""
+        with self._lock, self._recording([pubkey]):
+            self._svm.set_account(pubkey, account)
+
     # -- transactions -------------------------------------------------------------------------
 
     def send_transaction(

@@ -8,6 +8,7 @@ import time
 from collections.abc import Mapping
 from types import TracebackType
 
+from solders.account import Account
 from solders.pubkey import Pubkey
 from solders.signature import Signature
 
@@ -148,6 +149,10 @@ class Localnet:
     def airdrop(self, pubkey: Pubkey, lamports: int) -> Signature:
         """Credit `pubkey` directly (no RPC round trip); returns the airdrop's signature."""
         return self.chain.airdrop(pubkey, lamports)
+
+    def set_account(self, pubkey: Pubkey, account: Account) -> None:
+        """Put `account` at `pubkey` now (no RPC): program-owned or executable accounts."""
+        self.chain.set_account(pubkey, account)
 
     def balance(self, pubkey: Pubkey) -> int:
         """Lamports held by `pubkey` now (processed state)."""

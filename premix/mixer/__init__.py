@@ -8,7 +8,14 @@ Everything but the names below is private to this package.
 
 from premix.mixer.engine import ProgressCallback
 from premix.mixer.packing import FeePolicy
-from premix.mixer.payout import MODES, BalanceNeed, Payout, balance_needed, check_recipients
+from premix.mixer.payout import (
+    MODES,
+    BalanceNeed,
+    Payout,
+    balance_needed,
+    check_recipient_accounts,
+    check_recipients,
+)
 from premix.mixer.result import MixerFailed, MixerProgress, MixResult, WalletOutcome, WalletStatus
 
 __all__ = [
@@ -23,5 +30,6 @@ __all__ = [
     "WalletOutcome",
     "WalletStatus",
     "balance_needed",
+    "check_recipient_accounts",
     "check_recipients",
 ]

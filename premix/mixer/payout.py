@@ -18,6 +18,7 @@ from typing import Final
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
+from solders.system_program import ID as SYSTEM_PROGRAM_ID
 
 from premix.amounts import format_sol
 from premix.errors import InvalidParameters
@@ -27,7 +28,7 @@ from premix.mixer.fast import send_fast
 from premix.mixer.packing import FeePolicy, estimate_fee_lamports, transaction_count
 from premix.mixer.result import MixerFailed, MixResult
 from premix.mixer.standard import send_standard
-from premix.rpc import SolanaRpc
+from premix.rpc import AccountInfo, SolanaRpc
 from premix.settings import Settings
 
 MODES: Final = ("standard", "fast")
@@ -120,6 +121,28 @@ def check_recipients(funding: Pubkey, recipients: Sequence[str]) -> None:
                 f"{seen[recipient]} and {position})"
             )
         seen[recipient] = position
+
+
+def check_recipient_accounts(
+    recipients: Sequence[str], accounts: Sequence[AccountInfo | None]
+) -> None:
+    """Refuse a plan paying an account that is not a plain wallet (`InvalidParameters`, naming
+    it and its 1-based position): premix pays only accounts that do not exist yet or that the
+    System Program owns and that are not executable."""
+    for position, (recipient, account) in enumerate(zip(recipients, accounts, strict=True), 1):
+        if account is None:
+            continue
+        if account.executable:
+            raise InvalidParameters(
+                f"buyer wallet {recipient} (position {position}) is an executable program "
+                "account, not a wallet; nothing was sent"
+            )
+        if account.owner != SYSTEM_PROGRAM_ID:
+            raise InvalidParameters(
+                f"buyer wallet {recipient} (position {position}) is owned by program "
+                f"{account.owner}, not the System Program: premix pays plain wallets only; "
+                "nothing was sent"
+            )
 
 
 class Payout:

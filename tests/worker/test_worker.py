@@ -11,6 +11,8 @@ import pytest
 import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
+from solders.account import Account
+from solders.pubkey import Pubkey
 
 from premix.amounts import format_sol
 from premix.constants import (
@@ -558,3 +560,39 @@ def test_nothing_is_needed_when_every_transfer_landed() -> None:
     run.add_transaction([0], signed_attempt("sig-1"))
     run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
     assert balance_needed(run, "standard", FeePolicy(), SOL // 100).total_lamports == 0
+
+
+@pytest.mark.parametrize("kind", ["program-owned", "executable"])
+async def test_a_buyer_wallet_that_is_not_a_plain_wallet_is_refused_before_anything_is_sent(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet, kind: str
+) -> None:
+    user = await create_user(store, net, "u1", buyers=3)
+    odd = user.buyers[1].pubkey()
+    owner = Pubkey.new_unique()
+    if kind == "program-owned":
+        net.set_account(odd, Account(lamports=SOL, data=b"state", owner=owner))
+    else:
+        net.set_account(odd, _program_account(net))
+    net.advance(2)
+    job_id = await enqueue(settings, "u1", 1)
+
+    await run_worker(settings)
+
+    result = (await job_result(settings, job_id)).result
+    expected = (
+        f"Invalid parameters: buyer wallet {odd} (position 2) is owned by program {owner}, not "
+        "the System Program: premix pays plain wallets only; nothing was sent"
+        if kind == "program-owned"
+        else f"Invalid parameters: buyer wallet {odd} (position 2) is an executable program "
+        "account, not a wallet; nothing was sent"
+    )
+    assert (result["success"], result["message"]) == (False, expected)
+    assert net.balance(user.funding.pubkey()) == user.funding_lamports  # nothing was sent
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+def _program_account(net: Localnet) -> Account:
+    """A copy of a deployed program's account (executable, owned by a loader)."""
+    program = net.chain.account(Pubkey.from_string("TokenkegQfeZyiNwAJbNbGKPFXCWuBvf9Ss623VQ5DA"))
+    assert program is not None and program.executable
+    return program
