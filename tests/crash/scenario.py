@@ -192,5 +192,9 @@ def _faults(rng: random.Random) -> tuple[FaultSpec, ...]:
         FaultSpec("drop_send", probability=0.2, count=3),
         FaultSpec("lose_response", method="sendTransaction", probability=0.2, count=2),
         FaultSpec("expire_blockhash", method="sendTransaction", probability=0.1, count=1),
+        # a node a few slots behind the load balancer answers some reads (SPEC section 11)
+        FaultSpec("stale_read", probability=0.3, params={"slots": rng.randint(1, 5)}),
+        # a node without transaction history answers every status lookup
+        FaultSpec("no_history", method="getSignatureStatuses"),
     )
     return tuple(fault for fault in candidates if rng.random() < 0.3)
