@@ -226,7 +226,7 @@ class JobExecution:
         if need.total_lamports == 0:
             self.log.info("nothing_left_to_send")
             return
-        available = await self.rpc.balance(funding.pubkey())
+        available = await self.rpc.balance(funding.pubkey(), min_context_slot=payout.landed_slot)
         self.log.info(
             "funding_balance_checked",
             needed_lamports=need.total_lamports,

@@ -179,6 +179,13 @@ class Payout:
         """The per-wallet report as the ledger stands."""
         return MixResult.from_record(self.record)
 
+    @property
+    def landed_slot(self) -> int | None:
+        """The latest slot any of the run's transactions landed in (None: none known): a read
+        of the funding balance from a node behind it would not show what already went out."""
+        slots = [a.slot for tx in self.record.transactions for a in tx.attempts if a.landed]
+        return max((slot for slot in slots if slot is not None), default=None)
+
     def need(self, buffer_lamports: int) -> BalanceNeed:
         """What the funding wallet must still hold to finish the run (no I/O)."""
         return balance_needed(
