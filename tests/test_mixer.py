@@ -182,7 +182,7 @@ async def test_the_funding_wallet_cannot_be_a_recipient_and_nothing_is_sent(
 def test_fast_mode_waits_one_slot_before_its_first_status_poll_then_backs_off() -> None:
     from itertools import islice
 
-    from premix.mixer.engine import poll_delays
+    from premix.mixer.polling import poll_delays
 
     assert list(islice(poll_delays(0.1, backoff=True, first_seconds=0.4), 5)) == [
         0.4,

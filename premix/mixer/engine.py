@@ -14,9 +14,9 @@ Until then it may land, so it is only re-sent as the same bytes.
 import asyncio
 import base64
 from collections import Counter
-from collections.abc import Awaitable, Callable, Coroutine, Iterator, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Final
 
 import structlog
 from solana.rpc.commitment import Finalized
@@ -37,6 +37,7 @@ from premix.ledger import (
     utc_now,
 )
 from premix.mixer.packing import FeePolicy, build_message, sign
+from premix.mixer.polling import HeightStall, gather_all, poll_delays
 from premix.mixer.result import MixerFailed, MixerProgress, MixResult
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 
@@ -51,9 +52,6 @@ BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its 
 # Expiries of one transaction one execution accepts before handing the job back to the queue
 # (a node that drops everything); the re-run resumes from the ledger.
 MAX_EXPIRIES_PER_EXECUTION: Final = 5
-# Block-height checks in a row without a new finalized block before a wait for outcomes hands
-# the job back (a halted chain or a stuck node) instead of polling until the job times out.
-MAX_STALLED_HEIGHT_CHECKS: Final = 25
 
 
 @dataclass(frozen=True)
@@ -483,49 +481,3 @@ class Sender:
 
     def _recipient(self, position: int) -> Pubkey:
         return Pubkey.from_string(self.record.plan[position].recipient)
-
-
-class HeightStall:
-    """Counts block-height checks in a row that saw no new finalized block."""
-
-    def __init__(self) -> None:
-        self.highest: int | None = None
-        self.checks = 0
-
-    def observe(self, height: int) -> None:
-        """Record one check; raises `TransientError` after `MAX_STALLED_HEIGHT_CHECKS` in a row
-        without progress (the attempts stay open; a re-run settles them)."""
-        if self.highest is None or height > self.highest:
-            self.highest, self.checks = height, 0
-            return
-        self.checks += 1
-        if self.checks >= MAX_STALLED_HEIGHT_CHECKS:
-            raise TransientError(
-                f"the chain is not advancing (finalized block height stuck at {height}); "
-                "waiting for confirmations later"
-            )
-
-
-def poll_delays(
-    base_seconds: float, *, backoff: bool, first_seconds: float = 0.0
-) -> Iterator[float]:
-    """Seconds before each status poll: `first_seconds` (at least `base_seconds`) before the
-    first, then `base_seconds` each time, or doubling up to 4x (fewer round trips)."""
-    yield max(first_seconds, base_seconds)
-    delay = base_seconds
-    while True:
-        if backoff:
-            delay = min(delay * 2, base_seconds * 4)
-        yield delay
-
-
-async def gather_all(coroutines: Sequence[Coroutine[Any, Any, Any]]) -> list[Any]:
-    """Run `coroutines` concurrently; on the first failure cancel the rest and raise it."""
-    if len(coroutines) == 1:
-        return [await coroutines[0]]
-    try:
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(c) for c in coroutines]
-    except BaseExceptionGroup as group_error:
-        raise group_error.exceptions[0] from None
-    return [task.result() for task in tasks]
