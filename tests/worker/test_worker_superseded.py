@@ -111,36 +111,27 @@ async def assert_the_newer_execution_s_outcome_stands(
     assert await user_lock_holder(redis, "u1") is None
 
 
-async def test_an_execution_stalled_right_after_opening_the_run_leaves_no_trace(
+@pytest.mark.parametrize(
+    ("owner", "name", "before"),
+    [
+        pytest.param(Ledger, "open_run", False, id="right-after-opening-the-run"),
+        pytest.param(HeldUserLock, "hold", True, id="before-its-first-lock-call"),
+    ],
+)
+async def test_a_stalled_execution_leaves_no_trace_and_never_retakes_the_lock(
     settings: Settings,
     store: Store,
     redis_client: Redis,
     net: Localnet,
     monkeypatch: pytest.MonkeyPatch,
+    owner: type,
+    name: str,
+    before: bool,
 ) -> None:
     user = await create_user(store, net, "u1")
     job_id = await enqueue(settings, "u1", 2)
     stall = Stall()
-    monkeypatch.setattr(Ledger, "open_run", stall.around(Ledger.open_run, before=False))
-
-    told = await run_stalled_then_redelivered(settings, redis_client, net, job_id, stall)
-
-    assert (told[0].told, told[1].told) == ([], ["completed"])
-    await assert_paid_exactly_once(store, net, user, job_id, 2 * SOL, 4)
-    await assert_the_newer_execution_s_outcome_stands(settings, redis_client, job_id)
-
-
-async def test_an_execution_stalled_before_its_first_lock_call_never_retakes_the_lock(
-    settings: Settings,
-    store: Store,
-    redis_client: Redis,
-    net: Localnet,
-    monkeypatch: pytest.MonkeyPatch,
-) -> None:
-    user = await create_user(store, net, "u1")
-    job_id = await enqueue(settings, "u1", 2)
-    stall = Stall()
-    monkeypatch.setattr(HeldUserLock, "hold", stall.around(HeldUserLock.hold, before=True))
+    monkeypatch.setattr(owner, name, stall.around(getattr(owner, name), before=before))
 
     told = await run_stalled_then_redelivered(settings, redis_client, net, job_id, stall)
 
