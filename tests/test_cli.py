@@ -546,7 +546,7 @@ def test_localnet_with_faults_serves_a_lagging_node_without_history() -> None:
 def test_localnet_with_a_bad_fault_spec_is_one_usage_error_line() -> None:
     kinds = (
         "latency, http_429, http_5xx, drop_send, lose_response, expire_blockhash, stale_read, "
-        "no_history"
+        "no_history, congestion"
     )
     for spec, message in [
         ("stale_read", "stale_read needs parameter(s): ['slots']"),
