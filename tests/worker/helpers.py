@@ -58,6 +58,9 @@ def make_settings(
         "confirm_poll_seconds": 0.01,
         "fast_first_poll_seconds": 0,
         "log_level": "DEBUG",
+        # a fixed zero fee: these tests count 5,000 lamports per transaction; `auto` has its own
+        # (tests/test_mixer_fees.py, tests/worker/test_worker_fees.py)
+        "priority_fee": 0,
         **overrides,
     }
     return Settings(**values)
