@@ -156,7 +156,7 @@ def _engine_sections(engines: dict[str, Any]) -> list[Section]:
 def _congestion_section(congestion: dict[str, Any]) -> Section:
     section = Section(
         f"Priority fees under congestion ({congestion['wallets']} wallets, "
-        f"{congestion['slot_ms']} ms slots)",
+        f"{congestion['slot_ms']} ms slots, 1 run each)",
         [
             "mode",
             "priority fee",
@@ -193,6 +193,8 @@ def _congestion_section(congestion: dict[str, Any]) -> Section:
         f"Job deadline: {congestion['deadline_slots']:,} slots of 400 ms (890 s); a case still "
         f"running after {congestion['budget_slots']:,} slots is stopped. Counted in slots, so "
         "the short slots only shorten the run; polls scale with the slot.",
+        "A hand-back ends one execution: the job would be retried (PREMIX_JOB_MAX_TRIES), each "
+        "try alike while the congestion lasts.",
     ]
     return section
 

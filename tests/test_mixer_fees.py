@@ -174,6 +174,30 @@ async def test_auto_never_bids_past_the_cap_and_hands_back_then_pays_once(
     assert all(a.priority_fee_lamports <= cap_lamports for a in landed)
 
 
+@pytest.mark.parametrize("mode", MODES)
+@pytest.mark.parametrize(
+    ("fault", "params"),
+    [
+        ("drop_send", {"count": 2}),
+        ("lose_response", {"method": "sendTransaction", "count": 2}),
+        ("stale_read", {"slots": 5, "probability": 0.5}),
+        ("no_history", {}),
+        ("http_429", {"method": "getRecentPrioritizationFees", "count": 1, "retry_after": 0}),
+    ],
+)
+async def test_auto_under_congestion_and_rpc_faults_pays_each_wallet_once(
+    localnet: Localnet, store: Store, mode: str, fault: str, params: dict[str, object]
+) -> None:
+    harness = MixerHarness(localnet, store, 22 if mode == "fast" else 3, mode, settings=settings())
+    await harness.open()
+    localnet.faults.inject("congestion", min_micro_lamports=THRESHOLD, land_probability=0)
+    localnet.faults.inject(fault, **params)  # type: ignore[arg-type]
+
+    result = await harness.run()
+
+    await assert_chain_equals_ledger_and_report(harness, result.fee_lamports)
+
+
 def test_the_balance_check_counts_each_attached_fee_and_the_cap_for_the_rest() -> None:
     fees = PriorityFees(fixed_micro_lamports=None)
     run = run_with_plan([10**9] * 22)

@@ -93,6 +93,7 @@ STALE_READ_METHODS: Final = frozenset(
         "getFeeForMessage",
         "getLatestBlockhash",
         "getMultipleAccounts",
+        "getRecentPrioritizationFees",
         "getSignatureStatuses",
         "getSlot",
         "getTransactionCount",
