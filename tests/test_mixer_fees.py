@@ -158,7 +158,7 @@ async def test_auto_never_bids_past_the_cap_and_hands_back_then_pays_once(
     assert str(handed_back.value) == (
         "Temporary failure: the network is congested: transaction 1 did not land even at the "
         "highest priority fee "
-        "allowed (0.000001 SOL per transaction); trying again later"
+        "allowed (0.000001 SOL per transaction)"
     )
     assert harness.balances() == [0] * 3
     assert localnet.balance(harness.funding.pubkey()) == harness.funding_lamports

@@ -189,7 +189,7 @@ class FeePricing:
                 raise TransientError(
                     f"the network is congested: transaction {tx.index + 1} did not land "
                     "even at the highest priority fee allowed "
-                    f"({format_sol(fees.max_lamports)} per transaction); trying again later"
+                    f"({format_sol(fees.max_lamports)} per transaction)"
                 )
             policies.append(fees.at(fees.price(len(positions), market, previous_price)))
         return policies

@@ -75,3 +75,32 @@ async def test_with_auto_fees_the_balance_check_counts_up_to_the_cap_per_transac
         f", available 0.5 SOL (0.5 SOL to 1 wallet(s) + up to {format_sol(cap_fee)} fees for "
         "1 transaction(s) + 0.01 SOL buffer)"
     )
+
+
+async def test_a_congestion_above_the_cap_fails_the_job_clearly_after_its_last_try(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    settings = settings.model_copy(
+        update={"priority_fee": "auto", "max_priority_fee_lamports": 1_000, "job_max_tries": 1}
+    )
+    cap_price = PriorityFees.from_settings(settings).cap_price(1)
+    user = await create_user(store, net, "u1", buyers=5, funding_lamports=SOL)
+    net.faults.inject("congestion", min_micro_lamports=10 * cap_price, land_probability=0)
+    job_id = await enqueue(settings, "u1", "0.5")
+
+    await run_worker(settings)
+
+    result = (await job_result(settings, job_id)).result
+    assert result["success"] is False
+    assert result["message"] == (
+        "Mixer operation failed: the network is congested: transaction 1 did not land even at "
+        "the highest priority fee allowed (0.000001 SOL per transaction). Sent 0 SOL "
+        "to 0 wallet(s); 1 wallet(s) not funded"
+    )
+    assert "PREMIX_" not in result["message"]  # the variable is named in the log only
+    assert net.balance(user.funding.pubkey()) == SOL  # nothing was paid
+    run = await Ledger(store).get(job_id)
+    assert run is not None and run.status is RunStatus.FAILED
+    [tx] = run.transactions
+    assert [a.compute_unit_price for a in tx.attempts] == [cap_price]
+    assert tx.attempts[0].priority_fee_lamports <= 1_000
