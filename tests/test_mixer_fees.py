@@ -125,9 +125,13 @@ async def test_auto_raises_its_bid_on_each_re_sign_until_it_lands(
     async with SteppingRpc(localnet) as rpc:
         result = await harness.run(rpc=rpc)
         sends = rpc.calls["sendTransaction"]
+        fee_reads = rpc.calls["getRecentPrioritizationFees"]
 
     await assert_chain_equals_ledger_and_report(harness, result.fee_lamports)
     record = await harness.record()
+    attempts = sum(len(tx.attempts) for tx in record.transactions)
+    # one fee reading per signing round (a re-sign comes 150+ blocks later: a fresh one)
+    assert fee_reads == attempts if mode == "fast" else 2 <= fee_reads <= attempts
     for tx in record.transactions:
         prices = [a.compute_unit_price for a in tx.attempts]
         assert 2 <= len(prices) <= 3, prices  # the first or second re-sign lands
