@@ -49,6 +49,8 @@ def sections(document: dict[str, Any]) -> list[Section]:
     result = [_header(document)]
     if document.get("engines") is not None:
         result += _engine_sections(document["engines"])
+    if document.get("congestion") is not None:
+        result.append(_congestion_section(document["congestion"]))
     if document.get("queue") is not None:
         result.append(_queue_section(document["queue"]))
     if document.get("planner") is not None:
@@ -149,6 +151,52 @@ def _engine_sections(engines: dict[str, Any]) -> list[Section]:
             ]
         )
     return [table, ratios]
+
+
+def _congestion_section(congestion: dict[str, Any]) -> Section:
+    section = Section(
+        f"Priority fees under congestion ({congestion['wallets']} wallets, "
+        f"{congestion['slot_ms']} ms slots, 1 run each)",
+        [
+            "mode",
+            "priority fee",
+            "slots",
+            "fee (lamports)",
+            "of which priority",
+            "re-signs",
+            "getRecentPrioritizationFees",
+            "RPC calls",
+            "completed within the deadline",
+            "outcome",
+        ],
+    )
+    for case in congestion["cases"]:
+        calls = case["rpc_calls"]
+        section.rows.append(
+            [
+                case["mode"],
+                case["priority_fee"],
+                f"{case['slots']:,}",
+                f"{case['fee_lamports']:,}",
+                f"{case['priority_fee_lamports']:,}",
+                str(case["re_signs"]),
+                str(calls.get("getRecentPrioritizationFees", 0)),
+                f"{sum(calls.values()):,}",
+                "yes" if case["within_deadline"] else "no",
+                case["outcome"],
+            ]
+        )
+    section.notes = [
+        f"localnet `congestion`: below {congestion['threshold_micro_lamports']:,} micro-lamports "
+        f"per compute unit a transaction lands with probability {congestion['land_probability']}"
+        " per slot; at or above it, at once.",
+        f"Job deadline: {congestion['deadline_slots']:,} slots of 400 ms (890 s); a case still "
+        f"running after {congestion['budget_slots']:,} slots is stopped. Counted in slots, so "
+        "the short slots only shorten the run; polls scale with the slot.",
+        "A hand-back ends one execution: the job would be retried (PREMIX_JOB_MAX_TRIES), each "
+        "try alike while the congestion lasts.",
+    ]
+    return section
 
 
 def _queue_section(queue: dict[str, Any]) -> Section:

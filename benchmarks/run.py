@@ -1,8 +1,8 @@
 """The benchmark command: `python -m benchmarks.run [--quick] [--repeat N] [--json-out PATH]`.
 
-Runs the engine, queue and planner benchmarks, prints the tables (rich) and then the JSON
-document on stdout; progress lines go to stderr. `--json-out` also writes the JSON,
-`--markdown-out` the tables as Markdown (what benchmarks/RESULTS.md holds), and
+Runs the engine, congestion (priority fees), queue and planner benchmarks, prints the tables
+(rich) and then the JSON document on stdout; progress lines go to stderr. `--json-out` also
+writes the JSON, `--markdown-out` the tables as Markdown (what benchmarks/RESULTS.md holds), and
 `--render PATH` prints the tables of a saved JSON document without measuring anything.
 """
 
@@ -19,6 +19,7 @@ from typing import Any
 
 from rich.console import Console
 
+from benchmarks.congestion import bench_congestion
 from benchmarks.engines import bench_engines
 from benchmarks.measure import machine, utc_timestamp
 from benchmarks.planner import bench_planner
@@ -29,7 +30,7 @@ from premix.logs import configure_logging
 from premix.servers import private_valkey
 from premix.settings import Settings
 
-SECTIONS = ("engines", "queue", "planner")
+SECTIONS = ("engines", "congestion", "queue", "planner")
 FULL = {
     "slot_ms": 400,
     "wallets": "1,21,73",
@@ -39,6 +40,9 @@ FULL = {
     "workers": "1,2,4",
     "throughput_jobs": 16,
     "plan_number": 2000,
+    "congestion_wallets": 73,
+    "congestion_slot_ms": 20,
+    "congestion_budget_slots": None,  # the job deadline
 }
 QUICK = {
     "slot_ms": 50,
@@ -49,6 +53,9 @@ QUICK = {
     "workers": "1,2,4",
     "throughput_jobs": 4,
     "plan_number": 200,
+    "congestion_wallets": 21,
+    "congestion_slot_ms": 20,
+    "congestion_budget_slots": 400,
 }
 
 
@@ -70,6 +77,19 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
         "--confirm-poll-seconds",
         type=float,
         help="premix's status poll interval for the engines (default: premix's setting)",
+    )
+    parser.add_argument(
+        "--congestion-wallets", type=int, help="wallets per congestion case (default 73)"
+    )
+    parser.add_argument(
+        "--congestion-slot-ms",
+        type=int,
+        help="slot length of the congestion cases (default 20: counted in slots, not seconds)",
+    )
+    parser.add_argument(
+        "--congestion-budget-slots",
+        type=int,
+        help="slots a congestion case may take before it is stopped (default: the job deadline)",
     )
     parser.add_argument(
         "--only", help=f"comma-separated sections to run ({', '.join(SECTIONS)}; default all)"
@@ -109,7 +129,9 @@ def progress(message: str) -> None:
 
 async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
     """Run the selected sections; return the JSON document."""
-    settings = Settings(log_level="WARNING")
+    # The engine section keeps a fixed zero priority fee: its figures compare with earlier runs
+    # and with the reference design (no priority fee); `auto` is measured by `congestion`.
+    settings = Settings(log_level="WARNING", priority_fee=0)
     if args.confirm_poll_seconds is not None:
         settings = settings.model_copy(update={"confirm_poll_seconds": args.confirm_poll_seconds})
     document: dict[str, Any] = {
@@ -126,8 +148,10 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "workers": args.worker_counts,
             "throughput_jobs": args.throughput_jobs,
             "sections": list(args.sections),
+            "congestion_wallets": args.congestion_wallets,
         },
         "engines": None,
+        "congestion": None,
         "queue": None,
         "planner": None,
     }
@@ -140,6 +164,13 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             slot_ms=args.slot_ms,
             repeat=args.repeat,
             settings=settings,
+            progress=progress,
+        )
+    if "congestion" in args.sections:
+        document["congestion"] = await bench_congestion(
+            wallets=args.congestion_wallets,
+            slot_ms=args.congestion_slot_ms,
+            budget_slots=args.congestion_budget_slots,
             progress=progress,
         )
     if "queue" in args.sections:

@@ -26,10 +26,14 @@ THROUGHPUT_PROCESSES = 4
 THROUGHPUT_MIN_SPEEDUP = 3.0
 
 
+CONGESTION_TARGET = "congestion 73 wallets: auto completes within the job deadline"
+
+
 def evaluate(document: dict[str, Any]) -> list[Target]:
     """Every bar, with the measured figure and pass/miss."""
     return [
         *_engine_targets(document.get("engines")),
+        _congestion_target(document.get("congestion")),
         *_planner_targets(document.get("planner")),
         *_queue_targets(document.get("queue")),
     ]
@@ -113,6 +117,25 @@ def _engine_targets(engines: dict[str, Any] | None) -> list[Target]:
             ),
         ]
     return targets
+
+
+def _congestion_target(congestion: dict[str, Any] | None) -> Target:
+    """SPEC section 9: under congestion, `auto` completes a 73-wallet premix in both modes
+    within the job deadline."""
+    bar = "both modes, within the deadline"
+    if congestion is None or congestion["wallets"] != TARGET_WALLETS:
+        return Target(CONGESTION_TARGET, bar, "not measured (no 73-wallet case)", None)
+    auto = [c for c in congestion["cases"] if c["priority_fee"] == "auto"]
+    shown = "; ".join(
+        f"{c['mode']}: {c['slots']} slots" + ("" if c["within_deadline"] else " (not completed)")
+        for c in auto
+    )
+    return Target(
+        CONGESTION_TARGET,
+        f"{bar} ({congestion['deadline_slots']:,} slots)",
+        shown,
+        len(auto) == 2 and all(c["within_deadline"] and c["funded_exactly"] for c in auto),
+    )
 
 
 def _planner_targets(planner: dict[str, Any] | None) -> list[Target]:

@@ -312,6 +312,7 @@ class JobExecution:
             message,
             sentLamports=mix.sent_lamports,
             feeLamports=mix.fee_lamports,
+            priorityFeeLamports=mix.priority_fee_lamports,
             transactions=mix.transactions,
             walletsFunded=funded,
         )

@@ -45,6 +45,7 @@ def build_result(
                 signatures.append(wallet.signature)
     sent = mix.sent_lamports if mix is not None else 0
     fees = mix.fee_lamports if mix is not None else 0
+    priority_fees = mix.priority_fee_lamports if mix is not None else 0
     return {
         "success": success,
         "message": message,
@@ -61,6 +62,8 @@ def build_result(
             "sentSol": sol_text(sent),
             "feeLamports": fees,
             "feeSol": sol_text(fees),
+            "priorityFeeLamports": priority_fees,  # included in feeLamports
+            "priorityFeeSol": sol_text(priority_fees),
             "transactions": mix.transactions if mix is not None else 0,
         },
         "signatures": signatures,
@@ -68,9 +71,13 @@ def build_result(
 
 
 def completion_message(mix: MixResult, mode: str) -> str:
-    """'Premix complete: sent 2 SOL to 4 wallet(s) in 4 transaction(s) (standard mode), ...'."""
-    return (
+    """'Premix complete: sent 2 SOL to 4 wallet(s) in 4 transaction(s) (standard mode), fees
+    0.00002 SOL (of which priority fees 0.000001 SOL)'."""
+    message = (
         f"Premix complete: sent {format_sol(mix.sent_lamports)} to {len(mix.funded)} "
         f"wallet(s) in {mix.transactions} transaction(s) ({mode} mode), "
         f"fees {format_sol(mix.fee_lamports)}"
     )
+    if mix.priority_fee_lamports:
+        message += f" (of which priority fees {format_sol(mix.priority_fee_lamports)})"
+    return message

@@ -36,6 +36,7 @@ from solders.commitment_config import CommitmentLevel
 from solders.hash import Hash
 from solders.message import Message
 from solders.pubkey import Pubkey
+from solders.rpc import responses
 from solders.rpc.config import RpcAccountInfoConfig, RpcContextConfig
 from solders.rpc.errors import (
     BlockNotAvailableMessage,
@@ -43,7 +44,7 @@ from solders.rpc.errors import (
     MinContextSlotNotReachedMessage,
     NodeUnhealthyMessage,
 )
-from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts
+from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts, GetRecentPrioritizationFees
 from solders.rpc.responses import GetBalanceResp, GetMultipleAccountsResp, RPCResult
 from solders.signature import Signature
 from solders.transaction_status import (
@@ -266,6 +267,15 @@ class SolanaRpc:
                 for account in response.value
             )
         return result
+
+    async def recent_prioritization_fees(self, accounts: Sequence[Pubkey]) -> list[int]:
+        """Return the prioritization fee (micro-lamports per compute unit) of each recent slot
+        (up to 150, oldest first) for transactions writing any of `accounts` (at most 128)."""
+        body = GetRecentPrioritizationFees(list(accounts))
+        parser = responses.GetRecentPrioritizationFeesResp
+        request = partial(self._request, body, parser)
+        response = await self._call("getRecentPrioritizationFees", request)
+        return [fee.prioritization_fee for fee in sorted(response.value, key=lambda f: f.slot)]
 
     async def _request(self, body: Body, parser: type[Response]) -> Response:
         # solana-py's typed client has no minContextSlot parameters: send solders' request.

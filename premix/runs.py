@@ -70,12 +70,14 @@ class Attempt:
     signed_at: datetime
     state: AttemptState = AttemptState.SIGNED
     error: str | None = None
-    fee_lamports: int = 0  # paid only once landed (ok or failed)
+    fee_lamports: int = 0  # attached when signed; paid only once landed (ok or failed)
     slot: int | None = None  # where it landed (None when only the balances prove it landed)
     settled_at: datetime | None = None
     # How a landing was proven when its status could not be found (a node without history):
     # "balances" = every recipient holds its balance before plus its amount.
     evidence: str | None = None
+    compute_unit_price: int = 0  # micro-lamports per compute unit it bids (0: none)
+    priority_fee_lamports: int = 0  # the part of `fee_lamports` that price adds
 
     @property
     def is_open(self) -> bool:
@@ -148,6 +150,7 @@ class Totals:
     sent_lamports: int  # transferred by transactions that landed ok
     fee_lamports: int  # paid by every landed attempt, ok or failed
     transactions: int  # landed attempts (each paid a fee)
+    priority_fee_lamports: int = 0  # the priority part of `fee_lamports`
 
 
 @dataclass
@@ -174,7 +177,12 @@ class RunRecord:
         """Sent lamports, fees paid and landed transactions, from the attempts."""
         sent = sum(self.plan[p].lamports for p in self.funded_positions())
         landed = [a for tx in self.transactions for a in tx.attempts if a.landed]
-        return Totals(sent, sum(a.fee_lamports for a in landed), len(landed))
+        return Totals(
+            sent,
+            sum(a.fee_lamports for a in landed),
+            len(landed),
+            sum(a.priority_fee_lamports for a in landed),
+        )
 
     def transaction_of(self, position: int) -> LedgerTransaction | None:
         """The transaction holding plan `position`, if it was ever signed."""
@@ -325,6 +333,8 @@ def attempt_to_document(attempt: Attempt) -> Document:
         "signed_at": attempt.signed_at,
         "settled_at": attempt.settled_at,
         "evidence": attempt.evidence,
+        "compute_unit_price": attempt.compute_unit_price,
+        "priority_fee_lamports": attempt.priority_fee_lamports,
     }
 
 
@@ -341,6 +351,8 @@ def attempt_from_document(document: Mapping[str, Any]) -> Attempt:
         signed_at=_utc(document["signed_at"]),
         settled_at=_utc(document.get("settled_at")),
         evidence=document.get("evidence"),
+        compute_unit_price=int(document.get("compute_unit_price", 0)),
+        priority_fee_lamports=int(document.get("priority_fee_lamports", 0)),
     )
 
 

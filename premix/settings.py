@@ -3,7 +3,7 @@
 import json
 from decimal import Decimal
 from functools import lru_cache
-from typing import Annotated
+from typing import Annotated, Final, Literal
 from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, field_validator, model_validator
@@ -20,6 +20,8 @@ from premix.constants import (
 from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS, TierTable
 
 MEMORY_STORE_URI = "memory://"
+AUTO: Final = "auto"  # PREMIX_PRIORITY_FEE: priced from the recent fees (premix/mixer/fees.py)
+_MAX_U64: Final = 2**64 - 1
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -53,7 +55,17 @@ class Settings(BaseSettings):
     min_wallet_sol: Decimal = Field(default=Decimal("0.01"), gt=0)
     # Per-position caps in SOL overriding the default tier table (comma-separated or JSON list).
     tier_caps_sol: tuple[Decimal, ...] | None = None
-    priority_fee_micro_lamports: int = Field(default=0, ge=0)
+    # Compute-unit price of every transaction: "auto" (a percentile of the recent
+    # prioritization fees, at least the floor, raised on each re-sign, never above the cap per
+    # transaction; see premix/mixer/fees.py) or a fixed micro-lamports per compute unit
+    # (0: no ComputeBudget instructions).
+    priority_fee: int | Literal["auto"] = AUTO
+    priority_fee_percentile: int = Field(default=75, ge=1, le=100)
+    priority_fee_floor_micro_lamports: int = Field(default=10_000, ge=1, le=_MAX_U64)
+    # Each re-sign of a transaction bids at least this many percent more (100: doubles).
+    priority_fee_raise_percent: int = Field(default=100, ge=1, le=1_000)
+    # The most priority fee (price x compute-unit limit / 10^6) one transaction may pay.
+    max_priority_fee_lamports: int = Field(default=100_000, ge=1, le=LAMPORTS_PER_SOL)
     # 0: computed from the transaction's instructions; the runtime charges for at most 1.4M.
     compute_unit_limit: int = Field(default=0, ge=0, le=MAX_COMPUTE_UNIT_LIMIT)
     # Seconds between signature-status polls while a transfer is in flight (fast mode backs off).
@@ -88,6 +100,19 @@ class Settings(BaseSettings):
         if level not in LOG_LEVELS:
             raise ValueError(f"must be one of {', '.join(LOG_LEVELS)}")
         return level
+
+    @field_validator("priority_fee", mode="before")
+    @classmethod
+    def _auto_or_price(cls, value: object) -> object:
+        if isinstance(value, str) and value.strip().lower() == AUTO:
+            return AUTO
+        if isinstance(value, str) and value.strip().isdigit():
+            value = int(value.strip())
+        if isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= _MAX_U64:
+            return value
+        raise ValueError(
+            "must be auto or a whole number of micro-lamports per compute unit (0 or more)"
+        )
 
     @field_validator("redis_url")
     @classmethod

@@ -29,7 +29,7 @@ from premix.execution import JobExecution
 from premix.keys import KeyConfigError, KeyRing
 from premix.ledger import Ledger
 from premix.logs import configure_logging, get_logger, redact_text
-from premix.mixer import FeePolicy
+from premix.mixer import PriorityFees
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
 from premix.rpc import SolanaRpc
@@ -81,7 +81,7 @@ def check_configuration(settings: Settings) -> None:
             "PREMIX_ALLOW_MEMORY_STORE=1 where one process creates the wallets and runs the jobs)"
         )
     try:
-        FeePolicy.from_settings(settings).check()
+        PriorityFees.from_settings(settings).check()
     except ValueError as e:
         raise WorkerStartupError(str(e)) from None
     if not settings.encryption_keys.get_secret_value().strip():

@@ -26,6 +26,8 @@ TINY_RUN = [
     "--workers=1,2",
     "--throughput-jobs=2",
     "--plan-number=10",
+    "--congestion-wallets=3",
+    "--congestion-budget-slots=250",
 ]
 
 
@@ -73,6 +75,7 @@ def test_document_names_the_run_the_machine_and_every_section(
         "machine",
         "config",
         "engines",
+        "congestion",
         "queue",
         "planner",
         "targets",
@@ -103,6 +106,27 @@ def test_standard_mode_and_the_sequential_reference_send_one_transaction_per_wal
         assert (standard["transactions"], standard["fee_lamports"]) == (21, 105_000)
         assert standard["funded_exactly"] is True
         assert standard["runs"][0]["rpc_calls"]["sendTransaction"] == 21
+
+
+def test_under_congestion_a_zero_fee_never_lands_and_auto_funds_every_wallet(
+    benchmark_run: tuple[dict[str, Any], str, str],
+) -> None:
+    congestion = benchmark_run[0]["congestion"]
+    cases = {(c["mode"], c["priority_fee"]): c for c in congestion["cases"]}
+    assert set(cases) == {(m, f) for m in ("fast", "standard") for f in ("0", "auto")}
+    for mode in ("fast", "standard"):
+        zero, auto = cases[(mode, "0")], cases[(mode, "auto")]
+        assert (zero["completed"], zero["fee_lamports"], zero["funded_exactly"]) == (
+            False,
+            0,
+            False,
+        )
+        assert zero["slots"] >= congestion["budget_slots"]
+        assert (auto["completed"], auto["within_deadline"], auto["funded_exactly"]) == (True,) * 3
+        assert auto["re_signs"] == 0 and auto["priority_fee_lamports"] > 0
+        assert auto["rpc_calls"]["getRecentPrioritizationFees"] >= 1
+    assert cases[("fast", "auto")]["transactions"] == 1
+    assert cases[("standard", "auto")]["transactions"] == 3
 
 
 def test_typescript_estimates_follow_the_old_formulas(
@@ -166,6 +190,7 @@ def test_every_spec_target_is_listed_and_73_wallet_bars_are_not_measured_without
         "fast 73 wallets: RPC round trips",
         "fast 73 wallets: confirmed after the send",
         "standard 73 wallets: wall time",
+        "congestion 73 wallets: auto completes within the job deadline",
         "plan for 73 wallets",
         "enqueue p99",
         "pickup p99 (enqueue to phase-1 event)",
@@ -175,6 +200,9 @@ def test_every_spec_target_is_listed_and_73_wallet_bars_are_not_measured_without
     assert targets["fast 73 wallets: transactions"]["passed"] is None
     assert targets["standard 73 wallets: wall time"]["passed"] is None
     assert targets["plan for 73 wallets"]["passed"] is not None
+    assert (
+        targets["congestion 73 wallets: auto completes within the job deadline"]["passed"] is None
+    )
     # the tables come first on stdout, then the same JSON document
     assert "Targets (SPEC section 9)" in stdout
     assert json.loads(stdout[stdout.index("\n{") :]) == document

@@ -71,7 +71,7 @@ async def test_fast_mode_on_a_running_clock_takes_few_round_trips(
         store,
         73,
         "fast",
-        settings=Settings(confirm_poll_seconds=0.02, fast_first_poll_seconds=0),
+        settings=Settings(confirm_poll_seconds=0.02, fast_first_poll_seconds=0, priority_fee=0),
     )
     await harness.open()
     async with SolanaRpc(fast_localnet.url, retry=QUICK_RETRIES) as rpc:
@@ -90,7 +90,7 @@ async def test_standard_mode_on_a_running_clock(fast_localnet: Localnet, store: 
         store,
         3,
         "standard",
-        settings=Settings(confirm_poll_seconds=0.01, fast_first_poll_seconds=0),
+        settings=Settings(confirm_poll_seconds=0.01, fast_first_poll_seconds=0, priority_fee=0),
     )
     await harness.open()
     async with SolanaRpc(fast_localnet.url, retry=QUICK_RETRIES) as rpc:
@@ -102,9 +102,7 @@ async def test_standard_mode_on_a_running_clock(fast_localnet: Localnet, store: 
 async def test_a_priority_fee_is_paid_exactly_as_configured(
     localnet: Localnet, store: Store, mode: str
 ) -> None:
-    settings = Settings(
-        confirm_poll_seconds=0.001, fast_first_poll_seconds=0, priority_fee_micro_lamports=25_000
-    )
+    settings = Settings(confirm_poll_seconds=0.001, fast_first_poll_seconds=0, priority_fee=25_000)
     harness = MixerHarness(localnet, store, 22, mode, settings=settings)
     await harness.open()
     result = await harness.run()

@@ -86,7 +86,10 @@ class MixerHarness:
     funding: Keypair = field(default_factory=Keypair)
     funding_lamports: int = FUNDING_LAMPORTS
     settings: Settings = field(
-        default_factory=lambda: Settings(confirm_poll_seconds=0.001, fast_first_poll_seconds=0)
+        # a fixed zero fee: the base-fee assertions below; `auto` is tested in test_mixer_fees.py
+        default_factory=lambda: Settings(
+            confirm_poll_seconds=0.001, fast_first_poll_seconds=0, priority_fee=0
+        )
     )
     progress: list[MixerProgress] = field(default_factory=list)
 

@@ -111,7 +111,9 @@ def describe_rule(rule: FaultRule) -> str:
     help=(
         "Switch a fault on (repeatable), e.g. stale_read:slots=3,probability=0.5 or no_history. "
         "Kinds: latency (ms), http_429 (retry_after), http_5xx (status), drop_send, "
-        "lose_response, expire_blockhash, stale_read (slots), no_history; any kind also takes "
+        "lose_response, expire_blockhash, stale_read (slots), no_history, congestion "
+        "(min_micro_lamports, land_probability, reported_micro_lamports), e.g. "
+        "congestion:min_micro_lamports=1000,land_probability=0.1; any kind also takes "
         "method, count and probability."
     ),
 )

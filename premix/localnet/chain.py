@@ -54,6 +54,13 @@ from solders.transaction_status import (
     TransactionErrorType,
 )
 
+from premix.localnet.congestion import (
+    Congestion,
+    HeldTransactions,
+    PrioritizationFees,
+    compute_unit_price,
+    writable_accounts,
+)
 from premix.localnet.history import AccountHistory
 
 MAX_PROCESSING_AGE: Final = 150  # blocks a blockhash stays valid after its own block
@@ -131,6 +138,7 @@ class TransactionOutcome(enum.Enum):
 
     LANDED = "landed"  # in a block (err says whether it succeeded); fee charged
     DROPPED = "dropped"  # accepted by sendTransaction, never landed (fault or expired blockhash)
+    HELD = "held"  # accepted while congestion holds it back: it may land in a later slot
     REJECTED = "rejected"  # refused by preflight; the caller got an RPC error
 
 
@@ -296,6 +304,8 @@ class Chain:
         self._block_by_hash: dict[Hash, Block] = {genesis.blockhash: genesis}
         self._history = AccountHistory(ACCOUNT_HISTORY_SLOTS)
         self._log: dict[Signature, TransactionRecord] = {}
+        self._held = HeldTransactions()  # accepted, waiting behind higher bids (congestion)
+        self._fees = PrioritizationFees()
 
     # -- time ---------------------------------------------------------------------------------
 
@@ -340,6 +350,8 @@ class Chain:
                     self._block_by_hash.pop(self._blocks[0].blockhash, None)
                 self._blocks.append(block)
                 self._block_by_hash[block.blockhash] = block
+                self._history.advance_to(block.slot)
+                self._land_held()
             self._history.advance_to(self._blocks[-1].slot)
             return self._blocks[-1]
 
@@ -402,6 +414,7 @@ class Chain:
         skip_preflight: bool = False,
         preflight_bank: Block | None = None,
         drop: bool = False,
+        congestion: Congestion | None = None,
     ) -> Signature:
         """Receive a transaction as sendTransaction does; returns its signature.
 
@@ -410,7 +423,8 @@ class Chain:
         already processed, or a failing simulation). Without preflight
         the signature is always returned; a transaction that cannot land is dropped, one that
         fails in execution lands with its error and pays its fee. `drop=True` (a fault) accepts
-        the transaction and never lands it.
+        the transaction and never lands it. `congestion` (a fault) holds a transaction bidding
+        below its price back: accepted, it lands in a later slot by the fault's odds, or never.
         """
         signature = transaction.signatures[0]
         blockhash = transaction.message.recent_blockhash
@@ -435,16 +449,45 @@ class Chain:
             if not self.is_blockhash_valid(blockhash):
                 self._record(signature, slot, BLOCKHASH_NOT_FOUND, 0, landed=False)
                 return signature
-            with self._recording(self._writable_keys(transaction.message)):
-                result = self._svm.send_transaction(transaction)
-            if isinstance(result, FailedTransactionMetadata):
-                err = result.err()
-                landed = transaction_error_name(err) not in _NOT_COMMITTED
-                fee = result.meta().fee() if landed else 0
-                self._record(signature, slot, err, fee, landed=landed)
-            else:
-                self._record(signature, slot, None, result.fee(), landed=True)
+            if congestion is not None and congestion.holds(transaction):
+                if signature not in self._held:
+                    self._held.hold(transaction, congestion)
+                    self._record(signature, slot, None, 0, landed=False, held=True)
+                return signature
+            self._held.release(signature)
+            self._execute(transaction, slot)
             return signature
+
+    def _execute(self, transaction: VersionedTransaction, slot: int) -> None:
+        """Run `transaction` in the newest block and log what became of it."""
+        signature = transaction.signatures[0]
+        with self._recording(self._writable_keys(transaction.message)):
+            result = self._svm.send_transaction(transaction)
+        if isinstance(result, FailedTransactionMetadata):
+            err = result.err()
+            landed = transaction_error_name(err) not in _NOT_COMMITTED
+            fee = result.meta().fee() if landed else 0
+            self._record(signature, slot, err, fee, landed=landed)
+        else:
+            landed = True
+            self._record(signature, slot, None, result.fee(), landed=True)
+        if landed:
+            message = transaction.message
+            self._fees.record(self.slot, compute_unit_price(message), writable_accounts(message))
+
+    def _land_held(self) -> None:
+        """Drop the held transactions whose blockhash expired; land those due in the newest
+        block (called as each block is produced)."""
+        expired = self._held.expired(
+            lambda transaction: self.is_blockhash_valid(transaction.message.recent_blockhash)
+        )
+        for signature in expired:
+            received = self._log[signature].received_slot
+            reason = "blockhash expired while congestion held it back"
+            self._record(signature, received, BLOCKHASH_NOT_FOUND, 0, landed=False, reason=reason)
+        for transaction in self._held.due():
+            received = self._log[transaction.signatures[0]].received_slot
+            self._execute(transaction, received)
 
     def simulate_transaction(
         self,
@@ -521,6 +564,15 @@ class Chain:
                     SignatureStatus(record.landed_slot, confirmations, record.err, commitment)
                 )
             return statuses
+
+    def recent_prioritization_fees(
+        self, accounts: Sequence[Pubkey], bank: Block | None = None, *, congested_fee: int | None
+    ) -> list[dict[str, int]]:
+        """getRecentPrioritizationFees up to `bank` (None: the newest): per slot, the lowest
+        price that landed, raised to the highest lowest price writing one of `accounts`, and
+        to `congested_fee` (or up to 1.5 times it) while congestion is on."""
+        with self._lock:
+            return self._fees.recent(self._or_newest(bank).slot, accounts, congested_fee)
 
     @property
     def transaction_log(self) -> Mapping[Signature, TransactionRecord]:
@@ -626,14 +678,18 @@ class Chain:
         *,
         landed: bool,
         reason: str | None = None,
+        held: bool = False,
     ) -> None:
-        if reason is None:
+        if reason is None and held:
+            reason = "held back by congestion"
+        elif reason is None:
             reason = "ok" if err is None else describe_transaction_error(err)
+        outcome = TransactionOutcome.LANDED if landed else TransactionOutcome.DROPPED
         self._log[signature] = TransactionRecord(
             signature=signature,
             received_slot=slot,
-            landed_slot=slot if landed else None,
-            outcome=TransactionOutcome.LANDED if landed else TransactionOutcome.DROPPED,
+            landed_slot=self.slot if landed else None,
+            outcome=TransactionOutcome.HELD if held else outcome,
             err=err,
             reason=reason,
             fee_lamports=fee_lamports,

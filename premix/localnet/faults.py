@@ -23,10 +23,19 @@ Kinds (params):
   bank: a blockhash newer than it is "Blockhash not found"); a transaction sent still lands.
 - `no_history`: getSignatureStatuses answers only from the last 150 slots' status cache, even
   with `searchTransactionHistory` (a node without transaction history).
+- `congestion` (min_micro_lamports; land_probability, default 0; reported_micro_lamports,
+  default min_micro_lamports): a sendTransaction it fires on whose compute-unit price (its
+  SetComputeUnitPrice; none: 0) is below `min_micro_lamports` is accepted (its signature
+  returned) but held: it lands in each later slot with `land_probability` (0: never) while its
+  blockhash is valid, and at the next slot once the rule is off. While the rule is on,
+  getRecentPrioritizationFees reports every recent slot at `reported_micro_lamports` to 1.5
+  times it (what others paid to land; below the threshold it models a market the fee data
+  has not caught up with). See `congestion.py`.
 
 HTTP-level kinds (latency, 429, 5xx, lose_response) fire once per HTTP request when any call in
-it matches; `drop_send`, `expire_blockhash`, `stale_read` and `no_history` fire per JSON-RPC
-call (each call of a batch draws on its own).
+it matches; `drop_send`, `expire_blockhash`, `stale_read`, `no_history` and `congestion` fire
+per JSON-RPC call (each call of a batch draws on its own); a held transaction's landing in a
+slot draws on the same seeded random.
 """
 
 from __future__ import annotations
@@ -49,6 +58,7 @@ class FaultKind(enum.Enum):
     EXPIRE_BLOCKHASH = "expire_blockhash"
     STALE_READ = "stale_read"
     NO_HISTORY = "no_history"
+    CONGESTION = "congestion"
 
 
 _PARAMS: dict[FaultKind, dict[str, Any]] = {
@@ -60,10 +70,18 @@ _PARAMS: dict[FaultKind, dict[str, Any]] = {
     FaultKind.EXPIRE_BLOCKHASH: {},
     FaultKind.STALE_READ: {"slots": None},
     FaultKind.NO_HISTORY: {},
+    FaultKind.CONGESTION: {
+        "min_micro_lamports": None,
+        "land_probability": 0.0,
+        "reported_micro_lamports": "min_micro_lamports",
+    },
 }
 
 # Kinds that only make sense for one method when the rule names none.
-_DEFAULT_METHOD: dict[FaultKind, str] = {FaultKind.DROP_SEND: "sendTransaction"}
+_DEFAULT_METHOD: dict[FaultKind, str] = {
+    FaultKind.DROP_SEND: "sendTransaction",
+    FaultKind.CONGESTION: "sendTransaction",
+}
 
 # The calls a lagging node answers differently: every one served from a bank.
 STALE_READ_METHODS: Final = frozenset(
@@ -75,6 +93,7 @@ STALE_READ_METHODS: Final = frozenset(
         "getFeeForMessage",
         "getLatestBlockhash",
         "getMultipleAccounts",
+        "getRecentPrioritizationFees",
         "getSignatureStatuses",
         "getSlot",
         "getTransactionCount",
@@ -88,6 +107,7 @@ STALE_READ_METHODS: Final = frozenset(
 _APPLIES_TO: dict[FaultKind, frozenset[str]] = {
     FaultKind.STALE_READ: STALE_READ_METHODS,
     FaultKind.NO_HISTORY: frozenset({"getSignatureStatuses"}),
+    FaultKind.CONGESTION: frozenset({"sendTransaction"}),
 }
 
 
@@ -161,6 +181,17 @@ def _check_params(kind: FaultKind, params: dict[str, Any]) -> None:
         slots = params["slots"]
         if not isinstance(slots, int) or isinstance(slots, bool) or not 1 <= slots <= MAX_LAG_SLOTS:
             raise ValueError(f"stale_read slots must be an integer between 1 and {MAX_LAG_SLOTS}")
+    if kind is FaultKind.CONGESTION:
+        if params["reported_micro_lamports"] == "min_micro_lamports":
+            params["reported_micro_lamports"] = params["min_micro_lamports"]
+        for name in ("min_micro_lamports", "reported_micro_lamports"):
+            value = params[name]
+            if not isinstance(value, int) or isinstance(value, bool) or not 0 <= value < 2**64:
+                raise ValueError(f"congestion {name} must be a whole number of micro-lamports >= 0")
+        chance = params["land_probability"]
+        if not isinstance(chance, int | float) or isinstance(chance, bool) or not 0 <= chance <= 1:
+            raise ValueError("congestion land_probability must be between 0 and 1")
+        params["land_probability"] = float(chance)
 
 
 class Faults:
@@ -200,6 +231,21 @@ class Faults:
         """Switch every fault off."""
         with self._lock:
             self._rules.clear()
+
+    def active(self, kind: FaultKind) -> FaultRule | None:
+        """The first rule of `kind` switched on (not counted as used), or None."""
+        with self._lock:
+            return next((rule for rule in self._rules if rule.kind is kind), None)
+
+    def is_on(self, rule: FaultRule) -> bool:
+        """True while `rule` is switched on (not removed, cleared or used up)."""
+        with self._lock:
+            return any(on is rule for on in self._rules)
+
+    def chance(self, probability: float) -> bool:
+        """True with `probability`, drawn from the seeded random the rules use."""
+        with self._lock:
+            return self._random.random() < probability
 
     def take(self, kind: FaultKind, methods: list[str]) -> FaultRule | None:
         """The first rule of `kind` that fires for a request calling `methods`, counted as used."""

@@ -35,6 +35,7 @@ from premix.localnet.chain import (
     SignatureVerificationFailure,
     transaction_error_json,
 )
+from premix.localnet.congestion import MAX_FEE_ACCOUNTS, Congestion
 from premix.localnet.errors import (
     INVALID_REQUEST,
     METHOD_NOT_FOUND,
@@ -73,6 +74,8 @@ class Node:
     behind_slots: int = 0  # stale_read: it has seen the chain only up to this many slots ago
     has_history: bool = True  # no_history: statuses only from its recent status cache
     drops_sends: bool = False  # drop_send: it accepts transactions and never forwards them
+    congestion: Congestion | None = None  # congestion: its leader holds cheap transactions back
+    congested_fee: int | None = None  # congestion: what others pay per compute unit to land
 
 
 HEALTHY: Final = Node()
@@ -96,6 +99,7 @@ class RpcMethods:
             "getLatestBlockhash": self.get_latest_blockhash,
             "getMinimumBalanceForRentExemption": self.get_minimum_balance_for_rent_exemption,
             "getMultipleAccounts": self.get_multiple_accounts,
+            "getRecentPrioritizationFees": self.get_recent_prioritization_fees,
             "getSignatureStatuses": self.get_signature_statuses,
             "getSlot": self.get_slot,
             "getTransactionCount": self.get_transaction_count,
@@ -253,6 +257,7 @@ class RpcMethods:
                 skip_preflight=skip_preflight,
                 preflight_bank=bank,
                 drop=node.drops_sends,
+                congestion=node.congestion,
             )
         except SignatureVerificationFailure as error:
             raise RpcError(TRANSACTION_SIGNATURE_VERIFICATION_FAILURE, str(error)) from error
@@ -277,6 +282,19 @@ class RpcMethods:
             bank=bank,
         )
         return self._with_context(simulation.to_rpc_json(replacement), bank)
+
+    def get_recent_prioritization_fees(self, params: Params, node: Node) -> list[dict[str, int]]:
+        # As agave: an optional list of at most 128 accounts; no config, no context.
+        keys = params[0] if params and params[0] is not None else []
+        if not isinstance(keys, list):
+            raise invalid_params("Invalid params: expected an array of pubkeys.")
+        if len(keys) > MAX_FEE_ACCOUNTS:
+            raise invalid_params(f"Too many inputs provided; max {MAX_FEE_ACCOUNTS}")
+        accounts = [parse_pubkey(key) for key in keys]
+        bank = self.chain.block(Commitment.PROCESSED, behind=node.behind_slots)
+        return self.chain.recent_prioritization_fees(
+            accounts, bank, congested_fee=node.congested_fee
+        )
 
     def get_signature_statuses(self, params: Params, node: Node) -> dict[str, Any]:
         encoded = required_param(params, 0, "signatures")

@@ -21,6 +21,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 from premix.localnet.chain import Chain
+from premix.localnet.congestion import Congestion
 from premix.localnet.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
 from premix.localnet.faults import FaultKind, Faults
 from premix.localnet.intercept import InterceptedRequest, Interceptors, Stage
@@ -184,6 +185,7 @@ class _Handler(BaseHTTPRequestHandler):
         """The node that answers this call of `method`, as the per-call faults make it."""
         faults = self.server.faults
         stale = faults.take(FaultKind.STALE_READ, [method])
+        congested = faults.active(FaultKind.CONGESTION)
         return Node(
             behind_slots=0 if stale is None else int(stale.params["slots"]),
             has_history=faults.take(FaultKind.NO_HISTORY, [method]) is None,
@@ -191,6 +193,23 @@ class _Handler(BaseHTTPRequestHandler):
                 method == "sendTransaction"
                 and faults.take(FaultKind.DROP_SEND, [method]) is not None
             ),
+            congestion=self._congestion(method),
+            congested_fee=(
+                None if congested is None else int(congested.params["reported_micro_lamports"])
+            ),
+        )
+
+    def _congestion(self, method: str) -> Congestion | None:
+        """What the `congestion` rule firing on this sendTransaction (if one does) does to it."""
+        faults = self.server.faults
+        rule = faults.take(FaultKind.CONGESTION, [method]) if method == "sendTransaction" else None
+        if rule is None:
+            return None
+        chance = float(rule.params["land_probability"])
+        return Congestion(
+            min_micro_lamports=int(rule.params["min_micro_lamports"]),
+            lands_now=lambda: faults.chance(chance),
+            active=lambda: faults.is_on(rule),
         )
 
     # -- interceptors -------------------------------------------------------------------------

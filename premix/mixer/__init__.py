@@ -2,11 +2,13 @@
 wallet straight to each buyer wallet, with a write-ahead ledger so nothing is paid twice.
 
 `Payout` is the one face (`payout.py`); `standard` and `fast` are the two modes (SPEC section 5),
-`engine` what they share, `packing` how transfers fit into transactions, `result` the report.
+`engine` what they share, `packing` how transfers fit into transactions, `fees` the priority
+fee each attempt carries, `result` the report.
 Everything but the names below is private to this package.
 """
 
 from premix.mixer.engine import ProgressCallback
+from premix.mixer.fees import PriorityFees
 from premix.mixer.packing import FeePolicy
 from premix.mixer.payout import (
     MODES,
@@ -26,6 +28,7 @@ __all__ = [
     "MixerFailed",
     "MixerProgress",
     "Payout",
+    "PriorityFees",
     "ProgressCallback",
     "WalletOutcome",
     "WalletStatus",

@@ -36,7 +36,8 @@ from premix.ledger import (
     RunStatus,
     utc_now,
 )
-from premix.mixer.packing import FeePolicy, build_message, sign
+from premix.mixer.fees import FeePricing, PriorityFees
+from premix.mixer.packing import build_message, sign
 from premix.mixer.polling import HeightStall, gather_all, poll_delays
 from premix.mixer.result import MixerFailed, MixerProgress, MixResult
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
@@ -72,7 +73,7 @@ class Sender:
         record: RunRecord,
         rpc: SolanaRpc,
         ledger: Ledger,
-        fees: FeePolicy,
+        fees: PriorityFees,
         poll_seconds: float,
         first_poll_seconds: float = 0.0,
     ) -> None:
@@ -81,6 +82,7 @@ class Sender:
         self.rpc = rpc
         self.ledger = ledger
         self.fees = fees
+        self.pricing = FeePricing(fees, rpc)
         self.poll_seconds = poll_seconds
         self.first_poll_seconds = first_poll_seconds  # fast mode's wait before its first poll
         self.on_progress: ProgressCallback | None = None
@@ -103,7 +105,8 @@ class Sender:
         self, work: Sequence[tuple[LedgerTransaction | None, list[int]]]
     ) -> list[tuple[LedgerTransaction, Attempt]]:
         """Sign one new attempt per (transaction or None for a new one, positions) with one
-        fresh blockhash, and save them all in one ledger write before anything is sent."""
+        fresh blockhash and its priority fee (`FeePricing`: one fee reading per round at
+        most), and save them all in one ledger write before anything is sent."""
         record = self.record
         funding = self.funding
         if funding is None:
@@ -116,12 +119,19 @@ class Sender:
             for position, lamports in zip(missing, balances, strict=True):
                 record.record_balance_before(position, lamports)
         latest = await self.rpc.latest_blockhash()
+        policies = await self.pricing.policies(
+            record,
+            work,
+            funding=funding.pubkey(),
+            valid_until=latest.last_valid_block_height,
+            expired_here=self.expiries,
+        )
         known = {a.signature for tx in record.transactions for a in tx.attempts}
         now = utc_now()
         signed: list[tuple[LedgerTransaction, Attempt]] = []
-        for tx, positions in work:
+        for (tx, positions), fees in zip(work, policies, strict=True):
             transfers = [(self._recipient(p), record.plan[p].lamports) for p in positions]
-            message = build_message(funding.pubkey(), transfers, latest.blockhash, self.fees)
+            message = build_message(funding.pubkey(), transfers, latest.blockhash, fees)
             transaction = sign(message, funding)
             attempt = Attempt(
                 signature=str(transaction.signatures[0]),
@@ -129,7 +139,9 @@ class Sender:
                 last_valid_block_height=latest.last_valid_block_height,
                 wire=base64.b64encode(bytes(transaction)).decode("ascii"),
                 signed_at=now,
-                fee_lamports=self.fees.fee_lamports(len(positions)),
+                fee_lamports=fees.fee_lamports(len(positions)),
+                compute_unit_price=fees.compute_unit_price if fees.has_priority_fee else 0,
+                priority_fee_lamports=fees.priority_fee_lamports(len(positions)),
             )
             if attempt.signature in known:  # a node serving a blockhash we already used
                 raise TransientError("the RPC node returned a stale blockhash; retrying later")
@@ -147,6 +159,8 @@ class Sender:
                 transfers=len(tx.transfers),
                 signature=attempt.signature,
                 last_valid_block_height=attempt.last_valid_block_height,
+                compute_unit_price=attempt.compute_unit_price,
+                fee_lamports=attempt.fee_lamports,
             )
         return signed
 

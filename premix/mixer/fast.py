@@ -20,7 +20,7 @@ async def send_fast(sender: Sender) -> None:
         work: list[tuple[LedgerTransaction | None, list[int]]] = [
             (tx, tx.transfers) for tx in record.transactions if tx.may_sign_new_attempt
         ]
-        work += [(None, group) for group in pack(record.uncovered_positions(), sender.fees)]
+        work += [(None, group) for group in pack(record.uncovered_positions(), sender.fees.packing)]
         if not reopen and not work:
             break
         fresh = await sender.sign_attempts(work) if work else []

@@ -19,7 +19,7 @@ from solders.pubkey import Pubkey
 from solders.system_program import TransferParams, transfer
 from solders.transaction import Transaction
 
-from premix.settings import Settings
+from premix.constants import MAX_COMPUTE_UNIT_LIMIT
 
 PACKET_DATA_SIZE = 1232  # bytes: the largest transaction a validator accepts (IPv6 MTU - headers)
 LAMPORTS_PER_SIGNATURE = 5_000
@@ -37,17 +37,13 @@ class PackingError(ValueError):
 
 @dataclass(frozen=True)
 class FeePolicy:
-    """The priority fee premix adds to every transaction (none when the price is 0)."""
+    """The priority fee one transaction carries (none when the price is 0); how premix picks
+    the price of each attempt is `premix.mixer.fees.PriorityFees`."""
 
     # micro-lamports per compute unit; 0 = no ComputeBudget instructions at all
     compute_unit_price: int = 0
     # requested compute units per transaction; 0 = computed from the number of transfers
     compute_unit_limit: int = 0
-
-    @classmethod
-    def from_settings(cls, settings: Settings) -> "FeePolicy":
-        """Return the policy configured by `priority_fee_micro_lamports`/`compute_unit_limit`."""
-        return cls(settings.priority_fee_micro_lamports, settings.compute_unit_limit)
 
     @property
     def has_priority_fee(self) -> bool:
@@ -55,11 +51,16 @@ class FeePolicy:
         return self.compute_unit_price > 0
 
     def compute_units(self, transfer_count: int) -> int:
-        """Return the compute-unit limit requested by a transaction of `transfer_count`."""
+        """Return the compute-unit limit requested by a transaction of `transfer_count`
+        (exact: the same number every time; raises `PackingError` outside 1..1,400,000)."""
         if self.compute_unit_limit:
-            return self.compute_unit_limit
-        used = transfer_count * SYSTEM_TRANSFER_COMPUTE_UNITS + 2 * COMPUTE_BUDGET_COMPUTE_UNITS
-        return used * COMPUTE_UNIT_MARGIN
+            units = self.compute_unit_limit
+        else:
+            used = transfer_count * SYSTEM_TRANSFER_COMPUTE_UNITS + 2 * COMPUTE_BUDGET_COMPUTE_UNITS
+            units = used * COMPUTE_UNIT_MARGIN
+        if not 1 <= units <= MAX_COMPUTE_UNIT_LIMIT:
+            raise PackingError(f"a compute-unit limit of {units} is outside 1..1,400,000")
+        return units
 
     def check(self) -> None:
         """Raise `ValueError` (naming the setting) when a configured compute-unit limit is too
@@ -77,11 +78,14 @@ class FeePolicy:
 
     def fee_lamports(self, transfer_count: int) -> int:
         """Return the exact fee of one transaction (one signature) of `transfer_count` transfers."""
-        fee = LAMPORTS_PER_SIGNATURE
-        if self.has_priority_fee:
-            micro = self.compute_unit_price * self.compute_units(transfer_count)
-            fee += -(-micro // MICRO_LAMPORTS_PER_LAMPORT)  # the runtime rounds up
-        return fee
+        return LAMPORTS_PER_SIGNATURE + self.priority_fee_lamports(transfer_count)
+
+    def priority_fee_lamports(self, transfer_count: int) -> int:
+        """Return the priority part of `fee_lamports`: price x limit / 10^6, rounded up."""
+        if not self.has_priority_fee:
+            return 0
+        micro = self.compute_unit_price * self.compute_units(transfer_count)
+        return -(-micro // MICRO_LAMPORTS_PER_LAMPORT)  # the runtime rounds up
 
 
 def transfer_instructions(

@@ -25,7 +25,8 @@ from premix.errors import InvalidParameters
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
 from premix.mixer.engine import ProgressCallback, Sender
 from premix.mixer.fast import send_fast
-from premix.mixer.packing import FeePolicy, estimate_fee_lamports, transaction_count
+from premix.mixer.fees import PriorityFees
+from premix.mixer.packing import transaction_count
 from premix.mixer.result import MixerFailed, MixResult
 from premix.mixer.standard import send_standard
 from premix.rpc import AccountInfo, SolanaRpc
@@ -40,10 +41,11 @@ class BalanceNeed:
 
     transfer_lamports: int  # still to send
     wallets: int  # still to fund
-    fee_lamports: int  # fees of the transactions still to land
+    fee_lamports: int  # fees of the transactions still to land (auto: the most they may pay)
     transactions: int
     buffer_lamports: int  # settings.fee_buffer_sol
     already_sent_lamports: int  # landed in an earlier execution of the run: not needed again
+    fees_at_most: bool = False  # auto priority fees: `fee_lamports` is their cap, not a price
 
     @property
     def total_lamports(self) -> int:
@@ -54,9 +56,14 @@ class BalanceNeed:
 
     def describe(self) -> str:
         """'0.5 SOL to 1 wallet(s) + 0.000005 SOL fees for 1 transaction(s) + 0.01 SOL buffer'."""
+        fees = (
+            f"up to {format_sol(self.fee_lamports)}"
+            if self.fees_at_most
+            else (format_sol(self.fee_lamports))
+        )
         text = (
             f"{format_sol(self.transfer_lamports)} to {self.wallets} wallet(s) + "
-            f"{format_sol(self.fee_lamports)} fees for {self.transactions} transaction(s) + "
+            f"{fees} fees for {self.transactions} transaction(s) + "
             f"{format_sol(self.buffer_lamports)} buffer"
         )
         if self.already_sent_lamports:
@@ -67,7 +74,7 @@ class BalanceNeed:
 def balance_needed(
     run: RunRecord,
     mode: str,
-    fees: FeePolicy,
+    fees: PriorityFees,
     buffer_lamports: int,
     *,
     landed_ok: Collection[str] = (),
@@ -75,9 +82,9 @@ def balance_needed(
     """Return what the funding wallet must still hold to finish `run` (its plan recorded).
 
     Transfers whose transaction landed (in the ledger, or an open attempt whose signature is in
-    `landed_ok`, found on chain) are already paid and not needed again. Every other recorded
-    transaction needs its transfers and one more fee; transfers never signed are packed as
-    `mode` packs them.
+    `landed_ok`, found on chain) are already paid and not needed again. An open attempt needs
+    the fee attached to it; a transaction to be re-signed, and transfers never signed (packed
+    as `mode` packs them), the most a new attempt may pay (auto: at the cap).
     """
     done = set(run.funded_positions())
     fee_lamports = transactions = 0
@@ -88,12 +95,15 @@ def balance_needed(
         if attempt is not None and attempt.signature in landed_ok:
             done.update(tx.transfers)
             continue
-        fee_lamports += fees.fee_lamports(len(tx.transfers))
+        if attempt is not None:
+            fee_lamports += attempt.fee_lamports
+        else:
+            fee_lamports += fees.max_fee_lamports(len(tx.transfers))
         transactions += 1
     uncovered = len(run.uncovered_positions())
     if uncovered:
-        fee_lamports += estimate_fee_lamports(mode, uncovered, fees)
-        transactions += transaction_count(mode, uncovered, fees)
+        fee_lamports += fees.estimate_fee_lamports(mode, uncovered)
+        transactions += transaction_count(mode, uncovered, fees.packing)
     outstanding = [entry.lamports for entry in run.plan if entry.position not in done]
     return BalanceNeed(
         transfer_lamports=sum(outstanding),
@@ -102,6 +112,7 @@ def balance_needed(
         transactions=transactions,
         buffer_lamports=buffer_lamports,
         already_sent_lamports=sum(e.lamports for e in run.plan if e.position in done),
+        fees_at_most=fees.auto,
     )
 
 
@@ -164,7 +175,7 @@ class Payout:
             record=run,
             rpc=rpc,
             ledger=ledger,
-            fees=FeePolicy.from_settings(settings),
+            fees=PriorityFees.from_settings(settings),
             poll_seconds=settings.confirm_poll_seconds,
             first_poll_seconds=settings.fast_first_poll_seconds,
         )

@@ -35,6 +35,7 @@ class MixResult:
     sent_lamports: int  # transferred by transactions that landed ok
     fee_lamports: int  # paid by every landed transaction (5,000 per signature + priority fee)
     transactions: int  # landed transactions
+    priority_fee_lamports: int = 0  # the priority part of `fee_lamports`, as attached
 
     @property
     def funded(self) -> list[tuple[str, int]]:
@@ -90,6 +91,7 @@ class MixResult:
             sent_lamports=totals.sent_lamports,
             fee_lamports=totals.fee_lamports,
             transactions=totals.transactions,
+            priority_fee_lamports=totals.priority_fee_lamports,
         )
 
 

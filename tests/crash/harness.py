@@ -78,7 +78,9 @@ NATURAL_DEFER_SECONDS: Final = 2  # premix's first retry backoffs (1, 2 s) are w
 SUITE_TALLY: Counter[str] = Counter()
 
 
-def crash_settings(redis_url: str, rpc_url: str, mongodb_uri: str, name: str) -> Settings:
+def crash_settings(
+    redis_url: str, rpc_url: str, mongodb_uri: str, name: str, priority_fee: int | str = 0
+) -> Settings:
     """The settings a scenario's workers get (as PREMIX_* variables) and the test uses: the
     database and the arq queue are named `name`."""
     return make_settings(
@@ -93,6 +95,7 @@ def crash_settings(redis_url: str, rpc_url: str, mongodb_uri: str, name: str) ->
         job_timeout_seconds=60,
         user_lock_ttl_seconds=120,  # above the job timeout + 10 s: a dead worker keeps the lock
         job_max_tries=20,  # 3 kills and a few transient retries never exhaust it
+        priority_fee=priority_fee,
         log_level="INFO",
         log_json=True,
     )
@@ -112,14 +115,14 @@ class CrashEnv:
 
 @contextlib.asynccontextmanager
 async def crash_environment(
-    redis_url: str, mongodb_uri: str, log_dir: Path, seed: int
+    redis_url: str, mongodb_uri: str, log_dir: Path, seed: int, priority_fee: int | str = 0
 ) -> AsyncIterator[CrashEnv]:
     """A `CrashEnv` for one scenario: a localnet of its own (25 ms slots, faults seeded with
     `seed`), a fresh database on the MongoDB-wire server (dropped afterwards) and a queue of its
     own on the Redis server."""
     name = f"crash_{seed}_{uuid4().hex[:8]}"
     with Localnet(slot_ms=SLOT_MS, seed=seed) as net:
-        settings = crash_settings(redis_url, net.url, mongodb_uri, name)
+        settings = crash_settings(redis_url, net.url, mongodb_uri, name, priority_fee)
         redis: Redis = Redis.from_url(redis_url)
         try:
             async with open_store(settings) as store:
@@ -386,14 +389,23 @@ class CrashRun:
         landed = self.landed()
         failed = [str(s) for s in landed if net.transaction_log[s].err is not None]
         assert not failed, f"transactions landed with an error: {failed}"
-        assert set(landed.values()) == {LAMPORTS_PER_SIGNATURE}, landed
+        if scenario.priority_fee == 0:
+            assert set(landed.values()) == {LAMPORTS_PER_SIGNATURE}, landed
+        fees = sum(landed.values())
         await assert_paid_exactly_once(
-            self.env.store, net, self.user, self.job_id, scenario.amount_lamports, len(landed)
+            self.env.store,
+            net,
+            self.user,
+            self.job_id,
+            scenario.amount_lamports,
+            len(landed),
+            fee_lamports=fees,
         )
         chain_totals = Totals(
             sent_lamports=sum(scenario.plan),
-            fee_lamports=sum(landed.values()),
+            fee_lamports=fees,
             transactions=len(landed),
+            priority_fee_lamports=fees - LAMPORTS_PER_SIGNATURE * len(landed),
         )
         run = await self.ledger.get(self.job_id)
         assert run is not None
@@ -408,6 +420,7 @@ class CrashRun:
             chain_totals.fee_lamports,
             chain_totals.transactions,
         )
+        assert totals["priorityFeeLamports"] == chain_totals.priority_fee_lamports
         last_event = await latest_progress(self.env.redis, self.job_id)
         assert last_event is not None
         assert (last_event.phase, last_event.status) == (6, "completed"), last_event

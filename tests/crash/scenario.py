@@ -104,6 +104,7 @@ class Scenario:
     kills: tuple[Kill, ...]
     faults: tuple[FaultSpec, ...]
     exact_funding: bool = False  # the funding wallet holds exactly what the premix needs
+    priority_fee: int | str = 0  # PREMIX_PRIORITY_FEE of the workers ("auto" or a price)
 
     @property
     def plan(self) -> list[int]:
@@ -132,6 +133,8 @@ class Scenario:
         kills = ",".join(kill.describe() for kill in self.kills)
         faults = ",".join(fault.describe() for fault in self.faults) or "none"
         funding = "exact funding" if self.exact_funding else "plenty of funding"
+        if self.priority_fee != 0:
+            funding += f", priority fee {self.priority_fee}"
         return (
             f"seed {self.seed}: {self.mode} mode, {self.amount_sol} SOL to {len(self.plan)} of "
             f"{self.buyer_wallets} wallets in {self.transactions} transaction(s), {funding}; "

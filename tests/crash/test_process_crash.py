@@ -18,7 +18,7 @@ import pytest
 
 from premix.servers import SecantusServer, ServerError
 from tests.crash.harness import SUITE_TALLY, CrashRun, crash_environment
-from tests.crash.scenario import Kill, KillKind, Scenario, scenario_for_seed
+from tests.crash.scenario import FaultSpec, Kill, KillKind, Scenario, scenario_for_seed
 from tests.crash.store_crash import StoreCrash, StoreKill
 from tests.fixtures import missing_tool
 
@@ -53,6 +53,63 @@ async def test_workers_killed_at_seeded_moments_pay_every_wallet_exactly_once(
         with run.reported(rerun_command(request)):
             await run.execute()
             await run.check_exact()
+
+
+# Congestion the fee data underestimates (recent fees show two thirds of the 1,000,000
+# micro-lamports it takes to land; cheaper transactions never land): `auto`'s first bids expire
+# and each re-sign bids twice as much, with workers killed around the sends and the chain
+# advanced past every open attempt while one is down.
+CONGESTION = FaultSpec(
+    "congestion",
+    params={
+        "min_micro_lamports": 1_000_000,
+        "land_probability": 0,
+        "reported_micro_lamports": 666_000,
+    },
+)
+AUTO_FEE_SCENARIOS = [
+    Scenario(
+        seed=9_100,
+        mode="standard",
+        amount_lamports=1_100_000_003,
+        buyer_wallets=3,
+        kills=(Kill(KillKind.AFTER_SEND, 2, expire_while_down=True),),
+        faults=(CONGESTION,),
+        priority_fee="auto",
+    ),
+    Scenario(
+        seed=9_101,
+        mode="fast",
+        amount_lamports=9_500_000_011,
+        buyer_wallets=22,
+        kills=(Kill(KillKind.AFTER_SEND, 1, expire_while_down=False),),
+        faults=(CONGESTION,),
+        priority_fee="auto",
+    ),
+]
+
+
+@pytest.mark.parametrize("scenario", AUTO_FEE_SCENARIOS, ids=lambda s: f"{s.mode}-{s.seed}")
+async def test_auto_fees_raised_across_killed_workers_pay_every_wallet_exactly_once(
+    scenario: Scenario,
+    redis_url: str,
+    mongodb_url: str,
+    tmp_path: Path,
+    request: pytest.FixtureRequest,
+) -> None:
+    async with crash_environment(
+        redis_url, mongodb_url, tmp_path, scenario.seed, priority_fee="auto"
+    ) as env:
+        run = CrashRun(env, scenario)
+        with run.reported(rerun_command(request)):
+            await run.execute()
+            await run.check_exact()
+            final = await run.ledger.get(run.job_id)
+            assert final is not None
+            for tx in final.transactions:
+                prices = [a.compute_unit_price for a in tx.attempts]
+                assert prices == sorted(prices) and prices[-1] >= 1_000_000, prices
+                assert len(prices) >= 2  # the first bid never lands
 
 
 # 2.1 SOL to 5 wallets, one at a time (revisions: 0 opened, 1 planned, then a signing and a

@@ -38,6 +38,7 @@ EXPORTED_SETTINGS: Final = (
     "worker_poll_delay_seconds",
     "confirm_poll_seconds",
     "fast_first_poll_seconds",
+    "priority_fee",
     "job_timeout_seconds",
     "user_lock_ttl_seconds",
     "job_max_tries",

@@ -58,6 +58,9 @@ def make_settings(
         "confirm_poll_seconds": 0.01,
         "fast_first_poll_seconds": 0,
         "log_level": "DEBUG",
+        # a fixed zero fee: these tests count 5,000 lamports per transaction; `auto` has its own
+        # (tests/test_mixer_fees.py, tests/worker/test_worker_fees.py)
+        "priority_fee": 0,
         **overrides,
     }
     return Settings(**values)
@@ -313,22 +316,26 @@ def fake_telegram() -> Iterator[FakeTelegram]:
 
 
 async def assert_paid_exactly_once(
-    store: Store, net: Localnet, user: User, job_id: str, amount: int, transactions: int
+    store: Store,
+    net: Localnet,
+    user: User,
+    job_id: str,
+    amount: int,
+    transactions: int,
+    *,
+    fee_lamports: int | None = None,
 ) -> None:
     """Every planned wallet holds exactly its amount, the funding wallet paid exactly the
-    amount plus 5,000 lamports per landed transaction, and the ledger run is completed."""
+    amount plus 5,000 lamports per landed transaction (or `fee_lamports` in all, with priority
+    fees), and the ledger run is completed."""
+    fees = 5_000 * transactions if fee_lamports is None else fee_lamports
     plan = user.plan(amount)
     assert user.buyer_balances(net) == plan + [0] * (len(user.buyers) - len(plan))
-    assert net.balance(user.funding.pubkey()) == (
-        user.funding_lamports - amount - 5_000 * transactions
-    )
+    assert net.balance(user.funding.pubkey()) == (user.funding_lamports - amount - fees)
     run = await Ledger(store).get(job_id)
     assert run is not None
     assert run.status is RunStatus.COMPLETED
-    assert (run.totals.transactions, run.totals.fee_lamports) == (
-        transactions,
-        5_000 * transactions,
-    )
+    assert (run.totals.transactions, run.totals.fee_lamports) == (transactions, fees)
     assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
 
 

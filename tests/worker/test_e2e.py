@@ -146,6 +146,8 @@ async def test_bot_enqueues_standard_and_fast_premixes_and_a_worker_funds_them_e
             "sentSol": format_sol(amount)[:-4],
             "feeLamports": FEE * transactions,
             "feeSol": format_sol(FEE * transactions)[:-4],
+            "priorityFeeLamports": 0,  # PREMIX_PRIORITY_FEE=0 (make_settings)
+            "priorityFeeSol": "0",
             "transactions": transactions,
         }
         assert len(result["signatures"]) == transactions

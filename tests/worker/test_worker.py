@@ -25,7 +25,7 @@ from premix.constants import (
 from premix.jobs import EnqueueResult
 from premix.ledger import AttemptState, Ledger, RunStatus, utc_now
 from premix.localnet import Localnet
-from premix.mixer import FeePolicy, balance_needed
+from premix.mixer import PriorityFees, balance_needed
 from premix.progress import ProgressEvent, latest_progress, subscribe_progress
 from premix.queue import enqueue_premix_funds, queue_pool
 from premix.rpc import SolanaRpc
@@ -525,10 +525,10 @@ async def test_a_funding_wallet_that_cannot_be_decrypted_fails_in_phase_2(
 
 def test_balance_needed_for_a_new_run_is_amount_fees_and_buffer() -> None:
     run = run_with_plan([SOL] * 22)
-    need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
+    need = balance_needed(run, "fast", PriorityFees(), SOL // 100)
     assert (need.transfer_lamports, need.fee_lamports, need.transactions) == (22 * SOL, 10_000, 2)
     assert need.total_lamports == 22 * SOL + 10_000 + SOL // 100
-    standard = balance_needed(run, "standard", FeePolicy(), 0)
+    standard = balance_needed(run, "standard", PriorityFees(), 0)
     assert (standard.fee_lamports, standard.transactions) == (22 * 5_000, 22)
 
 
@@ -536,7 +536,7 @@ def test_balance_needed_on_resume_leaves_out_what_landed() -> None:
     run = run_with_plan([SOL] * 22)
     landed = run.add_transaction(list(range(21)), signed_attempt("sig-1"))
     run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
-    need = balance_needed(run, "fast", FeePolicy(), SOL // 100)
+    need = balance_needed(run, "fast", PriorityFees(), SOL // 100)
     assert landed.state == "landed_ok"
     assert (need.transfer_lamports, need.wallets, need.transactions) == (SOL, 1, 1)
     assert need.already_sent_lamports == 21 * SOL
@@ -549,8 +549,8 @@ def test_balance_needed_on_resume_leaves_out_what_landed() -> None:
 def test_balance_needed_counts_an_open_attempt_seen_on_chain_as_sent() -> None:
     run = run_with_plan([SOL] * 22)
     run.add_transaction(list(range(21)), signed_attempt("sig-1"))
-    unseen = balance_needed(run, "fast", FeePolicy(), 0)
-    seen = balance_needed(run, "fast", FeePolicy(), 0, landed_ok={"sig-1"})
+    unseen = balance_needed(run, "fast", PriorityFees(), 0)
+    seen = balance_needed(run, "fast", PriorityFees(), 0, landed_ok={"sig-1"})
     assert (unseen.transfer_lamports, unseen.transactions) == (22 * SOL, 2)
     assert (seen.transfer_lamports, seen.transactions) == (SOL, 1)
 
@@ -559,7 +559,7 @@ def test_nothing_is_needed_when_every_transfer_landed() -> None:
     run = run_with_plan([SOL])
     run.add_transaction([0], signed_attempt("sig-1"))
     run.settle("sig-1", AttemptState.LANDED_OK, now=utc_now(), fee_lamports=5_000)
-    assert balance_needed(run, "standard", FeePolicy(), SOL // 100).total_lamports == 0
+    assert balance_needed(run, "standard", PriorityFees(), SOL // 100).total_lamports == 0
 
 
 @pytest.mark.parametrize("kind", ["program-owned", "executable"])

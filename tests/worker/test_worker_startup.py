@@ -177,7 +177,7 @@ def test_importing_the_worker_with_a_broken_environment_does_not_fail() -> None:
 def test_a_compute_unit_limit_too_small_for_any_transaction_is_refused(
     env: dict[str, str],
 ) -> None:
-    env["PREMIX_PRIORITY_FEE_MICRO_LAMPORTS"] = "1000"
+    env["PREMIX_PRIORITY_FEE"] = "1000"
     env["PREMIX_COMPUTE_UNIT_LIMIT"] = "100"
 
     assert_refused(
