@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.capacity_targets import capacity_targets
 from benchmarks.measure import Target
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
 
@@ -32,6 +33,7 @@ def evaluate(document: dict[str, Any]) -> list[Target]:
         *_engine_targets(document.get("engines")),
         *_planner_targets(document.get("planner")),
         *_queue_targets(document.get("queue")),
+        *capacity_targets(document.get("capacity")),
     ]
 
 
