@@ -41,7 +41,7 @@ FULL = {
     "workers": "1,2,4",
     "throughput_jobs": 16,
     "plan_number": 2000,
-    "budget_rps": 50.0,
+    "budget_rps": 30.0,
     "budget_jobs": 40,
     "concurrent_jobs": 64,
     "concurrent_enqueues": 5000,
@@ -77,7 +77,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--throughput-jobs", type=int, help="jobs per throughput run (default 16)")
     parser.add_argument("--plan-number", type=int, help="plans per planner timing (default 2000)")
     parser.add_argument(
-        "--budget-rps", type=float, help="the shared RPC budget, requests/s (default 50)"
+        "--budget-rps", type=float, help="the shared RPC budget, requests/s (default 30)"
     )
     parser.add_argument(
         "--budget-jobs", type=int, help="jobs the 4 budgeted worker processes drain (default 40)"
