@@ -160,3 +160,32 @@ async def test_a_second_job_of_the_user_queued_while_the_first_runs_waits_for_it
     first, later = await ledger.require(queued.job_id), await ledger.require("premix-u1-2")
     one_after_the_other(first, later)
     paid_exactly(net, user, [first, later])
+
+
+async def test_concurrent_premixes_under_rpc_faults_each_pay_exactly_once(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    settings = settings.model_copy(update={"worker_max_jobs": 8, "job_max_tries": 20})
+    users = [await create_user(store, net, f"u{n}", buyers=10) for n in range(8)]
+    job_ids = []
+    for user in users:
+        queued = await enqueue_premix_funds(
+            user.user_id, 42, 1, {"mode": "fast"}, settings=settings
+        )
+        assert queued.job_id is not None, queued.message
+        job_ids.append(queued.job_id)
+    rules = [
+        net.faults.inject("drop_send", probability=0.2),
+        net.faults.inject("lose_response", method="sendTransaction", probability=0.2),
+        net.faults.inject("stale_read", probability=0.2, slots=3),
+        net.faults.inject("no_history", probability=0.5),
+        net.faults.inject("http_5xx", probability=0.05, status=503),
+    ]
+
+    await run_worker(settings)
+
+    assert sum(rule.fired for rule in rules) > 0
+    ledger = Ledger(store)
+    for user, job_id in zip(users, job_ids, strict=True):
+        assert (await job_result(settings, job_id)).result["success"] is True
+        paid_exactly(net, user, [await ledger.require(job_id)])
