@@ -11,14 +11,18 @@ getMultipleAccounts of 100 accounts, a getSignatureStatuses of 256 signatures: 1
 batch of n calls in one HTTP request would cost n (`acquire(cost=n)`); premix sends none.
 
 The same script records the worker as live (a sorted set, `RPC_BUDGET_WORKERS_KEY`, scored by
-when it last took a token; members older than `LIVE_WORKER_SECONDS` drop out) and returns how
-many are live. With Redis unreachable each worker keeps its share: a local bucket of
-N / (live workers last seen, never fewer than `PREMIX_RPC_BUDGET_WORKERS`, default 1). It asks
-Redis again `REDIS_RETRY_SECONDS` after a failure and is back on the shared bucket as soon as
-Redis answers. Redis is never waited for long: a short timeout, no retries.
+when it was last heard of; members older than `LIVE_WORKER_SECONDS` drop out) and returns how
+many are live; a worker's heartbeat (`start_heartbeat`, every `HEARTBEAT_SECONDS`) keeps an
+idle worker counted too, so its share is right if it starts sending while Redis is down.
+
+With Redis unreachable each worker keeps its share: a local bucket of N / (live workers last
+seen, never fewer than `PREMIX_RPC_BUDGET_WORKERS`, default 1). It asks Redis again
+`REDIS_RETRY_SECONDS` after a failure and is back on the shared bucket as soon as Redis
+answers. Redis is never waited for long: a short timeout, no retries.
 """
 
 import asyncio
+import contextlib
 import os
 import socket
 import time
@@ -40,6 +44,7 @@ log = get_logger(__name__)
 CAPACITY_REQUESTS: Final = 1.0  # no burst: any 1 s window sees at most N + 1 requests
 LIVE_WORKER_SECONDS: Final = 30  # a worker that took no token for this long is not counted
 REDIS_RETRY_SECONDS: Final = 1.0  # after a failure, the local share is used this long
+HEARTBEAT_SECONDS: Final = 10.0  # well within LIVE_WORKER_SECONDS
 REDIS_TIMEOUT_SECONDS: Final = 0.5
 BUCKET_EXPIRY_MS: Final = 60_000
 
@@ -77,6 +82,16 @@ redis.call('HSET', KEYS[1], 'tokens', string.format('%.17g', tokens),
     'at', string.format('%.0f', at))
 redis.call('PEXPIRE', KEYS[1], ARGV[6])
 return {wait, live}
+"""
+# KEYS: the live workers (zset). ARGV: worker id, live-worker window in ms. Returns how many
+# workers are live, this one included.
+_HEARTBEAT_SCRIPT: Final = """
+local clock = redis.call('TIME')
+local now = tonumber(clock[1]) * 1000000 + tonumber(clock[2])
+redis.call('ZADD', KEYS[1], now, ARGV[1])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - tonumber(ARGV[2]) * 1000)
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return redis.call('ZCARD', KEYS[1])
 """
 
 
@@ -132,6 +147,7 @@ class RpcBudget:
         self._clock = clock
         self._local = LocalBucket(self.local_rate, clock)
         self._redis_retry_at = 0.0
+        self._heartbeat: asyncio.Task[None] | None = None
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "RpcBudget | None":
@@ -202,6 +218,39 @@ class RpcBudget:
             log.info("rpc_budget_shared_again", live_workers=live)
         return wait_microseconds / 1_000_000
 
+    async def beat(self) -> None:
+        """Record this worker as live and note how many are (quietly: Redis may be down)."""
+        try:
+            live = await cast(
+                Awaitable[int],
+                self.redis.eval(
+                    _HEARTBEAT_SCRIPT,
+                    1,
+                    RPC_BUDGET_WORKERS_KEY,
+                    self.worker_id,
+                    str(LIVE_WORKER_SECONDS * 1000),
+                ),
+            )
+        except (RedisError, OSError):
+            return
+        self.live_workers = int(live)
+
+    def start_heartbeat(self) -> None:
+        """Beat now and every `HEARTBEAT_SECONDS` until `aclose` (a worker process's budget)."""
+
+        async def beat_forever() -> None:
+            while True:
+                await self.beat()
+                await asyncio.sleep(HEARTBEAT_SECONDS)
+
+        if self._heartbeat is None:
+            self._heartbeat = asyncio.create_task(beat_forever())
+
     async def aclose(self) -> None:
-        """Close the budget's Redis connections."""
+        """Stop the heartbeat; close the budget's Redis connections."""
+        task, self._heartbeat = self._heartbeat, None
+        if task is not None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
         await self.redis.aclose()

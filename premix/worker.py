@@ -68,8 +68,10 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "notifier" not in ctx:
         ctx["notifier"] = Notifier(settings)
     if "rpc" not in ctx:
-        ctx["rpc_budget"] = RpcBudget.from_settings(settings)  # None: no budget
-        ctx["rpc"] = SolanaRpc.from_settings(settings, ctx["rpc_budget"])
+        budget = ctx["rpc_budget"] = RpcBudget.from_settings(settings)  # None: no budget
+        if budget is not None:
+            budget.start_heartbeat()  # counted as live even while idle
+        ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
     log.info(
         "worker_started",
         queue=settings.queue_name,

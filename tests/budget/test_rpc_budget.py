@@ -154,3 +154,35 @@ async def test_a_worker_that_never_reached_redis_assumes_the_configured_workers(
     assert clock.count == 6
     assert clock.busiest_second() <= RATE / 4 + tolerance(RATE / 4)
     await budget.aclose()
+
+
+async def test_an_idle_worker_with_a_heartbeat_is_counted_in_every_share(
+    localnet: Localnet, redis_url: str
+) -> None:
+    idle, busy = budget_on(redis_url), budget_on(redis_url)
+    assert idle is not None and busy is not None
+    idle.start_heartbeat()
+    while idle.live_workers is None:  # its first beat
+        await asyncio.sleep(0.01)
+    async with SolanaRpc(localnet.url, retry=QUICK, limiter=busy) as rpc:
+        await read_balances(rpc, 2)
+    await idle.aclose()
+    assert (busy.live_workers, busy.local_rate) == (2, RATE / 2)
+    await busy.aclose()
+
+
+async def test_a_worker_process_with_a_budget_beats_and_closes_it(redis_url: str) -> None:
+    from premix.worker import shutdown, startup
+    from tests.worker.helpers import make_settings, restored_logging
+
+    settings = make_settings(redis_url, rpc_max_requests_per_second=RATE)
+    ctx: dict[str, object] = {"settings": settings}
+    async with restored_logging():
+        await startup(ctx)
+        budget = ctx["rpc_budget"]
+        assert isinstance(budget, RpcBudget)
+        assert ctx["rpc"].limiter is budget  # type: ignore[attr-defined]
+        while budget.live_workers is None:
+            await asyncio.sleep(0.01)
+        await shutdown(ctx)
+    assert budget.live_workers == 1
