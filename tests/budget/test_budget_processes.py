@@ -101,8 +101,6 @@ async def test_worker_processes_stay_within_one_budget_and_pay_every_premix_once
             await close_queue()
 
     assert clock.busiest_second() <= RATE + tolerance(RATE)
-    if kill_redis:
+    if kill_redis:  # the workers went on at their local share, and back to the shared bucket
         assert logged(workers, "rpc_budget_local_share") >= 1
         assert logged(workers, "rpc_budget_shared_again") >= 1
-    else:
-        assert logged(workers, "rpc_budget_local_share") == 0
