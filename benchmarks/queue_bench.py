@@ -180,6 +180,10 @@ class WorkerProcess:
                 "PREMIX_MONGODB_DATABASE": self.settings.mongodb_database,
                 "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
                 "PREMIX_ALLOW_MEMORY_STORE": str(self.settings.allow_memory_store),
+                "PREMIX_RPC_MAX_REQUESTS_PER_SECOND": str(
+                    self.settings.rpc_max_requests_per_second
+                ),
+                "PREMIX_WORKER_MAX_JOBS": str(self.settings.worker_max_jobs),
                 "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
                 "PYTHONPATH": os.pathsep.join(
                     filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
@@ -454,7 +458,7 @@ async def _throughput_processes(
     return seconds, done
 
 
-def _throughput_store(services: contextlib.ExitStack) -> tuple[str, str] | None:
+def throughput_store(services: contextlib.ExitStack) -> tuple[str, str] | None:
     """The MongoDB the worker processes share (URI, what it is): `PREMIX_BENCH_MONGODB_URI`,
     else a SecantusDB started here (kept until `services` closes); None without either."""
     uri = os.environ.get(MONGODB_URI_ENV)
@@ -482,7 +486,7 @@ async def bench_queue(
     redis = Redis.from_url(redis_url)
     services = contextlib.ExitStack()
     try:
-        mongodb = _throughput_store(services)
+        mongodb = throughput_store(services)
         await redis.flushdb()
         with Localnet(slot_ms=slot_ms, seed=0) as net:
             settings = base_settings(redis_url, net.url)

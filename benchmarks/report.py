@@ -6,13 +6,14 @@ saved JSON file can be rendered again (`python -m benchmarks.run --render result
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
 from rich.console import Console
 from rich.table import Table
 from rich.text import Text
 
+from benchmarks.capacity_report import capacity_sections
+from benchmarks.measure import Section
 from benchmarks.targets import evaluate
 
 DESIGN_NAMES = {
@@ -22,14 +23,6 @@ DESIGN_NAMES = {
     "ts-estimate-fast": "TS premix estimate, fast",
     "ts-estimate-standard": "TS premix estimate, standard",
 }
-
-
-@dataclass
-class Section:
-    title: str
-    headers: list[str]
-    rows: list[list[str]] = field(default_factory=list)
-    notes: list[str] = field(default_factory=list)
 
 
 def _spread(values: dict[str, float], digits: int = 2, scale: float = 1.0) -> str:
@@ -55,6 +48,8 @@ def sections(document: dict[str, Any]) -> list[Section]:
         result.append(_queue_section(document["queue"]))
     if document.get("planner") is not None:
         result.append(_planner_section(document["planner"]))
+    if document.get("capacity") is not None:
+        result += capacity_sections(document["capacity"])
     result.append(_targets_section(document))
     return result
 

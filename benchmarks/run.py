@@ -1,7 +1,7 @@
 """The benchmark command: `python -m benchmarks.run [--quick] [--repeat N] [--json-out PATH]`.
 
-Runs the engine, congestion (priority fees), queue and planner benchmarks, prints the tables
-(rich) and then the JSON document on stdout; progress lines go to stderr. `--json-out` also
+Runs the engine, congestion (priority fees), queue, planner and capacity benchmarks, prints the
+tables (rich) and then the JSON document on stdout; progress lines go to stderr. `--json-out` also
 writes the JSON, `--markdown-out` the tables as Markdown (what benchmarks/RESULTS.md holds), and
 `--render PATH` prints the tables of a saved JSON document without measuring anything.
 """
@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import shlex
 import sys
@@ -19,18 +20,19 @@ from typing import Any
 
 from rich.console import Console
 
+from benchmarks.capacity import bench_capacity
 from benchmarks.congestion import bench_congestion
 from benchmarks.engines import bench_engines
 from benchmarks.measure import machine, utc_timestamp
 from benchmarks.planner import bench_planner
-from benchmarks.queue_bench import bench_queue
+from benchmarks.queue_bench import bench_queue, throughput_store
 from benchmarks.report import markdown, print_rich
 from benchmarks.targets import evaluate
 from premix.logs import configure_logging
 from premix.servers import private_valkey
 from premix.settings import Settings
 
-SECTIONS = ("engines", "congestion", "queue", "planner")
+SECTIONS = ("engines", "congestion", "queue", "planner", "capacity")
 FULL = {
     "slot_ms": 400,
     "wallets": "1,21,73",
@@ -43,6 +45,10 @@ FULL = {
     "congestion_wallets": 73,
     "congestion_slot_ms": 20,
     "congestion_budget_slots": None,  # the job deadline
+    "budget_rps": 30.0,
+    "budget_jobs": 40,
+    "concurrent_jobs": 64,
+    "concurrent_enqueues": 5000,
 }
 QUICK = {
     "slot_ms": 50,
@@ -56,6 +62,10 @@ QUICK = {
     "congestion_wallets": 21,
     "congestion_slot_ms": 20,
     "congestion_budget_slots": 400,
+    "budget_rps": 20.0,
+    "budget_jobs": 8,
+    "concurrent_jobs": 16,
+    "concurrent_enqueues": 1000,
 }
 
 
@@ -73,6 +83,18 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--workers", help="comma-separated worker counts (default 1,2,4)")
     parser.add_argument("--throughput-jobs", type=int, help="jobs per throughput run (default 16)")
     parser.add_argument("--plan-number", type=int, help="plans per planner timing (default 2000)")
+    parser.add_argument(
+        "--budget-rps", type=float, help="the shared RPC budget, requests/s (default 30)"
+    )
+    parser.add_argument(
+        "--budget-jobs", type=int, help="jobs the 4 budgeted worker processes drain (default 40)"
+    )
+    parser.add_argument(
+        "--concurrent-jobs", type=int, help="jobs for the max_jobs=8 process (default 64)"
+    )
+    parser.add_argument(
+        "--concurrent-enqueues", type=int, help="enqueues from 50 callers (default 5000)"
+    )
     parser.add_argument(
         "--confirm-poll-seconds",
         type=float,
@@ -147,6 +169,10 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
             "pickups": args.pickups,
             "workers": args.worker_counts,
             "throughput_jobs": args.throughput_jobs,
+            "budget_rps": args.budget_rps,
+            "budget_jobs": args.budget_jobs,
+            "concurrent_jobs": args.concurrent_jobs,
+            "concurrent_enqueues": args.concurrent_enqueues,
             "sections": list(args.sections),
             "congestion_wallets": args.congestion_wallets,
         },
@@ -154,6 +180,7 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
         "congestion": None,
         "queue": None,
         "planner": None,
+        "capacity": None,
     }
     if "planner" in args.sections:
         progress("planner")
@@ -183,6 +210,19 @@ async def measure(args: argparse.Namespace, command: str) -> dict[str, Any]:
                 worker_counts=args.worker_counts,
                 throughput_jobs=args.throughput_jobs,
                 repeat=args.repeat,
+                progress=progress,
+            )
+    if "capacity" in args.sections:
+        with private_valkey() as valkey, contextlib.ExitStack() as services:
+            store = throughput_store(services)
+            document["capacity"] = await bench_capacity(
+                redis_url=valkey.url,
+                mongodb_uri=None if store is None else store[0],
+                slot_ms=args.slot_ms,
+                budget_requests_per_second=args.budget_rps,
+                budget_jobs=args.budget_jobs,
+                concurrent_jobs=args.concurrent_jobs,
+                enqueue_calls=args.concurrent_enqueues,
                 progress=progress,
             )
     document["targets"] = [t.to_dict() for t in evaluate(document)]

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from benchmarks.capacity_targets import capacity_targets
 from benchmarks.measure import Target
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE
 
@@ -36,6 +37,7 @@ def evaluate(document: dict[str, Any]) -> list[Target]:
         _congestion_target(document.get("congestion")),
         *_planner_targets(document.get("planner")),
         *_queue_targets(document.get("queue")),
+        *capacity_targets(document.get("capacity")),
     ]
 
 

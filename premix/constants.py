@@ -22,6 +22,9 @@ USER_LOCK_PREFIX: Final = "premix:user-lock:"
 PROGRESS_CHANNEL_PREFIX: Final = "premix:progress:"
 PROGRESS_ALL_CHANNEL: Final = "premix:progress"
 PROGRESS_STATE_PREFIX: Final = "premix:progress-state:"
+# The RPC budget shared by every worker on the Redis database (`premix.rpc_budget`)
+RPC_BUDGET_KEY: Final = "premix:rpc-budget"
+RPC_BUDGET_WORKERS_KEY: Final = "premix:rpc-budget:workers"
 
 # Mongo collections
 WALLETS_COLLECTION: Final = "wallets"

@@ -2,7 +2,8 @@
 
 One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
 as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
-second premix in; the worker's execution shortens, keeps alive and releases it.
+second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
+arq's job record and queue entry are written by one Lua script: one Redis round trip.
 
 The Redis connection pool is created on first use and reused (one per Redis URL and event
 loop); `close_queue()` closes them.
@@ -10,11 +11,14 @@ loop); `close_queue()` closes them.
 
 import asyncio
 import time
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any, Final
+from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix
+from arq.constants import job_key_prefix, result_key_prefix
+from arq.jobs import serialize_job
+from arq.utils import timestamp_ms
 from pydantic import ValidationError
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
@@ -28,7 +32,7 @@ from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_v
 from premix.logs import get_logger
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
-from premix.user_lock import release_user_lock_quietly, take_user_lock, user_lock_holder
+from premix.user_lock import release_user_lock_quietly, user_lock_key
 
 log = get_logger(__name__)
 
@@ -41,6 +45,28 @@ COMMAND_TIMEOUT_SECONDS: Final = 2.0
 QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
 # Configuration errors are logged in full; the user sees only this.
 QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
+
+
+_ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
+# The user lock and arq's enqueue in one script (one round trip, atomic), writing exactly what
+# `ArqRedis.enqueue_job` writes: the job record (`arq:job:<id>`, PSETEX its expiry) and its
+# queue entry (ZADD, score = enqueue time in ms), refused like arq when the job or its result
+# exists. KEYS: lock, job, result, queue; ARGV: job id, lock ttl s, job bytes, job expiry ms,
+# score. Returns {1} (queued), {0, holder} (user busy) or {-1} (job id known). The ZADD goes
+# first: a queue key of the wrong type fails the script before anything is written.
+_ENQUEUE_SCRIPT: Final = """
+local holder = redis.call('GET', KEYS[1])
+if holder then
+    return {0, holder}
+end
+if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then
+    return {-1}
+end
+redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
+redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
+redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+return {1}
+"""
 
 
 def new_job_id(user_id: str) -> str:
@@ -148,28 +174,7 @@ async def enqueue_premix_funds(
         arq_redis = _arq_redis(redis.connection_pool)  # same connections, JSON serializer
 
     try:
-        locked = await take_user_lock(arq_redis, job.user_id, job_id, QUEUED_JOB_EXPIRY_SECONDS)
-        if not locked:
-            holder = await user_lock_holder(arq_redis, job.user_id)
-            bound_log.info("premix_refused_user_busy", running_job_id=holder)
-            running = f" (job {holder})" if holder else ""
-            return EnqueueResult(
-                False,
-                f"A premix is already queued or running for this user{running}; "
-                "wait for it to finish",
-            )
-    except (RedisError, OSError) as e:
-        bound_log.warning("enqueue_redis_unreachable", error=type(e).__name__)
-        return EnqueueResult(False, _queue_error_message(e))
-
-    try:
-        queued = await arq_redis.enqueue_job(
-            JOB_FUNCTION,
-            job.to_wire(),
-            _job_id=job_id,
-            _queue_name=settings.queue_name,
-            _expires=QUEUED_JOB_EXPIRY_SECONDS,
-        )
+        outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
         await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
@@ -177,8 +182,14 @@ async def enqueue_premix_funds(
     except BaseException:
         await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         raise
-    if queued is None:  # arq refuses a job id it already knows
-        await release_user_lock_quietly(arq_redis, job.user_id, job_id)
+    if outcome == _USER_BUSY:
+        bound_log.info("premix_refused_user_busy", running_job_id=holder)
+        running = f" (job {holder})" if holder else ""
+        return EnqueueResult(
+            False,
+            f"A premix is already queued or running for this user{running}; wait for it to finish",
+        )
+    if outcome == _JOB_EXISTS:  # arq refuses a job id it already knows
         return EnqueueResult(False, f"A job with id {job_id} already exists; nothing was enqueued")
 
     bound_log.info(
@@ -190,6 +201,30 @@ async def enqueue_premix_funds(
     return EnqueueResult(
         True, f"Premix of {format_sol(job.amount_lamports)} queued as job {job_id}", job_id
     )
+
+
+async def _lock_and_enqueue(
+    redis: Redis, queue_name: str, job: PremixFundsJob, job_id: str
+) -> tuple[int, str | None]:
+    """Take the user lock and queue the job in one round trip; return (outcome, holder)."""
+    enqueue_time_ms = timestamp_ms()
+    payload = serialize_job(
+        JOB_FUNCTION, (job.to_wire(),), {}, None, enqueue_time_ms, serializer=job_serializer
+    )
+    keys = (user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id)
+    arguments: tuple[Any, ...] = (
+        job_id,
+        str(QUEUED_JOB_EXPIRY_SECONDS),
+        payload,
+        str(QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
+        str(enqueue_time_ms),  # the score: due now
+    )
+    reply = await cast(
+        Awaitable[list[Any]],
+        redis.eval(_ENQUEUE_SCRIPT, 4, *keys, queue_name, *arguments),
+    )
+    holder = reply[1] if len(reply) > 1 else None
+    return int(reply[0]), holder.decode() if isinstance(holder, bytes) else holder
 
 
 def _queue_error_message(error: BaseException) -> str:

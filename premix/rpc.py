@@ -54,6 +54,7 @@ from solders.transaction_status import (
 )
 
 from premix.errors import TransientError
+from premix.rpc_budget import RequestLimiter
 from premix.settings import Settings
 
 T = TypeVar("T")
@@ -164,8 +165,10 @@ class SolanaRpc:
         retry: RetryPolicy | None = None,
         skip_preflight: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        limiter: RequestLimiter | None = None,
     ) -> None:
         self.url = url
+        self.limiter = limiter  # None: no RPC budget (every request goes at once)
         self.retry = retry or RetryPolicy()
         # Preflight on: a transaction that would fail is refused without a fee. Off only to
         # reproduce on-chain failures in tests.
@@ -178,8 +181,10 @@ class SolanaRpc:
         self._sleep = sleep
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> "SolanaRpc":
-        """Return a client for `settings.rpc_url` with its timeout and retry policy."""
+    def from_settings(
+        cls, settings: Settings, limiter: RequestLimiter | None = None
+    ) -> "SolanaRpc":
+        """Return a client for `settings.rpc_url` with its timeout, retry policy and budget."""
         return cls(
             settings.rpc_url,
             timeout_seconds=settings.rpc_timeout_seconds,
@@ -189,6 +194,7 @@ class SolanaRpc:
                 max_delay_seconds=settings.rpc_retry_max_delay_seconds,
                 max_retry_after_seconds=settings.rpc_retry_after_max_seconds,
             ),
+            limiter=limiter,
         )
 
     async def close(self) -> None:
@@ -366,6 +372,8 @@ class SolanaRpc:
     async def _call(self, method: str, request: Callable[[], Awaitable[T]]) -> T:
         last_error = ""
         for retry in range(self.retry.tries):
+            if self.limiter is not None:  # each HTTP request, retries included, costs one
+                await self.limiter.acquire()
             self.calls[method] += 1
             try:
                 return await request()

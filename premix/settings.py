@@ -22,6 +22,7 @@ from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS, TierTable
 MEMORY_STORE_URI = "memory://"
 AUTO: Final = "auto"  # PREMIX_PRIORITY_FEE: priced from the recent fees (premix/mixer/fees.py)
 _MAX_U64: Final = 2**64 - 1
+MAX_WORKER_JOBS = 64
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 
 
@@ -90,6 +91,15 @@ class Settings(BaseSettings):
     rpc_retry_after_max_seconds: float = Field(default=10.0, ge=0)
     user_lock_ttl_seconds: int = Field(default=1_200, gt=0)
     worker_poll_delay_seconds: float = Field(default=0.05, gt=0)
+    # --- RPC budget and worker concurrency ---
+    # Requests per second to the RPC endpoint for all workers on the Redis database together
+    # (a token bucket in Redis, `premix.rpc_budget`); 0: no limit (no Redis round trip per call).
+    rpc_max_requests_per_second: float = Field(default=0, ge=0)
+    # With Redis unreachable each worker allows itself N / the live workers it last saw, never
+    # fewer than this many (also what is assumed when it never saw any).
+    rpc_budget_workers: int = Field(default=1, ge=1)
+    # Premixes (of different users) one worker process runs at once: arq's max_jobs.
+    worker_max_jobs: int = Field(default=1, ge=1, le=MAX_WORKER_JOBS)
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_json: bool = False
 

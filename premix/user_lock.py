@@ -1,8 +1,9 @@
 """One premix per user at a time: the user lock, a Redis marker `USER_LOCK_PREFIX + user_id`
 holding the id of the job that owns the user.
 
-Enqueueing takes it (`take_user_lock`) for as long as arq keeps a job waiting, so a long
-backlog never lets a second premix in. The running job shortens it to
+Enqueueing takes it for as long as arq keeps a job waiting (in the same script that queues the
+job, `premix.queue`; `take_user_lock` alone takes it), so a long backlog never lets a second
+premix in. The running job shortens it to
 `settings.user_lock_ttl_seconds` and keeps it alive (`HeldUserLock.kept_alive`), and releases it
 when its execution ends; if a worker dies, the marker expires on its own. Every operation
 compares the job id first (in a Lua script), so a job never frees or extends a marker another

@@ -1,10 +1,11 @@
 """The arq worker: `WorkerSettings` (run `arq premix.worker.WorkerSettings`), the process's
 start-up and shutdown, and the job function arq calls.
 
-A worker process opens its services once (`startup`): the store, the Solana RPC client, the
-Telegram notifier, logging; arq's own Redis pool (`ctx["redis"]`) publishes progress and holds
-the user locks. `premix_funds` runs one execution of a job (`premix.execution`). A worker that
-cannot run refuses to start with one line naming what to fix (`refuse_to_start`).
+A worker process opens its services once (`startup`): the store, the Solana RPC client and its
+budget, the Telegram notifier, logging; arq's own Redis pool (`ctx["redis"]`) publishes
+progress and holds the user locks. It runs `PREMIX_WORKER_MAX_JOBS` jobs at once;
+`premix_funds` runs one execution of a job (`premix.execution`). A worker that cannot run
+refuses to start with one line naming what to fix (`refuse_to_start`).
 """
 
 import sys
@@ -33,6 +34,7 @@ from premix.mixer import PriorityFees
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
 from premix.rpc import SolanaRpc
+from premix.rpc_budget import RpcBudget
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
@@ -66,8 +68,17 @@ async def startup(ctx: dict[str, Any]) -> None:
     if "notifier" not in ctx:
         ctx["notifier"] = Notifier(settings)
     if "rpc" not in ctx:
-        ctx["rpc"] = SolanaRpc.from_settings(settings)
-    log.info("worker_started", queue=settings.queue_name, memory_store=ctx["store"].is_memory)
+        budget = ctx["rpc_budget"] = RpcBudget.from_settings(settings)  # None: no budget
+        if budget is not None:
+            budget.start_heartbeat()  # counted as live even while idle
+        ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
+    log.info(
+        "worker_started",
+        queue=settings.queue_name,
+        memory_store=ctx["store"].is_memory,
+        max_jobs=settings.worker_max_jobs,
+        rpc_max_requests_per_second=settings.rpc_max_requests_per_second or None,
+    )
 
 
 def check_configuration(settings: Settings) -> None:
@@ -148,6 +159,9 @@ async def shutdown(ctx: dict[str, Any]) -> None:
     rpc: SolanaRpc | None = ctx.get("rpc")
     if rpc is not None:
         await rpc.close()
+    budget: RpcBudget | None = ctx.get("rpc_budget")
+    if budget is not None:
+        await budget.aclose()
     store: Store | None = ctx.get("store")
     if store is not None:
         await store.close()
@@ -187,7 +201,8 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     return {
         "functions": [func(premix_funds, name=JOB_FUNCTION)],
         "queue_name": settings.queue_name,
-        "max_jobs": 1,  # one run per process; scale with more processes
+        # Premixes of different users at once (the user lock keeps one user's apart).
+        "max_jobs": settings.worker_max_jobs,
         "job_serializer": job_serializer,  # JSON, never pickle
         "job_deserializer": job_deserializer,
         "poll_delay": settings.worker_poll_delay_seconds,  # low: fast job pickup

@@ -28,6 +28,10 @@ TINY_RUN = [
     "--plan-number=10",
     "--congestion-wallets=3",
     "--congestion-budget-slots=250",
+    "--budget-rps=20",
+    "--budget-jobs=2",
+    "--concurrent-jobs=3",
+    "--concurrent-enqueues=100",
 ]
 
 
@@ -52,7 +56,7 @@ def benchmark_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict[str, A
         env=env,
         capture_output=True,
         text=True,
-        timeout=120,
+        timeout=240,
     )
     assert completed.returncode == 0, completed.stderr[-3000:]
     return json.loads(json_path.read_text()), completed.stdout, markdown_path.read_text()
@@ -78,6 +82,7 @@ def test_document_names_the_run_the_machine_and_every_section(
         "congestion",
         "queue",
         "planner",
+        "capacity",
         "targets",
     }
     assert document["command"].startswith("python -m benchmarks.run --quick")
@@ -171,6 +176,27 @@ def test_queue_section_counts_every_job_and_measures_a_worker_process(
         ]
 
 
+def test_capacity_section_pays_every_backlog_exactly_once_and_counts_every_enqueue(
+    benchmark_run: tuple[dict[str, Any], str, str],
+) -> None:
+    capacity = benchmark_run[0]["capacity"]
+    budget = capacity["budget"]
+    assert (budget["workers"], budget["requests_per_second"]) == (4, 20.0)
+    runs = [budget["budgeted"], budget["unbudgeted"], *capacity["concurrency"]["runs"]]
+    assert [(run["jobs"], run["completed"], run["paid_exactly_once"]) for run in runs] == [
+        (2, 2, True),
+        (2, 2, True),
+        (3, 3, True),
+        (3, 3, True),
+    ]
+    assert [run["max_jobs"] for run in capacity["concurrency"]["runs"]] == [8, 1]
+    assert all(run["rpc_requests"] >= run["busiest_second_requests"] > 0 for run in runs)
+    enqueue = capacity["enqueue"]
+    for key in ("one_script", "lock_then_arq_enqueue"):
+        assert (enqueue[key]["calls"], enqueue[key]["refused"]) == (100, 0)
+        assert enqueue[key]["milliseconds"]["count"] == 100
+
+
 def test_planner_plans_85_sol_over_all_73_wallets(
     benchmark_run: tuple[dict[str, Any], str, str],
 ) -> None:
@@ -196,6 +222,11 @@ def test_every_spec_target_is_listed_and_73_wallet_bars_are_not_measured_without
         "pickup p99 (enqueue to phase-1 event)",
         "worker peak RSS",
         "throughput: 4 worker processes vs 1",
+        "4 worker processes, one RPC budget: busiest 1 s window",
+        "max_jobs=8: jobs/s, one process",
+        "max_jobs=8: worker peak RSS",
+        "enqueue, 50 concurrent callers: calls/s",
+        "enqueue, 50 concurrent callers: p99",
     }
     assert targets["fast 73 wallets: transactions"]["passed"] is None
     assert targets["standard 73 wallets: wall time"]["passed"] is None

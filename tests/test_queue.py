@@ -8,7 +8,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio.connection import Connection
 
 from premix.constants import JOB_FUNCTION, QUEUE_NAME, USER_LOCK_PREFIX
 from premix.jobs import PremixOptions
@@ -307,3 +308,72 @@ def test_job_records_and_failed_results_round_trip_as_json() -> None:
     assert job_deserializer(job_serializer(record)) == record
     failed = job_deserializer(job_serializer({"s": False, "r": RuntimeError("rpc down")}))
     assert failed == {"s": False, "r": {"error": "RuntimeError", "message": "rpc down"}}
+
+
+class CountingConnection(Connection):
+    """A Redis connection counting what it sends: each send is one round trip."""
+
+    sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        CountingConnection.sent += 1
+        await super().send_packed_command(command, check_health)
+
+
+@pytest.fixture
+async def counting_redis(redis_url: str) -> AsyncIterator[Redis]:
+    client: Redis = Redis(
+        connection_pool=ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    )
+    await client.ping()  # connected: the handshake is not counted
+    CountingConnection.sent = 0
+    try:
+        yield client
+    finally:
+        await client.aclose()
+
+
+async def test_an_enqueue_takes_the_lock_and_queues_the_job_in_at_most_2_round_trips(
+    settings: Settings, counting_redis: Redis, redis_client: Redis
+) -> None:
+    result = await enqueue_premix_funds("u1", 42, 0.5, settings=settings, redis=counting_redis)
+
+    assert result.success, result.message
+    assert CountingConnection.sent <= 2
+    assert result.job_id is not None
+    assert await user_lock_holder(redis_client, "u1") == result.job_id
+    record = await queued_job(redis_client, result.job_id)
+    assert (record["f"], record["t"], record["k"]) == (JOB_FUNCTION, None, {})
+    assert await redis_client.zscore(QUEUE_NAME, result.job_id) == record["et"]
+    ttl_ms = await redis_client.pttl(ARQ_JOB_PREFIX + result.job_id)
+    assert QUEUED_JOB_EXPIRY_SECONDS * 1000 - 60_000 < ttl_ms <= QUEUED_JOB_EXPIRY_SECONDS * 1000
+
+
+async def test_a_refused_enqueue_names_the_holder_in_at_most_2_round_trips(
+    settings: Settings, counting_redis: Redis
+) -> None:
+    first = await enqueue_premix_funds("u1", 42, 0.5, settings=settings, redis=counting_redis)
+    CountingConnection.sent = 0
+
+    second = await enqueue_premix_funds("u1", 42, 0.5, settings=settings, redis=counting_redis)
+
+    assert CountingConnection.sent <= 2
+    assert second.success is False
+    assert second.message == (
+        f"A premix is already queued or running for this user (job {first.job_id}); "
+        "wait for it to finish"
+    )
+
+
+async def test_a_job_id_arq_already_knows_is_refused_without_taking_the_lock(
+    settings: Settings, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("premix.queue.new_job_id", lambda user_id: "premix-u1-1")
+    await redis_client.set("arq:result:premix-u1-1", b"{}")
+
+    result = await enqueue_premix_funds("u1", 42, 0.5, settings=settings)
+
+    assert result.success is False
+    assert result.message == "A job with id premix-u1-1 already exists; nothing was enqueued"
+    assert await user_lock_holder(redis_client, "u1") is None
+    assert await redis_client.zcard(QUEUE_NAME) == 0

@@ -44,6 +44,9 @@ EXPORTED_SETTINGS: Final = (
     "job_max_tries",
     "log_level",
     "log_json",
+    "rpc_max_requests_per_second",
+    "rpc_budget_workers",
+    "worker_max_jobs",
 )
 LOG_TAIL_LINES: Final = 25
 # arq's own log lines: a job starting (→), and ending (← done, ↻ retried, ! failed, ⊘ aborted).
