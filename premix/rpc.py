@@ -8,13 +8,19 @@ Retrying is safe for every method here, `sendTransaction` included, because prem
 re-sends the same signed bytes: the same signature cannot land twice. A new blockhash (a new
 signature) is the ledger's decision, never this module's.
 
-Transactions are sent with preflight on, at `confirmed`: a transaction that would fail is
-refused without landing and without a fee. "Already processed" counts as sent.
+A transaction's first send has preflight on, at `confirmed`: a transaction that would fail is
+refused without landing and without a fee. Rebroadcasts of the same bytes skip preflight and
+turn the node's own retries off (`maxRetries` 0: premix rebroadcasts on its own cadence). Every
+send carries `minContextSlot`, the highest slot this client saw at the bank it is served from,
+so a node behind the blockhash waits (-32016, retried) instead of refusing it. "Already
+processed" counts as sent. Every context slot a response reports feeds `slots`, the client's
+estimate of when the node's slots begin (`premix.slots`).
 """
 
 import asyncio
 import base64
 import email.utils
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
@@ -28,7 +34,7 @@ import structlog
 from pydantic import ValidationError
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Commitment, Confirmed
+from solana.rpc.commitment import Commitment, Confirmed, Processed
 from solana.rpc.core import RPCException
 from solana.rpc.jsonrpc import JsonRpcErrorCode, JsonRpcRequest, SolanaJsonRpcError
 from solders.account_decoder import UiAccountEncoding
@@ -46,14 +52,12 @@ from solders.rpc.errors import (
 from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts
 from solders.rpc.responses import GetBalanceResp, GetMultipleAccountsResp, RPCResult
 from solders.signature import Signature
-from solders.transaction_status import (
-    TransactionConfirmationStatus,
-    TransactionErrorInstructionError,
-    TransactionErrorInsufficientFundsForRent,
-)
+from solders.transaction_status import TransactionConfirmationStatus
 
 from premix.errors import TransientError
 from premix.settings import Settings
+from premix.slots import SlotTimeline
+from premix.transaction_errors import describe_transaction_error as describe_transaction_error
 
 T = TypeVar("T")
 Response = TypeVar("Response", bound=RPCResult)
@@ -121,6 +125,7 @@ class ChainPoint:
 class LatestBlockhash:
     blockhash: Hash
     last_valid_block_height: int  # the transaction can land in blocks up to this height
+    context_slot: int = 0  # the `confirmed` bank's slot it was read from
 
 
 class SendOutcome(StrEnum):
@@ -163,6 +168,7 @@ class SolanaRpc:
         retry: RetryPolicy | None = None,
         skip_preflight: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.retry = retry or RetryPolicy()
@@ -174,7 +180,11 @@ class SolanaRpc:
             url, commitment=Confirmed, timeout=timeout_seconds, max_transport_retries=0
         )
         self.calls: Counter[str] = Counter()  # HTTP round trips per JSON-RPC method
-        self._sleep = sleep
+        # The time every wait on the chain through this client follows (retries, status polls):
+        # injectable, so tests can run the chain's clock and premix's on one virtual time.
+        self.sleep = sleep
+        self.clock = clock
+        self.slots = SlotTimeline()
 
     @classmethod
     def from_settings(cls, settings: Settings) -> "SolanaRpc":
@@ -209,8 +219,13 @@ class SolanaRpc:
 
     async def latest_blockhash(self) -> LatestBlockhash:
         """Return the latest `confirmed` blockhash and the last block height it is valid for."""
+        sent_at = self.clock()
         response = await self._call("getLatestBlockhash", self.client.get_latest_blockhash)
-        return LatestBlockhash(response.value.blockhash, response.value.last_valid_block_height)
+        self._observe("confirmed", response.context.slot, sent_at)
+        value = response.value
+        return LatestBlockhash(
+            value.blockhash, value.last_valid_block_height, response.context.slot
+        )
 
     async def block_height(self, commitment: Commitment = Confirmed) -> int:
         """Return the current block height at `commitment`."""
@@ -221,8 +236,20 @@ class SolanaRpc:
 
     async def chain_point(self, commitment: Commitment = Confirmed) -> ChainPoint:
         """Return the slot and block height at `commitment`, read together (getEpochInfo)."""
+        sent_at = self.clock()
         response = await self._call("getEpochInfo", lambda: self.client.get_epoch_info(commitment))
+        self._observe(str(commitment), response.value.absolute_slot, sent_at)
         return ChainPoint(response.value.absolute_slot, response.value.block_height)
+
+    async def sync_slot_clock(self, slot_seconds: float, probes: int = 8) -> None:
+        """Learn when the node's slots begin (`slots`): `probes` getSlot reads (processed)
+        spread over one slot, so the first status poll after a send can follow the chain."""
+        for probe in range(probes):
+            sent_at = self.clock()
+            response = await self._call("getSlot", lambda: self.client.get_slot(Processed))
+            self._observe("processed", response.value, sent_at)
+            if probe + 1 < probes:
+                await self.sleep(slot_seconds / probes)
 
     async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
         """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account).
@@ -231,7 +258,9 @@ class SolanaRpc:
         is retried (with backoff) until it has, so a lagging node cannot show an old balance.
         """
         body = GetBalance(pubkey, RpcContextConfig(CommitmentLevel.Confirmed, min_context_slot))
+        sent_at = self.clock()
         response = await self._call("getBalance", lambda: self._request(body, GetBalanceResp))
+        self._observe("confirmed", response.context.slot, sent_at)
         return response.value
 
     async def balances(
@@ -256,9 +285,11 @@ class SolanaRpc:
         result: list[AccountInfo | None] = []
         for start in range(0, len(pubkeys), MAX_ACCOUNTS_PER_CALL):
             body = GetMultipleAccounts(list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL]), config)
+            sent_at = self.clock()
             response = await self._call(
                 "getMultipleAccounts", partial(self._request, body, GetMultipleAccountsResp)
             )
+            self._observe("confirmed", response.context.slot, sent_at)
             result.extend(
                 None
                 if account is None
@@ -310,11 +341,13 @@ class SolanaRpc:
         seen_at: int | None = None
         for start in range(0, len(signatures), MAX_SIGNATURES_PER_STATUS_CALL):
             chunk = list(signatures[start : start + MAX_SIGNATURES_PER_STATUS_CALL])
+            sent_at = self.clock()
             response = await self._call(
                 "getSignatureStatuses",
                 partial(self.client.get_signature_statuses, chunk, search_history),
             )
             slot = response.context.slot
+            self._observe("processed", slot, sent_at)  # statuses come from the processed bank
             seen_at = slot if seen_at is None else min(seen_at, slot)
             for status in response.value:
                 if status is None:
@@ -328,28 +361,48 @@ class SolanaRpc:
     # --- send ---
 
     async def send_raw(self, wire: bytes) -> SendResult:
-        """Send signed transaction bytes (preflight on, `confirmed`).
+        """Send signed transaction bytes for the first time (preflight on, `confirmed`).
 
         Returns ACCEPTED, ALREADY_PROCESSED (an earlier copy landed), BLOCKHASH_NOT_FOUND or
         REJECTED (preflight failed; with the reason). Transient failures are retried with the
         same bytes; raises `TransientError` when they persist.
         """
+        config: dict[str, Any] = {
+            "skipPreflight": self.skip_preflight,
+            "preflightCommitment": "confirmed",
+        }
+        banks = ("processed", "confirmed") if self.skip_preflight else ("confirmed",)
+        return await self._send(wire, config, banks)
+
+    async def rebroadcast_raw(self, wire: bytes) -> SendResult:
+        """Send the same signed bytes again: preflight skipped (it was run at the first send) and
+        the node's own retries off (`maxRetries` 0); results as for `send_raw` (a copy the node
+        drops is ACCEPTED: only statuses tell)."""
+        return await self._send(wire, {"skipPreflight": True, "maxRetries": 0})
+
+    async def _send(
+        self,
+        wire: bytes,
+        config: dict[str, Any],
+        banks: tuple[str, ...] = ("processed", "confirmed"),
+    ) -> SendResult:
+        # the bank serving the send (processed without preflight) is at or past any slot this
+        # client saw from those `banks`: minContextSlot makes a node behind them wait
+        seen = [slot for bank in banks if (slot := self.slots.highest(bank)) is not None]
+        if seen:
+            config = {**config, "minContextSlot": max(seen)}
         request = JsonRpcRequest(
             method="sendTransaction",
-            params=[
-                base64.b64encode(wire).decode("ascii"),
-                {
-                    "encoding": "base64",
-                    "skipPreflight": self.skip_preflight,
-                    "preflightCommitment": "confirmed",
-                },
-            ],
+            params=[base64.b64encode(wire).decode("ascii"), {"encoding": "base64", **config}],
         )
         try:
             await self._call("sendTransaction", lambda: self.client.send_rpc_request(request, str))
         except SolanaJsonRpcError as e:
             return _classify_send_error(e)
         return SendResult(SendOutcome.ACCEPTED)
+
+    def _observe(self, commitment: str, slot: int, sent_at: float) -> None:
+        self.slots.observe(commitment, slot, sent_at, self.clock())
 
     # --- retries ---
 
@@ -376,7 +429,7 @@ class SolanaRpc:
             if retry + 1 < self.retry.tries:
                 delay = self.retry.delay(retry, retry_after)
                 log.info("rpc_retry", method=method, error=last_error, delay_seconds=delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
         raise TransientError(
             f"Solana RPC {method} failed {self.retry.tries} times; last error: {last_error}"
         )
@@ -440,45 +493,3 @@ def _confirmation_name(status: TransactionConfirmationStatus | None) -> str:
     if status == TransactionConfirmationStatus.Confirmed:
         return "confirmed"
     return "processed"
-
-
-_SYSTEM_ERRORS = {
-    0: "account already in use",
-    1: "insufficient lamports for the transfer",
-    2: "invalid program id",
-}
-_FIELDLESS = {
-    "InsufficientFundsForFee": "insufficient funds for the fee",
-    "AccountNotFound": "the paying account does not exist (no SOL)",
-    "BlockhashNotFound": "blockhash not found",
-}
-
-
-def describe_transaction_error(error: Any) -> str:
-    """A short readable sentence for a transaction error: a solders `TransactionErrorType` (from
-    getSignatureStatuses) or its JSON form (from a preflight failure)."""
-    if isinstance(error, TransactionErrorInstructionError):
-        return _describe_instruction_error(error.index, getattr(error.err, "code", None), error.err)
-    if isinstance(error, dict) and "InstructionError" in error:
-        index, detail = error["InstructionError"]
-        code = detail.get("Custom") if isinstance(detail, dict) else None
-        return _describe_instruction_error(index, code, detail)
-    if isinstance(error, TransactionErrorInsufficientFundsForRent):
-        return _below_rent(error.account_index)
-    if isinstance(error, dict) and "InsufficientFundsForRent" in error:
-        return _below_rent(error["InsufficientFundsForRent"].get("account_index"))
-    name = str(error).rsplit(".", 1)[-1] if not isinstance(error, str) else error
-    return _FIELDLESS.get(name, name)
-
-
-def _below_rent(account_index: object) -> str:
-    payer = " (the funding wallet)" if account_index == 0 else ""  # premix's payer is first
-    return f"account {account_index}{payer} would be left below the rent-exempt minimum"
-
-
-def _describe_instruction_error(index: object, custom_code: object, detail: object) -> str:
-    if isinstance(custom_code, int):
-        reason = _SYSTEM_ERRORS.get(custom_code, f"custom program error {custom_code}")
-    else:
-        reason = str(detail).rsplit(".", 1)[-1]
-    return f"instruction {index} failed: {reason}"
