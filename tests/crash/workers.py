@@ -37,7 +37,7 @@ EXPORTED_SETTINGS: Final = (
     "encryption_keys",
     "worker_poll_delay_seconds",
     "confirm_poll_seconds",
-    "fast_first_poll_seconds",
+    "slot_seconds",
     "job_timeout_seconds",
     "user_lock_ttl_seconds",
     "job_max_tries",

@@ -56,7 +56,7 @@ def make_settings(
         "rpc_url": rpc_url,
         "worker_poll_delay_seconds": 0.01,
         "confirm_poll_seconds": 0.01,
-        "fast_first_poll_seconds": 0,
+        "slot_seconds": 0,
         "log_level": "DEBUG",
         **overrides,
     }
