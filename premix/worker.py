@@ -7,6 +7,7 @@ the user locks. `premix_funds` runs one execution of a job (`premix.execution`).
 cannot run refuses to start with one line naming what to fix (`refuse_to_start`).
 """
 
+import asyncio
 import sys
 from _collections_abc import dict_items, dict_keys, dict_values
 from collections.abc import Iterator
@@ -32,7 +33,7 @@ from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import FeePolicy
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
-from premix.rpc import SolanaRpc
+from premix.rpc import RpcRequestError, SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
@@ -67,7 +68,20 @@ async def startup(ctx: dict[str, Any]) -> None:
         ctx["notifier"] = Notifier(settings)
     if "rpc" not in ctx:
         ctx["rpc"] = SolanaRpc.from_settings(settings)
+    await _sync_slot_clock(ctx["rpc"], settings)
     log.info("worker_started", queue=settings.queue_name, memory_store=ctx["store"].is_memory)
+
+
+async def _sync_slot_clock(rpc: SolanaRpc, settings: Settings) -> None:
+    """Learn when the node's slots begin, so a job's first status poll after a send follows the
+    chain (best effort, bounded: without it the first poll waits one whole slot)."""
+    if settings.slot_seconds <= 0:
+        return
+    try:
+        async with asyncio.timeout(4 * settings.slot_seconds):
+            await rpc.sync_slot_clock(settings.slot_seconds)
+    except (TimeoutError, TransientError, RpcRequestError) as e:
+        log.warning("slot_clock_not_synced", error=type(e).__name__)
 
 
 def check_configuration(settings: Settings) -> None:
