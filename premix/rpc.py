@@ -49,8 +49,13 @@ from solders.rpc.errors import (
     MinContextSlotNotReachedMessage,
     NodeUnhealthyMessage,
 )
-from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts
-from solders.rpc.responses import GetBalanceResp, GetMultipleAccountsResp, RPCResult
+from solders.rpc.requests import Body, GetBalance, GetLatestBlockhash, GetMultipleAccounts
+from solders.rpc.responses import (
+    GetBalanceResp,
+    GetLatestBlockhashResp,
+    GetMultipleAccountsResp,
+    RPCResult,
+)
 from solders.signature import Signature
 from solders.transaction_status import TransactionConfirmationStatus
 
@@ -218,14 +223,17 @@ class SolanaRpc:
     # --- reads ---
 
     async def latest_blockhash(self) -> LatestBlockhash:
-        """Return the latest `confirmed` blockhash and the last block height it is valid for."""
-        sent_at = self.clock()
-        response = await self._call("getLatestBlockhash", self.client.get_latest_blockhash)
-        self._observe("confirmed", response.context.slot, sent_at)
-        value = response.value
-        return LatestBlockhash(
-            value.blockhash, value.last_valid_block_height, response.context.slot
+        """Return the latest `confirmed` blockhash and the last block height it is valid for,
+        from a node at or past the highest `confirmed` slot this client saw (minContextSlot:
+        a lagging node would hand out an older one)."""
+        config = RpcContextConfig(CommitmentLevel.Confirmed, self.slots.highest("confirmed"))
+        body, sent_at = GetLatestBlockhash(config), self.clock()
+        response = await self._call(
+            "getLatestBlockhash", lambda: self._request(body, GetLatestBlockhashResp)
         )
+        self._observe("confirmed", response.context.slot, sent_at)
+        value, slot = response.value, response.context.slot
+        return LatestBlockhash(value.blockhash, value.last_valid_block_height, slot)
 
     async def block_height(self, commitment: Commitment = Confirmed) -> int:
         """Return the current block height at `commitment`."""
@@ -367,33 +375,27 @@ class SolanaRpc:
         REJECTED (preflight failed; with the reason). Transient failures are retried with the
         same bytes; raises `TransientError` when they persist.
         """
-        config: dict[str, Any] = {
-            "skipPreflight": self.skip_preflight,
-            "preflightCommitment": "confirmed",
-        }
-        banks = ("processed", "confirmed") if self.skip_preflight else ("confirmed",)
-        return await self._send(wire, config, banks)
+        if self.skip_preflight:  # served from the processed bank, as a rebroadcast is
+            return await self._send(wire, {"skipPreflight": True}, "processed", "confirmed")
+        return await self._send(wire, {"preflightCommitment": "confirmed"}, "confirmed")
 
     async def rebroadcast_raw(self, wire: bytes) -> SendResult:
         """Send the same signed bytes again: preflight skipped (it was run at the first send) and
         the node's own retries off (`maxRetries` 0); results as for `send_raw` (a copy the node
         drops is ACCEPTED: only statuses tell)."""
-        return await self._send(wire, {"skipPreflight": True, "maxRetries": 0})
+        config = {"skipPreflight": True, "maxRetries": 0}
+        return await self._send(wire, config, "processed", "confirmed")
 
-    async def _send(
-        self,
-        wire: bytes,
-        config: dict[str, Any],
-        banks: tuple[str, ...] = ("processed", "confirmed"),
-    ) -> SendResult:
-        # the bank serving the send (processed without preflight) is at or past any slot this
-        # client saw from those `banks`: minContextSlot makes a node behind them wait
-        seen = [slot for bank in banks if (slot := self.slots.highest(bank)) is not None]
-        if seen:
-            config = {**config, "minContextSlot": max(seen)}
+    async def _send(self, wire: bytes, config: dict[str, Any], *banks: str) -> SendResult:
+        # a node whose serving bank is behind the slots this client saw at `banks` waits
+        seen = self.slots.highest(*banks)
+        config = {
+            "encoding": "base64",
+            **config,
+            **({} if seen is None else {"minContextSlot": seen}),
+        }
         request = JsonRpcRequest(
-            method="sendTransaction",
-            params=[base64.b64encode(wire).decode("ascii"), {"encoding": "base64", **config}],
+            method="sendTransaction", params=[base64.b64encode(wire).decode("ascii"), config]
         )
         try:
             await self._call("sendTransaction", lambda: self.client.send_rpc_request(request, str))

@@ -45,9 +45,10 @@ class SlotTimeline:
         seen.append(SlotObservation(slot, sent_at, received_at))
         self._highest[commitment] = max(slot, self._highest.get(commitment, slot))
 
-    def highest(self, commitment: str) -> int | None:
-        """The highest slot a `commitment` bank answered from so far (None: never)."""
-        return self._highest.get(commitment)
+    def highest(self, *commitments: str) -> int | None:
+        """The highest slot a bank of any of `commitments` answered from so far (None: never)."""
+        seen = [self._highest[c] for c in commitments if c in self._highest]
+        return max(seen, default=None)
 
     def phase(self, slot_seconds: float) -> tuple[float, float] | None:
         """The narrowest `(low, high]` bound on when slot 0 began, over the commitments seen, as

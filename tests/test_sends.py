@@ -116,3 +116,18 @@ async def test_a_rebroadcast_skips_preflight_with_the_node_retries_off(
     assert localnet.transaction_log[transaction.signatures[0]].outcome is (
         TransactionOutcome.LANDED
     )
+
+
+async def test_a_blockhash_read_waits_for_a_node_behind_the_slots_already_seen(
+    localnet: Localnet,
+) -> None:
+    localnet.advance(6)
+    async with SolanaRpc(localnet.url, retry=QUICK_RETRIES) as rpc:
+        await rpc.balances([Pubkey.new_unique()])
+        seen = rpc.slots.highest("confirmed")
+        # a node 2 slots behind would hand out an older blockhash (fewer blocks to land in)
+        localnet.faults.inject("stale_read", method="getLatestBlockhash", count=1, slots=2)
+        latest = await rpc.latest_blockhash()
+        assert rpc.calls["getLatestBlockhash"] == 2  # -32016, then a node that has caught up
+    assert latest.context_slot == seen
+    assert latest.blockhash == localnet.chain.block(Commitment.CONFIRMED).blockhash

@@ -40,8 +40,8 @@ class RecentBlockhash:
         self._latest = None
 
     def _young(self, rpc: SolanaRpc, latest: LatestBlockhash) -> bool:
-        seen = [rpc.slots.highest(bank) for bank in ("processed", "confirmed")]
-        age = max((slot for slot in seen if slot is not None), default=0) - latest.context_slot
+        seen = rpc.slots.highest("processed", "confirmed")
+        age = (latest.context_slot if seen is None else seen) - latest.context_slot
         if self.slot_seconds > 0:  # slots may pass unseen: the clock bounds the age too
             age = max(age, int((rpc.clock() - self._read_at) / self.slot_seconds))
         return age < REUSE_SLOTS
