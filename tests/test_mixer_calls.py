@@ -14,8 +14,8 @@ from collections.abc import Sequence
 import pytest
 from solders.signature import Signature
 
-from premix.ledger import Ledger
-from premix.localnet import Localnet
+from premix.ledger import AttemptState, Ledger
+from premix.localnet import Commitment, Localnet
 from premix.mixer.blockhashes import REUSE_SLOTS
 from premix.mixer.polling import SLOT_END_MARGIN
 from premix.rpc import SignatureStatus, SolanaRpc
@@ -26,6 +26,7 @@ from tests.test_mixer_helpers import QUICK_RETRIES, MixerHarness
 
 SLOT_SECONDS = 0.5  # binary fractions: virtual moments add up exactly
 POLL_SECONDS = 0.125
+FINALIZATION_SLOTS = 32  # localnet's finalized bank is this far behind
 SETTINGS = Settings(confirm_poll_seconds=POLL_SECONDS, slot_seconds=SLOT_SECONDS)
 
 
@@ -202,3 +203,47 @@ def test_a_slot_timeline_bounds_the_end_of_the_slot_in_progress() -> None:
     timeline.observe("processed", 99, 41.30, 41.31)
     assert timeline.phase(0.4) != (low, high)
     assert timeline.highest("processed") == 101
+
+
+class ClearsFaultsAfterHeight(ChainTimeRpc):
+    """Clears the localnet's faults once the chain's block height passed `height`."""
+
+    def __init__(self, net: Localnet, *, start_seconds: float, height: int) -> None:
+        super().__init__(net, start_seconds=start_seconds)
+        self.height = height
+
+    async def signature_statuses(
+        self, signatures: Sequence[Signature], *, search_history: bool = False
+    ) -> list[SignatureStatus | None]:
+        if self.net.block_height > self.height:
+            self.net.faults.clear()
+        return await super().signature_statuses(signatures, search_history=search_history)
+
+
+async def test_rebroadcasts_go_on_until_the_attempt_expires_then_a_new_one_lands(
+    localnet: Localnet, store: Store
+) -> None:
+    localnet.advance(2)
+    harness = MixerHarness(localnet, store, 1, "standard", settings=SETTINGS)
+    await harness.open()
+    localnet.faults.inject("drop_send")  # every copy of the first attempt is dropped
+    first_valid_height = localnet.chain.block(Commitment.CONFIRMED).last_valid_block_height
+    async with ClearsFaultsAfterHeight(
+        localnet, start_seconds=0.3, height=first_valid_height
+    ) as rpc:
+        await record_plan_as_the_worker_does(harness, rpc)
+        async with asyncio.timeout(60):
+            result = await harness.run(rpc=rpc)
+    assert result.complete and harness.balances() == harness.amounts
+    [tx] = (await harness.record()).transactions
+    expired, landed = tx.attempts
+    assert (expired.state, landed.state) == (AttemptState.EXPIRED, AttemptState.LANDED_OK)
+    assert expired.last_valid_block_height == first_valid_height
+    sends = localnet.stats.sends_of(Signature.from_string(expired.signature))
+    assert not sends[0].skip_preflight
+    assert all((s.skip_preflight, s.max_retries) == (True, 0) for s in sends[1:])
+    # one copy every 2 s (4 slots) until the expiry is decided: the finalized height (32 slots
+    # behind) past the blockhash's 150 blocks; none after
+    assert {b.slot - a.slot for a, b in itertools.pairwise(sends)} == {4}
+    assert len(sends) == pytest.approx((150 + FINALIZATION_SLOTS) / 4, abs=2)
+    assert sends[-1].slot <= sends[0].slot + 150 + FINALIZATION_SLOTS + 4
