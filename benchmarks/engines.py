@@ -11,9 +11,9 @@ fresh localnet (its own slot clock) and a fresh in-memory ledger, and measures:
   recipients' balances checked);
 
 Before that window, as a worker does: the client learns when the node's slots begin (the
-worker's startup `sync_slot_clock`: 8 getSlot reads over one slot), and the plan is recorded with
-every recipient's balance before, read in one getMultipleAccounts per 100 wallets (phase 3 reads
-it for the recipient-account check anyway); neither is counted.
+worker's startup `sync_slot_clock`: 11 getSlot reads over a few slots), and the plan is
+recorded with every recipient's balance before, read in one getMultipleAccounts per 100 wallets
+(phase 3 reads it for the recipient-account check anyway); neither is counted.
 - slots elapsed over the run;
 - "confirmed within N slots of the send": per transaction, the slot at which premix *saw* it
   confirmed (the chain's slot when the status answer came back) minus the slot the node

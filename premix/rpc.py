@@ -249,10 +249,14 @@ class SolanaRpc:
         self._observe(str(commitment), response.value.absolute_slot, sent_at)
         return ChainPoint(response.value.absolute_slot, response.value.block_height)
 
-    async def sync_slot_clock(self, slot_seconds: float, probes: int = 8) -> None:
-        """Learn when the node's slots begin (`slots`): `probes` getSlot reads (processed)
-        spread over one slot, so the first status poll after a send can follow the chain."""
-        for probe in range(probes):
+    async def sync_slot_clock(
+        self, slot_seconds: float, probes: int = 8, halvings: int = 3
+    ) -> None:
+        """Learn when the node's slots begin (`slots`): `probes` getSlot reads spread over one
+        slot, then `halvings` more, each at the middle of what is still unknown."""
+        for probe in range(probes + halvings):
+            if probe >= probes and (bounds := self.slots.phase(slot_seconds)) is not None:
+                await self.sleep((sum(bounds) / 2 - self.clock()) % slot_seconds)
             sent_at = self.clock()
             response = await self._call("getSlot", lambda: self.client.get_slot(Processed))
             self._observe("processed", response.value, sent_at)
@@ -387,7 +391,6 @@ class SolanaRpc:
         return await self._send(wire, config, "processed", "confirmed")
 
     async def _send(self, wire: bytes, config: dict[str, Any], *banks: str) -> SendResult:
-        # a node whose serving bank is behind the slots this client saw at `banks` waits
         seen = self.slots.highest(*banks)
         config = {
             "encoding": "base64",

@@ -78,7 +78,7 @@ async def _sync_slot_clock(rpc: SolanaRpc, settings: Settings) -> None:
     if settings.slot_seconds <= 0:
         return
     try:
-        async with asyncio.timeout(4 * settings.slot_seconds):
+        async with asyncio.timeout(6 * settings.slot_seconds):  # the sync takes up to 4
             await rpc.sync_slot_clock(settings.slot_seconds)
     except (TimeoutError, TransientError, RpcRequestError) as e:
         log.warning("slot_clock_not_synced", error=type(e).__name__)

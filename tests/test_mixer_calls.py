@@ -247,3 +247,14 @@ async def test_rebroadcasts_go_on_until_the_attempt_expires_then_a_new_one_lands
     assert {b.slot - a.slot for a, b in itertools.pairwise(sends)} == {4}
     assert len(sends) == pytest.approx((150 + FINALIZATION_SLOTS) / 4, abs=2)
     assert sends[-1].slot <= sends[0].slot + 150 + FINALIZATION_SLOTS + 4
+
+
+async def test_the_slot_clock_sync_pins_the_slots_phase_to_a_small_part_of_a_slot(
+    localnet: Localnet,
+) -> None:
+    async with ChainTimeRpc(localnet, start_seconds=0.17) as rpc:
+        await rpc.sync_slot_clock(SLOT_SECONDS)
+        low, high = rpc.slots.phase(SLOT_SECONDS) or (0.0, SLOT_SECONDS)
+    assert low < 0.0 <= high  # virtual slots begin at whole multiples of SLOT_SECONDS
+    assert high - low <= SLOT_SECONDS / 32  # 8 probes over a slot, then 3 halvings
+    assert localnet.stats.calls["getSlot"] == 11

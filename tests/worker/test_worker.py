@@ -97,7 +97,7 @@ async def test_startup_learns_when_the_node_slots_begin_and_starts_without_the_n
     timed = settings.model_copy(update={"slot_seconds": 0.02, "rpc_url": fast_localnet.url})
     ctx: dict[str, Any] = {"settings": timed, "redis": redis_client}
     await startup(ctx)
-    assert fast_localnet.stats.calls["getSlot"] == 8  # spread over one slot
+    assert fast_localnet.stats.calls["getSlot"] == 11  # 8 over one slot, 3 to narrow it down
     assert ctx["rpc"].slots.highest("processed") is not None
     await shutdown(ctx)
     # the sync is best effort and bounded: a node that does not answer delays nothing much
