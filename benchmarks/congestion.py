@@ -84,7 +84,7 @@ async def run_case(
         log_level="WARNING",
         priority_fee=priority_fee,
         confirm_poll_seconds=slot_seconds / 4,
-        fast_first_poll_seconds=slot_seconds,
+        slot_seconds=slot_seconds,
         mongodb_uri=f"memory://bench-congestion-{uuid.uuid4().hex}",
     )
     amounts = plan_distribution(amount_lamports_for(wallets), wallets)

@@ -5,9 +5,15 @@ For n wallets the input is the amount that fills exactly n wallets of the defaul
 fresh localnet (its own slot clock) and a fresh in-memory ledger, and measures:
 
 - transactions and fees (lamports) from the `MixResult`;
-- RPC round trips: HTTP requests the localnet received during the run (`net.stats`);
-- wall time from recording the plan until the payout completed (every transfer confirmed and the
+- RPC round trips: HTTP requests the localnet received during the run (`net.stats`), and for
+  premix's standard mode per transfer;
+- wall time from the payout's start until it completed (every transfer confirmed and the
   recipients' balances checked);
+
+Before that window, as a worker does: the client learns when the node's slots begin (the
+worker's startup `sync_slot_clock`: 11 getSlot reads over a few slots), and the plan is
+recorded with every recipient's balance before, read in one getMultipleAccounts per 100 wallets
+(phase 3 reads it for the recipient-account check anyway); neither is counted.
 - slots elapsed over the run;
 - "confirmed within N slots of the send": per transaction, the slot at which premix *saw* it
   confirmed (the chain's slot when the status answer came back) minus the slot the node
@@ -26,6 +32,7 @@ Reference designs on the same inputs:
 from __future__ import annotations
 
 import asyncio
+import random
 import time
 import uuid
 from collections.abc import Iterator, Sequence
@@ -44,7 +51,7 @@ from premix.constants import LAMPORTS_PER_SOL
 from premix.distribution import max_distributable_lamports, plan_distribution
 from premix.ledger import Ledger
 from premix.localnet import Localnet
-from premix.mixer import Payout
+from premix.mixer import Payout, check_recipient_accounts
 from premix.mixer.packing import FeePolicy, build_message, sign
 from premix.rpc import SignatureStatus, SolanaRpc
 from premix.settings import Settings
@@ -166,12 +173,15 @@ def _single_or_list(values: list[int]) -> int | list[int]:
 
 
 async def run_premix_once(
-    mode: str, wallets: int, *, slot_ms: int, settings: Settings
+    mode: str, wallets: int, *, slot_ms: int, settings: Settings, arrival_seconds: float = 0.0
 ) -> EngineRun:
-    """Fund `wallets` fresh recipients with premix's `mode` engine on a fresh localnet."""
+    """Fund `wallets` fresh recipients with premix's `mode` engine on a fresh localnet; the
+    payout starts `arrival_seconds` after the worker's slot-clock sync (a job arrives anywhere
+    in a slot)."""
     amounts = plan_distribution(amount_lamports_for(wallets), wallets)
     funding = Keypair()
     recipients = [Keypair().pubkey() for _ in amounts]
+    settings = settings.model_copy(update={"slot_seconds": slot_ms / 1000})
     memory_uri = f"memory://bench-engines-{uuid.uuid4().hex}"
     store = await Store.open(settings.model_copy(update={"mongodb_uri": memory_uri}))
     run_id = f"premix-bench-{uuid.uuid4().hex[:12]}"
@@ -182,8 +192,17 @@ async def run_premix_once(
             net.airdrop(funding.pubkey(), sum(amounts) + SPARE_LAMPORTS)
             rpc = ObservingRpc(net)
             try:
+                await rpc.sync_slot_clock(settings.slot_seconds)  # the worker's startup
+                accounts = await rpc.accounts(recipients)  # phase 3 of the job
+                check_recipient_accounts([str(r) for r in recipients], accounts)
+                await asyncio.sleep(arrival_seconds)
+                run = await ledger.record_plan(
+                    run_id,
+                    [str(r) for r in recipients],
+                    amounts,
+                    balances_before=[0 if a is None else a.lamports for a in accounts],
+                )
                 with _measured(net, rpc) as cost:
-                    run = await ledger.record_plan(run_id, [str(r) for r in recipients], amounts)
                     payout = await Payout.resume(ledger, run, rpc=rpc, settings=settings)
                     await payout.pay(funding)
                     await payout.verify()
@@ -281,6 +300,7 @@ async def bench_engines(
         for n in wallet_counts
         for design in DESIGNS
     }
+    arrivals = random.Random(0)  # where in a slot each payout starts: the same on every run
     for round_number in range(repeat):
         for n in wallet_counts:
             for design in DESIGNS:
@@ -292,7 +312,11 @@ async def bench_engines(
                     )
                 else:
                     run = await run_premix_once(
-                        design.removeprefix("premix-"), n, slot_ms=slot_ms, settings=settings
+                        design.removeprefix("premix-"),
+                        n,
+                        slot_ms=slot_ms,
+                        settings=settings,
+                        arrival_seconds=arrivals.uniform(0, slot_ms / 1000),
                     )
                 cases[(design, n)].runs.append(run)
     estimates = [

@@ -217,7 +217,7 @@ async def run_demo(
             "allow_memory_store": True,  # the demo's worker runs in the process that stores
             "encryption_keys": SecretStr(KeyRing.generate_key("demo")),
             "telegram_bot_token": None,  # the demo messages nobody
-            "fast_first_poll_seconds": options.slot_ms / 1000,  # one of the demo's short slots
+            "slot_seconds": options.slot_ms / 1000,  # the demo's own slots
         }
     )
     with contextlib.ExitStack() as services:

@@ -8,18 +8,22 @@ Retrying is safe for every method here, `sendTransaction` included, because prem
 re-sends the same signed bytes: the same signature cannot land twice. A new blockhash (a new
 signature) is the ledger's decision, never this module's.
 
-Transactions are sent with preflight on, at `confirmed`: a transaction that would fail is
-refused without landing and without a fee. "Already processed" counts as sent.
+A transaction's first send has preflight on, at `confirmed`: a transaction that would fail is
+refused without landing and without a fee. Rebroadcasts of the same bytes skip preflight and
+turn the node's own retries off (`maxRetries` 0: premix rebroadcasts on its own cadence). Every
+send carries `minContextSlot`, the highest slot this client saw at the bank it is served from,
+so a node behind the blockhash waits (-32016, retried) instead of refusing it. "Already
+processed" counts as sent. Every context slot a response reports feeds `slots`, the client's
+estimate of when the node's slots begin (`premix.slots`).
 """
 
 import asyncio
 import base64
 import email.utils
+import time
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass
 from datetime import UTC, datetime
-from enum import StrEnum
 from functools import partial
 from typing import Any, Final, TypeVar
 
@@ -28,12 +32,11 @@ import structlog
 from pydantic import ValidationError
 from solana.exceptions import SolanaRpcException
 from solana.rpc.async_api import AsyncClient
-from solana.rpc.commitment import Commitment, Confirmed
+from solana.rpc.commitment import Commitment, Confirmed, Processed
 from solana.rpc.core import RPCException
 from solana.rpc.jsonrpc import JsonRpcErrorCode, JsonRpcRequest, SolanaJsonRpcError
 from solders.account_decoder import UiAccountEncoding
 from solders.commitment_config import CommitmentLevel
-from solders.hash import Hash
 from solders.message import Message
 from solders.pubkey import Pubkey
 from solders.rpc import responses
@@ -44,18 +47,48 @@ from solders.rpc.errors import (
     MinContextSlotNotReachedMessage,
     NodeUnhealthyMessage,
 )
-from solders.rpc.requests import Body, GetBalance, GetMultipleAccounts, GetRecentPrioritizationFees
-from solders.rpc.responses import GetBalanceResp, GetMultipleAccountsResp, RPCResult
-from solders.signature import Signature
-from solders.transaction_status import (
-    TransactionConfirmationStatus,
-    TransactionErrorInstructionError,
-    TransactionErrorInsufficientFundsForRent,
+from solders.rpc.requests import (
+    Body,
+    GetBalance,
+    GetLatestBlockhash,
+    GetMultipleAccounts,
+    GetRecentPrioritizationFees,
 )
+from solders.rpc.responses import (
+    GetBalanceResp,
+    GetLatestBlockhashResp,
+    GetMultipleAccountsResp,
+    RPCResult,
+)
+from solders.signature import Signature
+from solders.transaction_status import TransactionConfirmationStatus
 
 from premix.errors import TransientError
 from premix.rpc_budget import RequestLimiter
+from premix.rpc_types import (
+    AccountInfo as AccountInfo,
+)
+from premix.rpc_types import (
+    ChainPoint as ChainPoint,
+)
+from premix.rpc_types import (
+    LatestBlockhash as LatestBlockhash,
+)
+from premix.rpc_types import (
+    RetryPolicy as RetryPolicy,
+)
+from premix.rpc_types import (
+    SendOutcome as SendOutcome,
+)
+from premix.rpc_types import (
+    SendResult as SendResult,
+)
+from premix.rpc_types import (
+    SignatureStatus as SignatureStatus,
+)
 from premix.settings import Settings
+from premix.slots import SlotTimeline
+from premix.transaction_errors import describe_transaction_error as describe_transaction_error
 
 T = TypeVar("T")
 Response = TypeVar("Response", bound=RPCResult)
@@ -85,73 +118,6 @@ class RpcRequestError(Exception):
     misconfigured endpoint, never a chain condition)."""
 
 
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How long one RPC call keeps trying before it raises `TransientError` (the defaults are
-    the `PREMIX_RPC_RETRY_*` settings')."""
-
-    tries: int = 6
-    base_delay_seconds: float = 0.1
-    max_delay_seconds: float = 2.0
-    max_retry_after_seconds: float = 10.0
-
-    def delay(self, retry: int, retry_after: float | None) -> float:
-        """Seconds to wait before retry number `retry` (0-based)."""
-        if retry_after is not None:
-            return min(retry_after, self.max_retry_after_seconds)
-        return min(self.base_delay_seconds * float(2**retry), self.max_delay_seconds)
-
-
-@dataclass(frozen=True)
-class AccountInfo:
-    """What premix reads of an account: its lamports, owning program and executable flag."""
-
-    lamports: int
-    owner: Pubkey
-    executable: bool
-
-
-@dataclass(frozen=True)
-class ChainPoint:
-    """A slot and its block height, as one node sees them at one commitment."""
-
-    slot: int
-    block_height: int
-
-
-@dataclass(frozen=True)
-class LatestBlockhash:
-    blockhash: Hash
-    last_valid_block_height: int  # the transaction can land in blocks up to this height
-
-
-class SendOutcome(StrEnum):
-    ACCEPTED = "accepted"  # the node took it; it may land
-    ALREADY_PROCESSED = "already_processed"  # an earlier copy of these bytes landed
-    BLOCKHASH_NOT_FOUND = "blockhash_not_found"  # not taken now (expired or node behind)
-    REJECTED = "rejected"  # preflight failed: this copy will not land (e.g. insufficient funds)
-
-
-@dataclass(frozen=True)
-class SendResult:
-    outcome: SendOutcome
-    error: str | None = None
-
-
-@dataclass(frozen=True)
-class SignatureStatus:
-    """Where a signature is on chain: its slot, commitment reached and error (None if ok)."""
-
-    slot: int
-    confirmation: str  # "processed" | "confirmed" | "finalized"
-    error: str | None
-
-    @property
-    def is_confirmed(self) -> bool:
-        """True at `confirmed` or `finalized`: the outcome will not change."""
-        return self.confirmation in ("confirmed", "finalized")
-
-
 class SolanaRpc:
     """The Solana JSON-RPC client premix uses; every method retries transient failures and
     raises `TransientError` when they persist, `RpcRequestError` for a request the node will
@@ -166,6 +132,7 @@ class SolanaRpc:
         skip_preflight: bool = False,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         limiter: RequestLimiter | None = None,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         self.url = url
         self.limiter = limiter  # None: no RPC budget (every request goes at once)
@@ -178,7 +145,11 @@ class SolanaRpc:
             url, commitment=Confirmed, timeout=timeout_seconds, max_transport_retries=0
         )
         self.calls: Counter[str] = Counter()  # HTTP round trips per JSON-RPC method
-        self._sleep = sleep
+        # The time every wait on the chain through this client follows (retries, status polls):
+        # injectable, so tests can run the chain's clock and premix's on one virtual time.
+        self.sleep = sleep
+        self.clock = clock
+        self.slots = SlotTimeline()
 
     @classmethod
     def from_settings(
@@ -215,9 +186,17 @@ class SolanaRpc:
     # --- reads ---
 
     async def latest_blockhash(self) -> LatestBlockhash:
-        """Return the latest `confirmed` blockhash and the last block height it is valid for."""
-        response = await self._call("getLatestBlockhash", self.client.get_latest_blockhash)
-        return LatestBlockhash(response.value.blockhash, response.value.last_valid_block_height)
+        """Return the latest `confirmed` blockhash and the last block height it is valid for,
+        from a node at or past the highest `confirmed` slot this client saw (minContextSlot:
+        a lagging node would hand out an older one)."""
+        config = RpcContextConfig(CommitmentLevel.Confirmed, self.slots.highest("confirmed"))
+        body, sent_at = GetLatestBlockhash(config), self.clock()
+        response = await self._call(
+            "getLatestBlockhash", lambda: self._request(body, GetLatestBlockhashResp)
+        )
+        self._observe("confirmed", response.context.slot, sent_at)
+        value, slot = response.value, response.context.slot
+        return LatestBlockhash(value.blockhash, value.last_valid_block_height, slot)
 
     async def block_height(self, commitment: Commitment = Confirmed) -> int:
         """Return the current block height at `commitment`."""
@@ -228,8 +207,24 @@ class SolanaRpc:
 
     async def chain_point(self, commitment: Commitment = Confirmed) -> ChainPoint:
         """Return the slot and block height at `commitment`, read together (getEpochInfo)."""
+        sent_at = self.clock()
         response = await self._call("getEpochInfo", lambda: self.client.get_epoch_info(commitment))
+        self._observe(str(commitment), response.value.absolute_slot, sent_at)
         return ChainPoint(response.value.absolute_slot, response.value.block_height)
+
+    async def sync_slot_clock(
+        self, slot_seconds: float, probes: int = 8, halvings: int = 3
+    ) -> None:
+        """Learn when the node's slots begin (`slots`): `probes` getSlot reads spread over one
+        slot, then `halvings` more, each at the middle of what is still unknown."""
+        for probe in range(probes + halvings):
+            if probe >= probes and (bounds := self.slots.phase(slot_seconds)) is not None:
+                await self.sleep((sum(bounds) / 2 - self.clock()) % slot_seconds)
+            sent_at = self.clock()
+            response = await self._call("getSlot", lambda: self.client.get_slot(Processed))
+            self._observe("processed", response.value, sent_at)
+            if probe + 1 < probes:
+                await self.sleep(slot_seconds / probes)
 
     async def balance(self, pubkey: Pubkey, *, min_context_slot: int | None = None) -> int:
         """Return the `confirmed` balance of `pubkey` in lamports (0 for a missing account).
@@ -238,7 +233,9 @@ class SolanaRpc:
         is retried (with backoff) until it has, so a lagging node cannot show an old balance.
         """
         body = GetBalance(pubkey, RpcContextConfig(CommitmentLevel.Confirmed, min_context_slot))
+        sent_at = self.clock()
         response = await self._call("getBalance", lambda: self._request(body, GetBalanceResp))
+        self._observe("confirmed", response.context.slot, sent_at)
         return response.value
 
     async def balances(
@@ -263,9 +260,11 @@ class SolanaRpc:
         result: list[AccountInfo | None] = []
         for start in range(0, len(pubkeys), MAX_ACCOUNTS_PER_CALL):
             body = GetMultipleAccounts(list(pubkeys[start : start + MAX_ACCOUNTS_PER_CALL]), config)
+            sent_at = self.clock()
             response = await self._call(
                 "getMultipleAccounts", partial(self._request, body, GetMultipleAccountsResp)
             )
+            self._observe("confirmed", response.context.slot, sent_at)
             result.extend(
                 None
                 if account is None
@@ -326,11 +325,13 @@ class SolanaRpc:
         seen_at: int | None = None
         for start in range(0, len(signatures), MAX_SIGNATURES_PER_STATUS_CALL):
             chunk = list(signatures[start : start + MAX_SIGNATURES_PER_STATUS_CALL])
+            sent_at = self.clock()
             response = await self._call(
                 "getSignatureStatuses",
                 partial(self.client.get_signature_statuses, chunk, search_history),
             )
             slot = response.context.slot
+            self._observe("processed", slot, sent_at)  # statuses come from the processed bank
             seen_at = slot if seen_at is None else min(seen_at, slot)
             for status in response.value:
                 if status is None:
@@ -344,28 +345,41 @@ class SolanaRpc:
     # --- send ---
 
     async def send_raw(self, wire: bytes) -> SendResult:
-        """Send signed transaction bytes (preflight on, `confirmed`).
+        """Send signed transaction bytes for the first time (preflight on, `confirmed`).
 
         Returns ACCEPTED, ALREADY_PROCESSED (an earlier copy landed), BLOCKHASH_NOT_FOUND or
         REJECTED (preflight failed; with the reason). Transient failures are retried with the
         same bytes; raises `TransientError` when they persist.
         """
+        if self.skip_preflight:  # served from the processed bank, as a rebroadcast is
+            return await self._send(wire, {"skipPreflight": True}, "processed", "confirmed")
+        return await self._send(wire, {"preflightCommitment": "confirmed"}, "confirmed")
+
+    async def rebroadcast_raw(self, wire: bytes) -> SendResult:
+        """Send the same signed bytes again: preflight skipped (it was run at the first send) and
+        the node's own retries off (`maxRetries` 0); results as for `send_raw` (a copy the node
+        drops is ACCEPTED: only statuses tell)."""
+        config = {"skipPreflight": True, "maxRetries": 0}
+        return await self._send(wire, config, "processed", "confirmed")
+
+    async def _send(self, wire: bytes, config: dict[str, Any], *banks: str) -> SendResult:
+        seen = self.slots.highest(*banks)
+        config = {
+            "encoding": "base64",
+            **config,
+            **({} if seen is None else {"minContextSlot": seen}),
+        }
         request = JsonRpcRequest(
-            method="sendTransaction",
-            params=[
-                base64.b64encode(wire).decode("ascii"),
-                {
-                    "encoding": "base64",
-                    "skipPreflight": self.skip_preflight,
-                    "preflightCommitment": "confirmed",
-                },
-            ],
+            method="sendTransaction", params=[base64.b64encode(wire).decode("ascii"), config]
         )
         try:
             await self._call("sendTransaction", lambda: self.client.send_rpc_request(request, str))
         except SolanaJsonRpcError as e:
             return _classify_send_error(e)
         return SendResult(SendOutcome.ACCEPTED)
+
+    def _observe(self, commitment: str, slot: int, sent_at: float) -> None:
+        self.slots.observe(commitment, slot, sent_at, self.clock())
 
     # --- retries ---
 
@@ -394,7 +408,7 @@ class SolanaRpc:
             if retry + 1 < self.retry.tries:
                 delay = self.retry.delay(retry, retry_after)
                 log.info("rpc_retry", method=method, error=last_error, delay_seconds=delay)
-                await self._sleep(delay)
+                await self.sleep(delay)
         raise TransientError(
             f"Solana RPC {method} failed {self.retry.tries} times; last error: {last_error}"
         )
@@ -458,45 +472,3 @@ def _confirmation_name(status: TransactionConfirmationStatus | None) -> str:
     if status == TransactionConfirmationStatus.Confirmed:
         return "confirmed"
     return "processed"
-
-
-_SYSTEM_ERRORS = {
-    0: "account already in use",
-    1: "insufficient lamports for the transfer",
-    2: "invalid program id",
-}
-_FIELDLESS = {
-    "InsufficientFundsForFee": "insufficient funds for the fee",
-    "AccountNotFound": "the paying account does not exist (no SOL)",
-    "BlockhashNotFound": "blockhash not found",
-}
-
-
-def describe_transaction_error(error: Any) -> str:
-    """A short readable sentence for a transaction error: a solders `TransactionErrorType` (from
-    getSignatureStatuses) or its JSON form (from a preflight failure)."""
-    if isinstance(error, TransactionErrorInstructionError):
-        return _describe_instruction_error(error.index, getattr(error.err, "code", None), error.err)
-    if isinstance(error, dict) and "InstructionError" in error:
-        index, detail = error["InstructionError"]
-        code = detail.get("Custom") if isinstance(detail, dict) else None
-        return _describe_instruction_error(index, code, detail)
-    if isinstance(error, TransactionErrorInsufficientFundsForRent):
-        return _below_rent(error.account_index)
-    if isinstance(error, dict) and "InsufficientFundsForRent" in error:
-        return _below_rent(error["InsufficientFundsForRent"].get("account_index"))
-    name = str(error).rsplit(".", 1)[-1] if not isinstance(error, str) else error
-    return _FIELDLESS.get(name, name)
-
-
-def _below_rent(account_index: object) -> str:
-    payer = " (the funding wallet)" if account_index == 0 else ""  # premix's payer is first
-    return f"account {account_index}{payer} would be left below the rent-exempt minimum"
-
-
-def _describe_instruction_error(index: object, custom_code: object, detail: object) -> str:
-    if isinstance(custom_code, int):
-        reason = _SYSTEM_ERRORS.get(custom_code, f"custom program error {custom_code}")
-    else:
-        reason = str(detail).rsplit(".", 1)[-1]
-    return f"instruction {index} failed: {reason}"

@@ -71,9 +71,10 @@ class Settings(BaseSettings):
     compute_unit_limit: int = Field(default=0, ge=0, le=MAX_COMPUTE_UNIT_LIMIT)
     # Seconds between signature-status polls while a transfer is in flight (fast mode backs off).
     confirm_poll_seconds: float = Field(default=0.1, gt=0)
-    # Fast mode's wait before its first status poll: about one slot, since a transaction sent in
-    # one slot is confirmed in the next; polling earlier only costs round trips.
-    fast_first_poll_seconds: float = Field(default=0.4, ge=0)
+    # The cluster's slot length. A transaction sent in a slot is confirmed once the slot passed,
+    # so the first status poll after a send comes right after it, as timed from the slots the
+    # node reports (polling earlier only costs round trips). 0: first poll after one interval.
+    slot_seconds: float = Field(default=0.4, ge=0)
     progress_ttl_seconds: int = Field(default=86_400, gt=0)
     job_timeout_seconds: int = Field(default=900, gt=0)
     job_max_tries: int = Field(default=5, ge=1)

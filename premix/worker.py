@@ -8,6 +8,7 @@ progress and holds the user locks. It runs `PREMIX_WORKER_MAX_JOBS` jobs at once
 refuses to start with one line naming what to fix (`refuse_to_start`).
 """
 
+import asyncio
 import sys
 from _collections_abc import dict_items, dict_keys, dict_values
 from collections.abc import Iterator
@@ -33,7 +34,7 @@ from premix.logs import configure_logging, get_logger, redact_text
 from premix.mixer import PriorityFees
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
-from premix.rpc import SolanaRpc
+from premix.rpc import RpcRequestError, SolanaRpc
 from premix.rpc_budget import RpcBudget
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
@@ -72,6 +73,7 @@ async def startup(ctx: dict[str, Any]) -> None:
         if budget is not None:
             budget.start_heartbeat()  # counted as live even while idle
         ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
+    await _sync_slot_clock(ctx["rpc"], settings)
     log.info(
         "worker_started",
         queue=settings.queue_name,
@@ -79,6 +81,18 @@ async def startup(ctx: dict[str, Any]) -> None:
         max_jobs=settings.worker_max_jobs,
         rpc_max_requests_per_second=settings.rpc_max_requests_per_second or None,
     )
+
+
+async def _sync_slot_clock(rpc: SolanaRpc, settings: Settings) -> None:
+    """Learn when the node's slots begin, so a job's first status poll after a send follows the
+    chain (best effort, bounded: without it the first poll waits one whole slot)."""
+    if settings.slot_seconds <= 0:
+        return
+    try:
+        async with asyncio.timeout(6 * settings.slot_seconds):  # the sync takes up to 4
+            await rpc.sync_slot_clock(settings.slot_seconds)
+    except (TimeoutError, TransientError, RpcRequestError) as e:
+        log.warning("slot_clock_not_synced", error=type(e).__name__)
 
 
 def check_configuration(settings: Settings) -> None:

@@ -71,7 +71,7 @@ async def test_fast_mode_on_a_running_clock_takes_few_round_trips(
         store,
         73,
         "fast",
-        settings=Settings(confirm_poll_seconds=0.02, fast_first_poll_seconds=0, priority_fee=0),
+        settings=Settings(confirm_poll_seconds=0.02, slot_seconds=0, priority_fee=0),
     )
     await harness.open()
     async with SolanaRpc(fast_localnet.url, retry=QUICK_RETRIES) as rpc:
@@ -90,7 +90,7 @@ async def test_standard_mode_on_a_running_clock(fast_localnet: Localnet, store: 
         store,
         3,
         "standard",
-        settings=Settings(confirm_poll_seconds=0.01, fast_first_poll_seconds=0, priority_fee=0),
+        settings=Settings(confirm_poll_seconds=0.01, slot_seconds=0, priority_fee=0),
     )
     await harness.open()
     async with SolanaRpc(fast_localnet.url, retry=QUICK_RETRIES) as rpc:
@@ -102,7 +102,7 @@ async def test_standard_mode_on_a_running_clock(fast_localnet: Localnet, store: 
 async def test_a_priority_fee_is_paid_exactly_as_configured(
     localnet: Localnet, store: Store, mode: str
 ) -> None:
-    settings = Settings(confirm_poll_seconds=0.001, fast_first_poll_seconds=0, priority_fee=25_000)
+    settings = Settings(confirm_poll_seconds=0.001, slot_seconds=0, priority_fee=25_000)
     harness = MixerHarness(localnet, store, 22, mode, settings=settings)
     await harness.open()
     result = await harness.run()
@@ -177,18 +177,11 @@ async def test_the_funding_wallet_cannot_be_a_recipient_and_nothing_is_sent(
     assert localnet.balance(harness.funding.pubkey()) == harness.funding_lamports
 
 
-def test_fast_mode_waits_one_slot_before_its_first_status_poll_then_backs_off() -> None:
+def test_polls_after_the_first_come_at_the_poll_interval_or_back_off_to_4x() -> None:
     from itertools import islice
 
     from premix.mixer.polling import poll_delays
 
-    assert list(islice(poll_delays(0.1, backoff=True, first_seconds=0.4), 5)) == [
-        0.4,
-        0.2,
-        0.4,
-        0.4,
-        0.4,
-    ]
-    assert list(islice(poll_delays(0.1, backoff=True), 4)) == [0.1, 0.2, 0.4, 0.4]
-    assert list(islice(poll_delays(0.1, backoff=False, first_seconds=0.0), 3)) == [0.1] * 3
-    assert Settings().fast_first_poll_seconds == 0.4
+    assert list(islice(poll_delays(0.1, backoff=True), 4)) == [0.2, 0.4, 0.4, 0.4]
+    assert list(islice(poll_delays(0.1, backoff=False), 3)) == [0.1] * 3
+    assert Settings().slot_seconds == 0.4

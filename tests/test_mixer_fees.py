@@ -20,7 +20,7 @@ THRESHOLD = 50_000  # micro-lamports per compute unit, above the default floor (
 
 
 def settings(**values: object) -> Settings:
-    return Settings(confirm_poll_seconds=0.001, fast_first_poll_seconds=0, **values)  # type: ignore[arg-type]
+    return Settings(confirm_poll_seconds=0.001, slot_seconds=0, **values)  # type: ignore[arg-type]
 
 
 async def assert_chain_equals_ledger_and_report(harness: MixerHarness, report_fee: int) -> None:

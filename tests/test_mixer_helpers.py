@@ -21,6 +21,7 @@ from premix.store import Store
 
 FUNDING_LAMPORTS = 1_000 * 10**9
 QUICK_RETRIES = RetryPolicy(tries=6, base_delay_seconds=0.001, max_delay_seconds=0.01)
+STEP_SECONDS = 0.4  # a SteppingRpc's slot
 
 
 class WorkerKilled(BaseException):
@@ -29,16 +30,24 @@ class WorkerKilled(BaseException):
 
 class SteppingRpc(SolanaRpc):
     """A `SolanaRpc` on a manual-clock localnet that produces one block before each status
-    poll: deterministic time, one slot per poll, no waiting on a clock."""
+    poll: deterministic time, one slot per poll, no waiting on a clock. Its `clock` (what
+    premix times rebroadcasts and blockhash ages by) moves one slot, `STEP_SECONDS`, per poll."""
 
     def __init__(self, net: Localnet, **kwargs: object) -> None:
-        super().__init__(net.url, retry=QUICK_RETRIES, **kwargs)  # type: ignore[arg-type]
+        super().__init__(
+            net.url,
+            retry=QUICK_RETRIES,
+            clock=lambda: self.stepped_seconds,
+            **kwargs,  # type: ignore[arg-type]
+        )
         self.net = net
+        self.stepped_seconds = 0.0
 
     async def signature_statuses(
         self, signatures: Sequence[Signature], *, search_history: bool = False
     ) -> list[SignatureStatus | None]:
         self.net.advance(1)
+        self.stepped_seconds += STEP_SECONDS
         return await super().signature_statuses(signatures, search_history=search_history)
 
 
@@ -87,9 +96,7 @@ class MixerHarness:
     funding_lamports: int = FUNDING_LAMPORTS
     settings: Settings = field(
         # a fixed zero fee: the base-fee assertions below; `auto` is tested in test_mixer_fees.py
-        default_factory=lambda: Settings(
-            confirm_poll_seconds=0.001, fast_first_poll_seconds=0, priority_fee=0
-        )
+        default_factory=lambda: Settings(confirm_poll_seconds=0.001, slot_seconds=0, priority_fee=0)
     )
     progress: list[MixerProgress] = field(default_factory=list)
 

@@ -10,6 +10,7 @@
         net.chain.block(Commitment.FINALIZED, behind=0)  # the block whose bank a read sees
         net.chain.balance(pubkey, bank)          # lamports in that bank (bank=None: now)
         net.stats.http_requests; net.stats.calls["sendTransaction"]; net.stats.reset()
+        net.stats.sends_of(signature)            # each sendTransaction of it: slot, flags
         net.transaction_log[signature]           # received_slot, landed_slot, outcome, err
         net.intercept(callback); net.stop_intercepting(callback)  # see "Interception" below
         net.stop(); net.start()                  # the node goes down (connections cut) and
@@ -30,6 +31,10 @@ Behaves like a validator where premix can tell (agave's `rpc/src/rpc.rs` is the 
 - `minContextSlot` on every read that has a bank and on sendTransaction (checked in its
   preflight bank, processed with skipPreflight): below it is -32016 "Minimum context slot has
   not been reached" with data `{"contextSlot": N}`.
+- sendTransaction: `skipPreflight` skips the simulation (a transaction that cannot land is then
+  accepted and dropped, one that fails lands with its error); `maxRetries` is checked (a
+  non-negative integer) and otherwise moot: localnet lands or drops a transaction at once.
+  `stats.sends` records each call's flags (skipPreflight, maxRetries, minContextSlot).
 - size: a transaction over 1,232 bytes (base64 over 1,644 characters, base58 over 1,683) is
   -32602 with agave's message, in sendTransaction and simulateTransaction (a message over that
   in getFeeForMessage too).
@@ -65,7 +70,7 @@ from premix.localnet.chain import (
 from premix.localnet.faults import FaultKind, FaultRule, Faults, make_rule
 from premix.localnet.intercept import DropRequest, InterceptedRequest, Interceptor, Stage
 from premix.localnet.node import DEFAULT_SLOT_MS, Localnet, serve_forever
-from premix.localnet.server import RpcStats
+from premix.localnet.server import ReceivedSend, RpcStats
 
 __all__ = [
     "DEFAULT_SLOT_MS",
@@ -79,6 +84,7 @@ __all__ = [
     "InterceptedRequest",
     "Interceptor",
     "Localnet",
+    "ReceivedSend",
     "RpcStats",
     "Stage",
     "TransactionOutcome",

@@ -53,6 +53,7 @@ from premix.localnet.params import (
     parse_commitment,
     parse_config,
     parse_hash,
+    parse_max_retries,
     parse_min_context_slot,
     parse_pubkey,
     parse_signature,
@@ -243,6 +244,9 @@ class RpcMethods:
     def send_transaction(self, params: Params, node: Node) -> str:
         config = parse_config(params, 1)
         transaction = parse_transaction(required_param(params, 0, "transaction"), config)
+        # localnet lands or drops a transaction at once: it has nothing to retry, so `maxRetries`
+        # is only checked; skipPreflight skips the simulation (and the refusal it can give)
+        parse_max_retries(config)
         skip_preflight = bool(config.get("skipPreflight", False))
         # As agave: without preflight the call is served from the processed bank.
         preflight = (

@@ -107,6 +107,16 @@ def parse_min_context_slot(config: dict[str, Any]) -> int | None:
     return minimum
 
 
+def parse_max_retries(config: dict[str, Any]) -> int | None:
+    """sendTransaction's `maxRetries` (agave: a usize; None: the node's own retry policy)."""
+    retries = config.get("maxRetries")
+    if retries is None:
+        return None
+    if not isinstance(retries, int) or isinstance(retries, bool) or retries < 0:
+        raise invalid_params("Invalid params: maxRetries must be a non-negative integer.")
+    return retries
+
+
 def decode_wire(encoded: Any, encoding: str, type_name: str) -> bytes:
     """Decode a transaction or message as agave's `decode_and_deserialize` does: the encoded
     text, then the bytes, must fit in one packet (1,232 bytes), or -32602 with its message."""

@@ -20,23 +20,40 @@ from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+from solders.signature import Signature
+
 from premix.localnet.chain import Chain
 from premix.localnet.congestion import Congestion
 from premix.localnet.errors import INTERNAL_ERROR, INVALID_REQUEST, PARSE_ERROR, RpcError
 from premix.localnet.faults import FaultKind, Faults
 from premix.localnet.intercept import InterceptedRequest, Interceptors, Stage
 from premix.localnet.methods import Node, RpcMethods
-from premix.localnet.params import sent_signature
+from premix.localnet.params import parse_config, sent_signature
 
 MAX_BODY_BYTES = 50 * 1024 * 1024
 
 
+@dataclass(frozen=True)
+class ReceivedSend:
+    """One sendTransaction call as the node received it: what a client asked of the node."""
+
+    signature: Signature | None  # None: no decodable transaction (the call says why)
+    slot: int  # the chain's slot when it arrived
+    received_at: float  # time.monotonic() when it arrived
+    skip_preflight: bool
+    max_retries: int | None  # None: not given (a node's own retry policy)
+    min_context_slot: Any  # as sent (None: not given)
+    preflight_commitment: Any
+
+
 @dataclass
 class RpcStats:
-    """HTTP round trips and JSON-RPC calls received (faulted ones included; thread-safe)."""
+    """HTTP round trips, JSON-RPC calls and sendTransaction calls received (faulted ones
+    included; thread-safe)."""
 
     http_requests: int = 0
     calls: Counter[str] = field(default_factory=Counter)
+    sends: list[ReceivedSend] = field(default_factory=list)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
 
     def record(self, methods: list[str]) -> None:
@@ -44,10 +61,20 @@ class RpcStats:
             self.http_requests += 1
             self.calls.update(methods)
 
+    def record_send(self, send: ReceivedSend) -> None:
+        with self._lock:
+            self.sends.append(send)
+
+    def sends_of(self, signature: Signature) -> list[ReceivedSend]:
+        """Every sendTransaction call that carried `signature`, in arrival order."""
+        with self._lock:
+            return [send for send in self.sends if send.signature == signature]
+
     def reset(self) -> None:
         with self._lock:
             self.http_requests = 0
             self.calls.clear()
+            self.sends.clear()
 
 
 class RpcServer(ThreadingHTTPServer):
@@ -134,6 +161,9 @@ class _Handler(BaseHTTPRequestHandler):
             if isinstance(call, dict) and isinstance(call.get("method"), str)
         ]
         self.server.stats.record(methods)
+        for call in calls:
+            if isinstance(call, dict) and call.get("method") == "sendTransaction":
+                self._record_send(call.get("params"))
         intercepted = self._intercepted(calls, methods)
         if intercepted is not None and self._dropped(intercepted, Stage.RECEIVED):
             return
@@ -210,6 +240,24 @@ class _Handler(BaseHTTPRequestHandler):
             min_micro_lamports=int(rule.params["min_micro_lamports"]),
             lands_now=lambda: faults.chance(chance),
             active=lambda: faults.is_on(rule),
+        )
+
+    def _record_send(self, params: Any) -> None:
+        try:
+            config = parse_config(params, 1) if isinstance(params, list) else {}
+        except RpcError:
+            config = {}  # the call itself reports the bad config
+        retries = config.get("maxRetries")
+        self.server.stats.record_send(
+            ReceivedSend(
+                signature=sent_signature(params),
+                slot=self.server.chain.slot,
+                received_at=time.monotonic(),
+                skip_preflight=bool(config.get("skipPreflight", False)),
+                max_retries=retries if isinstance(retries, int) else None,
+                min_context_slot=config.get("minContextSlot"),
+                preflight_commitment=config.get("preflightCommitment"),
+            )
         )
 
     # -- interceptors -------------------------------------------------------------------------

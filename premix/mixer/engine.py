@@ -8,10 +8,11 @@ An attempt is settled as landed only at `confirmed`, and as expired only when th
 block height, read *before* a status lookup that searches history, is above its last valid
 block height and the lookup does not find it - twice, the second time with the finalized slot
 and a lookup answered by a node that has reached it (RPC endpoints are often several nodes).
-Until then it may land, so it is only re-sent as the same bytes.
+Until then it may land, so it is only re-sent as the same bytes: the first send with preflight,
+then rebroadcasts every `REBROADCAST_SECONDS` without it. The first status poll comes right
+after the slot of the send has passed, as the node's reported slots time it (`polling`).
 """
 
-import asyncio
 import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
@@ -21,10 +22,8 @@ from typing import Final
 import structlog
 from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 from solders.signature import Signature
 
-from premix.amounts import format_sol
 from premix.errors import TransientError
 from premix.ledger import (
     Attempt,
@@ -36,9 +35,11 @@ from premix.ledger import (
     RunStatus,
     utc_now,
 )
+from premix.mixer.blockhashes import RecentBlockhash
+from premix.mixer.checks import BalanceChecks
 from premix.mixer.fees import FeePricing, PriorityFees
 from premix.mixer.packing import build_message, sign
-from premix.mixer.polling import HeightStall, gather_all, poll_delays
+from premix.mixer.polling import HeightStall, first_poll_delay, gather_all, poll_delays
 from premix.mixer.result import MixerFailed, MixerProgress, MixResult
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 
@@ -48,8 +49,7 @@ ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
 
 BALANCE_EVIDENCE: Final = "balances"  # how a landing unseen by any node was proven
 EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
-REBROADCAST_ROUNDS: Final = 8  # poll rounds between re-sends of an unseen tx (same bytes)
-BALANCE_CHECK_TRIES: Final = 5  # a node may serve balances a moment behind its statuses
+REBROADCAST_SECONDS: Final = 2.0  # between sends of the same bytes while they are unseen
 # Expiries of one transaction one execution accepts before handing the job back to the queue
 # (a node that drops everything); the re-run resumes from the ledger.
 MAX_EXPIRIES_PER_EXECUTION: Final = 5
@@ -63,7 +63,7 @@ class Refusal:
     attempt: Attempt
 
 
-class Sender:
+class Sender(BalanceChecks):
     """One execution's sending of a ledger run: the record in memory, saved after every change.
     `funding` (the signer) and `on_progress` are set before anything is signed."""
 
@@ -75,7 +75,7 @@ class Sender:
         ledger: Ledger,
         fees: PriorityFees,
         poll_seconds: float,
-        first_poll_seconds: float = 0.0,
+        slot_seconds: float = 0.0,
     ) -> None:
         self.record = record
         self.funding: Keypair | None = None
@@ -84,7 +84,10 @@ class Sender:
         self.fees = fees
         self.pricing = FeePricing(fees, rpc)
         self.poll_seconds = poll_seconds
-        self.first_poll_seconds = first_poll_seconds  # fast mode's wait before its first poll
+        self.slot_seconds = slot_seconds  # the cluster's slot; 0: polls not timed by slots
+        self.blockhash = RecentBlockhash(slot_seconds)
+        self.sent_at: dict[str, float] = {}  # signature -> when its bytes were last sent
+        self.last_sent_at: float | None = None
         self.on_progress: ProgressCallback | None = None
         self.funded_here: list[int] = []  # plan positions funded by this execution
         self.verified: dict[int, int] = {}  # plan position -> its balance, checked on chain
@@ -105,20 +108,23 @@ class Sender:
         self, work: Sequence[tuple[LedgerTransaction | None, list[int]]]
     ) -> list[tuple[LedgerTransaction, Attempt]]:
         """Sign one new attempt per (transaction or None for a new one, positions) with one
-        fresh blockhash and its priority fee (`FeePricing`: one fee reading per round at
-        most), and save them all in one ledger write before anything is sent."""
+        blockhash (reused while young) and its priority fee (`FeePricing`: one fee reading per
+        round at most), and save them all in one ledger write before anything is sent. Balances
+        before are read, in one call, for every position not signed yet."""
         record = self.record
         funding = self.funding
         if funding is None:
             raise LedgerError(f"run {record.run_id}: no funding wallet to sign with")
-        missing = [
-            p for _, positions in work for p in positions if record.plan[p].balance_before is None
-        ]
+        unsigned = {p for _, positions in work for p in positions} | set(
+            record.uncovered_positions()
+        )
+        missing = sorted(p for p in unsigned if record.plan[p].balance_before is None)
         if missing:
             balances = await self.rpc.balances([self._recipient(p) for p in missing])
             for position, lamports in zip(missing, balances, strict=True):
                 record.record_balance_before(position, lamports)
-        latest = await self.rpc.latest_blockhash()
+        used = {a.blockhash for tx, _ in work if tx is not None for a in tx.attempts}
+        latest = await self.blockhash.get(self.rpc, avoid=used)
         policies = await self.pricing.policies(
             record,
             work,
@@ -188,13 +194,20 @@ class Sender:
             await self.save()
         return refusals
 
-    async def send_wires(self, attempts: Sequence[Attempt]) -> list[SendResult]:
-        """Send each attempt's stored bytes concurrently (never re-signed); return the results."""
+    async def send_wires(
+        self, attempts: Sequence[Attempt], *, rebroadcast: bool = False
+    ) -> list[SendResult]:
+        """Send each attempt's stored bytes concurrently (never re-signed), the first time with
+        preflight or as a `rebroadcast` without it; return the results."""
+        send = self.rpc.rebroadcast_raw if rebroadcast else self.rpc.send_raw
         results: list[SendResult] = await gather_all(
-            [self.rpc.send_raw(base64.b64decode(attempt.wire)) for attempt in attempts]
+            [send(base64.b64decode(attempt.wire)) for attempt in attempts]
         )
+        self.last_sent_at = self.rpc.clock()
+        self.sent_at.update((attempt.signature, self.last_sent_at) for attempt in attempts)
         if any(r.outcome is SendOutcome.BLOCKHASH_NOT_FOUND for r in results):
             self.expiry_check_due = True
+            self.blockhash.forget()
         return results
 
     # --- settle ---
@@ -226,21 +239,29 @@ class Sender:
             if attempt.is_open and status is not None and status.error is None
         )
 
-    async def await_outcomes(
-        self, attempts: Sequence[Attempt], *, backoff: bool, first_wait_seconds: float = 0.0
-    ) -> None:
+    async def await_outcomes(self, attempts: Sequence[Attempt], *, backoff: bool) -> None:
         """Poll until every attempt has landed (at `confirmed`) or expired; the first poll comes
-        after `first_wait_seconds` (at least the poll interval).
+        right after the slot of the last send has passed, later ones at the poll interval.
 
-        Unseen attempts are re-sent (same bytes) every few rounds; the block height is read
-        only every few rounds, or at once after a send saw "blockhash not found".
+        Unseen attempts are rebroadcast (same bytes) every `REBROADCAST_SECONDS`; the block
+        height is read only every few rounds, or at once after a send saw "blockhash not found".
         """
         pending = [a for a in attempts if a.is_open]
         rounds = 0
-        delays = poll_delays(self.poll_seconds, backoff=backoff, first_seconds=first_wait_seconds)
+        now = self.rpc.clock()
+        wait = first_poll_delay(
+            self.rpc.slots,
+            sent_at=now if self.last_sent_at is None else self.last_sent_at,
+            now=now,
+            slot_seconds=self.slot_seconds,
+            poll_seconds=self.poll_seconds,
+        )
+        delays = poll_delays(self.poll_seconds, backoff=backoff)
+        for attempt in pending:  # the rebroadcast clock of one not sent here starts now
+            self.sent_at.setdefault(attempt.signature, now)
         stall = HeightStall()
         while pending:
-            await asyncio.sleep(next(delays))
+            await self.rpc.sleep(wait if rounds == 0 else next(delays))
             rounds += 1
             height = None
             if self.expiry_check_due or rounds % EXPIRY_CHECK_ROUNDS == 0:
@@ -252,11 +273,22 @@ class Sender:
                 search_history=height is not None,
             )
             await self._apply(pending, statuses, height)
-            unseen = [a for a, s in zip(pending, statuses, strict=True) if s is None and a.is_open]
+            now = self.rpc.clock()
+            due = [
+                a
+                for a, s in zip(pending, statuses, strict=True)
+                if s is None
+                and a.is_open
+                and now - self.sent_at[a.signature] >= REBROADCAST_SECONDS
+            ]
             pending = [a for a in pending if a.is_open]
-            if unseen and rounds % REBROADCAST_ROUNDS == 0:
-                # a refusal here proves nothing (an earlier copy may land): keep polling
-                await self.send_wires(unseen)
+            # a refusal here proves nothing (an earlier copy may land): keep polling. Bytes the
+            # node refused go again with preflight: without it they could land failing, for a fee
+            refused = [a for a in due if a.state is AttemptState.REJECTED]
+            if refused:
+                await self.send_wires(refused)
+            if len(refused) < len(due):
+                await self.send_wires([a for a in due if a not in refused], rebroadcast=True)
 
     async def _apply(
         self,
@@ -301,6 +333,7 @@ class Sender:
         for attempt in expired:
             tx, _ = self.record.find_attempt(attempt.signature)
             self.record.settle(attempt.signature, AttemptState.EXPIRED, now=now)
+            self.blockhash.forget()
             changed = True
             self.expiries[tx.index] += 1
             self.log.info("transaction_expired", transaction=tx.index, signature=attempt.signature)
@@ -394,62 +427,7 @@ class Sender:
                 )
         return arrived
 
-    # --- checks and reports ---
-
-    async def verify_balances(self, positions: Sequence[int], *, strict: bool = True) -> None:
-        """Check each recipient at `positions` holds at least its balance before plus its
-        amount, read from a node that has reached the slot the transfers landed in (a lagging
-        node waits rather than show an older balance), a few times; remembers what it read in
-        `verified`.
-
-        `strict` (transfers this execution just confirmed): a node that keeps showing less
-        raises `MixerFailed` and the run is marked failed. Otherwise (transfers an earlier
-        execution confirmed) the transfer is proven by its signature and a lower balance only
-        means the wallet was spent since: it is noted in `spent_since`, not a failure.
-        """
-        expected = {p: self.expected_balance(p) for p in positions}
-        landed = self.landed_slot(positions)  # a node behind it would show an older balance
-        short: dict[int, int] = {}
-        for read in range(BALANCE_CHECK_TRIES):
-            keys = list(expected)
-            if len(keys) == 1:
-                recipient = self._recipient(keys[0])
-                balances = [await self.rpc.balance(recipient, min_context_slot=landed)]
-            else:
-                recipients = [self._recipient(p) for p in keys]
-                balances = await self.rpc.balances(recipients, min_context_slot=landed)
-            self.verified.update(zip(keys, balances, strict=True))
-            short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
-            if not short:
-                return
-            if read + 1 < BALANCE_CHECK_TRIES:
-                await asyncio.sleep(self.poll_seconds)
-        if not strict:
-            self.spent_since.update(short)
-            self.log.warning("recipients_spent_since_funded", positions=sorted(short))
-            return
-        position, balance = next(iter(short.items()))
-        await self.fail(
-            f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
-            f"confirmed transfer, expected at least {format_sol(expected[position])}"
-        )
-
-    def landed_slot(self, positions: Sequence[int]) -> int | None:
-        """The latest slot in which the transactions paying `positions` landed (None if the
-        ledger holds no slot for any of them)."""
-        slots = [
-            attempt.slot
-            for p in positions
-            if (tx := self.record.transaction_of(p)) is not None
-            for attempt in tx.attempts
-            if attempt.state is AttemptState.LANDED_OK and attempt.slot is not None
-        ]
-        return max(slots, default=None)
-
-    def expected_balance(self, position: int) -> int:
-        """What the recipient at `position` holds at least once its transfer landed."""
-        entry = self.record.plan[position]
-        return (entry.balance_before or 0) + entry.lamports
+    # --- reports ---
 
     async def report_progress(self, done_wallets: int, sent_lamports: int, message: str) -> None:
         """Await the progress callback, if any."""
@@ -492,6 +470,3 @@ class Sender:
             f"transaction {refusal.transaction.index + 1} was refused by the RPC node: "
             f"{refusal.attempt.error}"
         )
-
-    def _recipient(self, position: int) -> Pubkey:
-        return Pubkey.from_string(self.record.plan[position].recipient)

@@ -27,9 +27,7 @@ async def send_fast(sender: Sender) -> None:
         sends = reopen + fresh
         refusals = await sender.send(sends)
         # refused attempts are awaited too: another node may have forwarded an earlier copy
-        await sender.await_outcomes(
-            [a for _, a in sends], backoff=True, first_wait_seconds=sender.first_poll_seconds
-        )
+        await sender.await_outcomes([a for _, a in sends], backoff=True)
         failed = [(tx, a) for tx, a in sends if a.state is AttemptState.LANDED_FAILED]
         if failed:
             await _fail_on_chain(sender, failed)

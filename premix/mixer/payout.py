@@ -177,7 +177,7 @@ class Payout:
             ledger=ledger,
             fees=PriorityFees.from_settings(settings),
             poll_seconds=settings.confirm_poll_seconds,
-            first_poll_seconds=settings.fast_first_poll_seconds,
+            slot_seconds=settings.slot_seconds,
         )
         return cls(sender, await sender.settle_recorded())
 

@@ -1,14 +1,19 @@
-"""How the mixer waits: poll delays, a stalled-chain detector, and all-or-nothing gathering."""
+"""How the mixer waits: the first status poll timed by the chain's slots, the delays between
+later polls, a stalled-chain detector, and all-or-nothing gathering."""
 
 import asyncio
 from collections.abc import Coroutine, Iterator, Sequence
 from typing import Any, Final
 
 from premix.errors import TransientError
+from premix.slots import SlotTimeline
 
 # Block-height checks in a row without a new finalized block before a wait for outcomes hands
 # the job back (a halted chain or a stuck node) instead of polling until the job times out.
 MAX_STALLED_HEIGHT_CHECKS: Final = 25
+# The first poll comes this fraction of a slot after the slot's estimated end: the node needs a
+# moment to move its banks (confirm the slot) and the estimate a little slack.
+SLOT_END_MARGIN: Final = 0.05
 
 
 class HeightStall:
@@ -32,12 +37,22 @@ class HeightStall:
             )
 
 
-def poll_delays(
-    base_seconds: float, *, backoff: bool, first_seconds: float = 0.0
-) -> Iterator[float]:
-    """Seconds before each status poll: `first_seconds` (at least `base_seconds`) before the
-    first, then `base_seconds` each time, or doubling up to 4x (fewer round trips)."""
-    yield max(first_seconds, base_seconds)
+def first_poll_delay(
+    slots: SlotTimeline, *, sent_at: float, now: float, slot_seconds: float, poll_seconds: float
+) -> float:
+    """Seconds from `now` to the first status poll for transactions sent by `sent_at`: right
+    after the slot in progress then has passed, as the slots the node reported time it (a
+    transaction sent in a slot is confirmed once it passed), or one poll interval when slots
+    are not timed (`slot_seconds` 0)."""
+    if slot_seconds <= 0:
+        return poll_seconds
+    end = slots.slot_end_after(sent_at, slot_seconds) + SLOT_END_MARGIN * slot_seconds
+    return max(0.0, end - now)
+
+
+def poll_delays(base_seconds: float, *, backoff: bool) -> Iterator[float]:
+    """Seconds between status polls after the first: `base_seconds` each time, or doubling from
+    it up to 4x (fewer round trips)."""
     delay = base_seconds
     while True:
         if backoff:

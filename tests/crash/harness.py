@@ -91,7 +91,7 @@ def crash_settings(
         mongodb_database=name,
         worker_poll_delay_seconds=0.02,
         confirm_poll_seconds=0.02,
-        fast_first_poll_seconds=0,
+        slot_seconds=0,
         job_timeout_seconds=60,
         user_lock_ttl_seconds=120,  # above the job timeout + 10 s: a dead worker keeps the lock
         job_max_tries=20,  # 3 kills and a few transient retries never exhaust it

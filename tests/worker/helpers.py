@@ -56,7 +56,7 @@ def make_settings(
         "rpc_url": rpc_url,
         "worker_poll_delay_seconds": 0.01,
         "confirm_poll_seconds": 0.01,
-        "fast_first_poll_seconds": 0,
+        "slot_seconds": 0,
         "log_level": "DEBUG",
         # a fixed zero fee: these tests count 5,000 lamports per transaction; `auto` has its own
         # (tests/test_mixer_fees.py, tests/worker/test_worker_fees.py)

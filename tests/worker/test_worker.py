@@ -91,6 +91,25 @@ async def test_startup_opens_the_rpc_client_once_and_shutdown_closes_it(
     assert session.is_closed
 
 
+async def test_startup_learns_when_the_node_slots_begin_and_starts_without_the_node(
+    settings: Settings, redis_client: Redis, fast_localnet: Localnet
+) -> None:
+    timed = settings.model_copy(update={"slot_seconds": 0.02, "rpc_url": fast_localnet.url})
+    ctx: dict[str, Any] = {"settings": timed, "redis": redis_client}
+    await startup(ctx)
+    assert fast_localnet.stats.calls["getSlot"] == 11  # 8 over one slot, 3 to narrow it down
+    assert ctx["rpc"].slots.highest("processed") is not None
+    await shutdown(ctx)
+    # the sync is best effort and bounded: a node that does not answer delays nothing much
+    ctx = {
+        "settings": timed.model_copy(update={"rpc_url": "http://127.0.0.1:9"}),
+        "redis": redis_client,
+    }
+    await startup(ctx)
+    assert ctx["rpc"].slots.highest("processed") is None
+    await shutdown(ctx)
+
+
 async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
     settings: Settings, store: Store, redis_client: Redis
 ) -> None:
