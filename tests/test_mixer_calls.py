@@ -27,7 +27,9 @@ from tests.test_mixer_helpers import QUICK_RETRIES, MixerHarness
 SLOT_SECONDS = 0.5  # binary fractions: virtual moments add up exactly
 POLL_SECONDS = 0.125
 FINALIZATION_SLOTS = 32  # localnet's finalized bank is this far behind
-SETTINGS = Settings(confirm_poll_seconds=POLL_SECONDS, slot_seconds=SLOT_SECONDS)
+# a fixed zero fee: the counts below are the engine's own; `auto`'s one reading more per
+# signing round is counted in test_fast_mode_with_auto_fees_reads_the_fees_once
+SETTINGS = Settings(confirm_poll_seconds=POLL_SECONDS, slot_seconds=SLOT_SECONDS, priority_fee=0)
 
 
 class ChainTimeRpc(SolanaRpc):
@@ -71,11 +73,17 @@ async def record_plan_as_the_worker_does(harness: MixerHarness, rpc: SolanaRpc) 
 
 
 async def run_counted(
-    localnet: Localnet, store: Store, mode: str, wallets: int, *, start_seconds: float = 0.3
+    localnet: Localnet,
+    store: Store,
+    mode: str,
+    wallets: int,
+    *,
+    start_seconds: float = 0.3,
+    settings: Settings = SETTINGS,
 ) -> tuple[MixerHarness, ChainTimeRpc, int]:
     """Run a payout in virtual time; returns the harness, the client and the slot it began."""
     localnet.advance(2)
-    harness = MixerHarness(localnet, store, wallets, mode, settings=SETTINGS)
+    harness = MixerHarness(localnet, store, wallets, mode, settings=settings)
     await harness.open()
     async with ChainTimeRpc(localnet, start_seconds=start_seconds) as rpc:
         await record_plan_as_the_worker_does(harness, rpc)
@@ -114,6 +122,22 @@ async def test_fast_mode_costs_seven_calls_for_73_wallets(localnet: Localnet, st
         "getMultipleAccounts": 1,  # the balance check of all 73 recipients
     }
     assert localnet.stats.http_requests == 7
+
+
+async def test_fast_mode_with_auto_fees_reads_the_fees_once(
+    localnet: Localnet, store: Store
+) -> None:
+    auto = SETTINGS.model_copy(update={"priority_fee": "auto"})
+    harness, _, _ = await run_counted(localnet, store, "fast", 73, settings=auto)
+    assert dict(localnet.stats.calls) == {
+        "getLatestBlockhash": 1,
+        "getRecentPrioritizationFees": 1,  # one reading for the whole signing round
+        "sendTransaction": 4,
+        "getSignatureStatuses": 1,
+        "getMultipleAccounts": 1,
+    }
+    record = await Ledger(store).require(harness.run_id)
+    assert all(tx.attempts[0].priority_fee_lamports > 0 for tx in record.transactions)
 
 
 async def test_standard_mode_reads_a_new_blockhash_only_once_the_old_one_is_old(
