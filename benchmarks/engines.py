@@ -57,7 +57,16 @@ from premix.rpc import SignatureStatus, SolanaRpc
 from premix.settings import Settings
 from premix.store import Store, reset_memory_stores
 
-DESIGNS = ("premix-fast", "premix-standard", "sequential")
+# premix at a fixed zero fee (comparable with the figures before priority fees), and with the
+# default `auto` priority fee (one getRecentPrioritizationFees reading more per signing round)
+DESIGNS = (
+    "premix-fast",
+    "premix-fast-auto",
+    "premix-standard",
+    "premix-standard-auto",
+    "sequential",
+)
+AUTO_SUFFIX = "-auto"
 SPARE_LAMPORTS = 10 * LAMPORTS_PER_SOL  # funding beyond the plan: fees and nothing else
 
 
@@ -173,7 +182,13 @@ def _single_or_list(values: list[int]) -> int | list[int]:
 
 
 async def run_premix_once(
-    mode: str, wallets: int, *, slot_ms: int, settings: Settings, arrival_seconds: float = 0.0
+    mode: str,
+    wallets: int,
+    *,
+    slot_ms: int,
+    settings: Settings,
+    arrival_seconds: float = 0.0,
+    design: str | None = None,
 ) -> EngineRun:
     """Fund `wallets` fresh recipients with premix's `mode` engine on a fresh localnet; the
     payout starts `arrival_seconds` after the worker's slot-clock sync (a job arrives anywhere
@@ -214,7 +229,7 @@ async def run_premix_once(
         await store.close()
         reset_memory_stores(memory_uri)
     return EngineRun(
-        design=f"premix-{mode}",
+        design=design or f"premix-{mode}",
         wallets=wallets,
         transactions=result.transactions,
         fee_lamports=result.fee_lamports,
@@ -311,12 +326,16 @@ async def bench_engines(
                         n, slot_ms=slot_ms, poll_seconds=settings.confirm_poll_seconds
                     )
                 else:
+                    auto = design.endswith(AUTO_SUFFIX)
                     run = await run_premix_once(
-                        design.removeprefix("premix-"),
+                        design.removeprefix("premix-").removesuffix(AUTO_SUFFIX),
                         n,
                         slot_ms=slot_ms,
-                        settings=settings,
+                        settings=settings.model_copy(update={"priority_fee": "auto"})
+                        if auto
+                        else settings,
                         arrival_seconds=arrivals.uniform(0, slot_ms / 1000),
+                        design=design,
                     )
                 cases[(design, n)].runs.append(run)
     estimates = [

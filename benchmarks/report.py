@@ -17,8 +17,10 @@ from benchmarks.measure import Section
 from benchmarks.targets import evaluate
 
 DESIGN_NAMES = {
-    "premix-fast": "premix fast",
-    "premix-standard": "premix standard",
+    "premix-fast": "premix fast (fee 0)",
+    "premix-fast-auto": "premix fast (auto fee)",
+    "premix-standard": "premix standard (fee 0)",
+    "premix-standard-auto": "premix standard (auto fee)",
     "sequential": "reference: sequential, 1 transfer/tx",
     "ts-estimate-fast": "TS premix estimate, fast",
     "ts-estimate-standard": "TS premix estimate, standard",
