@@ -241,4 +241,5 @@ def test_every_spec_target_is_listed_and_73_wallet_bars_are_not_measured_without
     assert "Targets (SPEC section 9)" in stdout
     assert json.loads(stdout[stdout.index("\n{") :]) == document
     assert "### Targets (SPEC section 9)" in markdown
-    assert "| premix fast |" in markdown
+    assert "| premix fast (fee 0) |" in markdown
+    assert "| premix fast (auto fee) |" in markdown
