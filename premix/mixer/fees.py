@@ -153,8 +153,9 @@ class FeePricing:
     def __init__(self, fees: PriorityFees, rpc: SolanaRpc) -> None:
         self.fees = fees
         self.rpc = rpc
-        # (last valid block height of the round that read it, accounts, market price)
-        self._reading: tuple[int, frozenset[Pubkey], int] | None = None
+        # (last valid block height of the round that read it, the highest slot the client had
+        # seen then (None: none), accounts, market price)
+        self._reading: tuple[int, int | None, frozenset[Pubkey], int] | None = None
 
     async def policies(
         self,
@@ -205,14 +206,18 @@ class FeePricing:
         ]
         accounts = accounts[:MAX_FEE_ACCOUNTS]
         reading = self._reading
+        # A blockhash reused while young keeps `valid_until` still: the slots the client saw
+        # age the reading too.
+        seen = self.rpc.slots.highest("processed", "confirmed")
         if (
             reading is not None
             and valid_until - reading[0] <= READING_MAX_AGE_BLOCKS
-            and set(accounts) <= reading[1]
+            and (seen is None or reading[1] is None or seen - reading[1] <= READING_MAX_AGE_BLOCKS)
+            and set(accounts) <= reading[2]
         ):
-            return reading[2]
+            return reading[3]
         fees = await self.rpc.recent_prioritization_fees(accounts)
         market = percentile(fees, self.fees.percentile)
-        self._reading = (valid_until, frozenset(accounts), market)
+        self._reading = (valid_until, seen, frozenset(accounts), market)
         log.info("priority_fee_market_read", market_micro_lamports=market, slots=len(fees))
         return market
