@@ -23,3 +23,81 @@ async def test_standard_auto_reads_the_fee_market_again_once_a_reading_is_old(
     assert reads >= slots // (READING_MAX_AGE_BLOCKS + 1), (reads, slots)
     record = await Ledger(store).require(harness.run_id)
     assert record.status == "completed"
+
+
+async def test_a_hung_redis_never_blocks_an_rpc_budget_for_long() -> None:
+    """A Redis that accepts connections and never answers (a stopped process, a black-holed
+    link): each acquire falls back to the local share within the budget's short timeout."""
+    import asyncio
+    import time
+
+    from premix.rpc_budget import RpcBudget
+    from premix.settings import Settings
+
+    held: list[asyncio.StreamWriter] = []
+
+    async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        held.append(writer)
+
+    server = await asyncio.start_server(accept_and_say_nothing, "127.0.0.1", 0)
+    port = server.sockets[0].getsockname()[1]
+    settings = Settings(redis_url=f"redis://127.0.0.1:{port}/0", rpc_max_requests_per_second=50)
+    budget = RpcBudget.from_settings(settings)
+    assert budget is not None
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(10):
+                await budget.acquire()
+    finally:
+        elapsed = time.monotonic() - started
+        for writer in held:
+            writer.close()
+        server.close()
+        await budget.aclose()
+    assert not budget.shared
+    assert elapsed < 3.0, elapsed
+
+
+async def test_a_21_transfer_transaction_signed_without_a_fee_is_re_signed_under_auto(
+    localnet: Localnet, store: Store
+) -> None:
+    """The fees merge made `auto` the default. A fast run in flight across the upgrade has a
+    21-transfer transaction signed without a priority fee (21 fit only without the two
+    ComputeBudget instructions). Once it expired, the re-sign under `auto` must still fit the
+    packet: the run completes and every wallet is paid exactly once."""
+    from premix.mixer.packing import LAMPORTS_PER_SIGNATURE, max_transfers_per_transaction
+    from premix.mixer.packing import FeePolicy
+    from premix.settings import Settings
+    from tests.test_mixer_helpers import KillAfterSend, MixerHarness, WorkerKilled
+
+    wallets = max_transfers_per_transaction(FeePolicy())  # 21
+    assert wallets > max_transfers_per_transaction(FeePolicy(1))
+    zero = Settings(confirm_poll_seconds=0.001, slot_seconds=0, priority_fee=0)
+    harness = MixerHarness(localnet, store, wallets, "fast", settings=zero)
+    await harness.open()
+    localnet.faults.inject("drop_send")  # accepted, never lands
+    rpc = KillAfterSend(localnet, kill_at=1)
+    try:
+        try:
+            await harness.run(rpc=rpc)
+        except WorkerKilled:
+            pass
+    finally:
+        await rpc.close()
+    localnet.faults.clear()
+    localnet.expire_blockhashes()
+    record = await harness.record()
+    assert [len(tx.transfers) for tx in record.transactions] == [wallets]
+
+    harness.settings = Settings(confirm_poll_seconds=0.001, slot_seconds=0)  # auto, the default
+    result = await harness.run()
+    assert result.complete
+    assert harness.balances() == harness.amounts
+    record = await harness.record()
+    landed = [a for tx in record.transactions for a in tx.attempts if a.landed]
+    assert len(landed) == 1
+    assert harness.net.balance(harness.funding.pubkey()) == (
+        harness.funding_lamports - sum(harness.amounts) - landed[0].fee_lamports
+    )
+    assert landed[0].fee_lamports >= LAMPORTS_PER_SIGNATURE
