@@ -147,6 +147,25 @@ class PriorityFees:
             )
 
 
+_UNPRICED: Final = FeePolicy(0)  # no ComputeBudget instructions
+
+
+def _fits(fees: PriorityFees, positions: Sequence[int]) -> bool:
+    """True when a transaction of `positions` still fits the packet with the ComputeBudget
+    instructions a price needs. One signed before without them (21 transfers, packed under a
+    zero fee: the default before `auto`) keeps its group and is re-signed unpriced."""
+    if not fees.packing.has_priority_fee:
+        return True
+    if len(positions) <= max_transfers_per_transaction(fees.packing):
+        return True
+    log.warning(
+        "priority_fee_left_out",
+        transfers=len(positions),
+        reason="the transaction was packed without a priority fee; with one it would not fit",
+    )
+    return False
+
+
 class FeePricing:
     """One execution's pricing of its signing rounds (reads the fee market through `rpc`)."""
 
@@ -171,10 +190,13 @@ class FeePricing:
         expired in this execution (`expired_here`) would have to be re-signed."""
         fees = self.fees
         if not fees.auto:
-            return [fees.packing for _ in work]
+            return [fees.packing if _fits(fees, positions) else _UNPRICED for _, positions in work]
         market = await self._market(record, funding, valid_until)
         policies = []
         for tx, positions in work:
+            if not _fits(fees, positions):
+                policies.append(_UNPRICED)
+                continue
             previous = tx.last_attempt if tx is not None else None
             previous_price = None if previous is None else previous.compute_unit_price
             cap = fees.cap_price(len(positions))
