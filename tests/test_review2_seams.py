@@ -1,10 +1,18 @@
 """Review 2 of issue 13's merges: defects at the seams between fees, calls and budget."""
 
+import asyncio
+import contextlib
+import time
+
 from premix.ledger import Ledger
 from premix.localnet import Localnet
 from premix.mixer.fees import READING_MAX_AGE_BLOCKS
+from premix.mixer.packing import LAMPORTS_PER_SIGNATURE, FeePolicy, max_transfers_per_transaction
+from premix.rpc_budget import RpcBudget
+from premix.settings import Settings
 from premix.store import Store
 from tests.test_mixer_calls import SETTINGS, run_counted
+from tests.test_mixer_helpers import KillAfterSend, MixerHarness, WorkerKilled
 
 
 async def test_standard_auto_reads_the_fee_market_again_once_a_reading_is_old(
@@ -28,12 +36,6 @@ async def test_standard_auto_reads_the_fee_market_again_once_a_reading_is_old(
 async def test_a_hung_redis_never_blocks_an_rpc_budget_for_long() -> None:
     """A Redis that accepts connections and never answers (a stopped process, a black-holed
     link): each acquire falls back to the local share within the budget's short timeout."""
-    import asyncio
-    import time
-
-    from premix.rpc_budget import RpcBudget
-    from premix.settings import Settings
-
     held: list[asyncio.StreamWriter] = []
 
     async def accept_and_say_nothing(_: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -66,11 +68,6 @@ async def test_a_21_transfer_transaction_signed_without_a_fee_is_re_signed_under
     21-transfer transaction signed without a priority fee (21 fit only without the two
     ComputeBudget instructions). Once it expired, the re-sign under `auto` must still fit the
     packet: the run completes and every wallet is paid exactly once."""
-    from premix.mixer.packing import LAMPORTS_PER_SIGNATURE, max_transfers_per_transaction
-    from premix.mixer.packing import FeePolicy
-    from premix.settings import Settings
-    from tests.test_mixer_helpers import KillAfterSend, MixerHarness, WorkerKilled
-
     wallets = max_transfers_per_transaction(FeePolicy())  # 21
     assert wallets > max_transfers_per_transaction(FeePolicy(1))
     zero = Settings(confirm_poll_seconds=0.001, slot_seconds=0, priority_fee=0)
@@ -79,10 +76,8 @@ async def test_a_21_transfer_transaction_signed_without_a_fee_is_re_signed_under
     localnet.faults.inject("drop_send")  # accepted, never lands
     rpc = KillAfterSend(localnet, kill_at=1)
     try:
-        try:
+        with contextlib.suppress(WorkerKilled):
             await harness.run(rpc=rpc)
-        except WorkerKilled:
-            pass
     finally:
         await rpc.close()
     localnet.faults.clear()
