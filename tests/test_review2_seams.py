@@ -4,6 +4,8 @@ import asyncio
 import contextlib
 import time
 
+import pytest
+
 from premix.ledger import Ledger
 from premix.localnet import Localnet
 from premix.mixer.fees import READING_MAX_AGE_BLOCKS
@@ -96,3 +98,27 @@ async def test_a_21_transfer_transaction_signed_without_a_fee_is_re_signed_under
         harness.funding_lamports - sum(harness.amounts) - landed[0].fee_lamports
     )
     assert landed[0].fee_lamports >= LAMPORTS_PER_SIGNATURE
+
+
+def test_the_retired_priority_fee_variable_is_refused_not_silently_replaced_by_auto(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The fees merge replaced PREMIX_PRIORITY_FEE_MICRO_LAMPORTS with PREMIX_PRIORITY_FEE
+    (default auto). A deployment still setting the old one (say a fixed 0 or 5,000) would
+    silently bid auto prices up to PREMIX_MAX_PRIORITY_FEE_LAMPORTS per transaction: the worker
+    refuses to start, naming both variables."""
+    from premix.worker import WorkerStartupError, check_configuration
+
+    monkeypatch.setenv("PREMIX_PRIORITY_FEE_MICRO_LAMPORTS", "5000")
+    settings = Settings(
+        mongodb_uri="mongodb://127.0.0.1:1/premix",
+        encryption_keys="k1:q83vEjRWeJq83vEjRWeJq83vEjRWeJq83vEjRWeJq80=",  # type: ignore[arg-type]
+    )
+    assert settings.priority_fee == "auto"
+    with pytest.raises(WorkerStartupError) as refused:
+        check_configuration(settings)
+    assert str(refused.value) == (
+        "Worker refused to start: "
+        "PREMIX_PRIORITY_FEE_MICRO_LAMPORTS is no longer read: set PREMIX_PRIORITY_FEE instead "
+        "(auto, the default, or a fixed price in micro-lamports per compute unit)"
+    )
