@@ -9,6 +9,7 @@ refuses to start with one line naming what to fix (`refuse_to_start`).
 """
 
 import asyncio
+import os
 import sys
 from _collections_abc import dict_items, dict_keys, dict_values
 from collections.abc import Iterator
@@ -48,6 +49,8 @@ REDIS_COMMAND_RETRIES: Final = 32
 KEEP_RESULT_SECONDS: Final = 86_400
 ARQ_EXTRA_TRIES: Final = 3
 REDIS_CHECK_SECONDS: Final = 3.0  # a worker refuses to start when Redis takes longer to answer
+# Replaced by PREMIX_PRIORITY_FEE in issue 13; a worker still given it refuses to start.
+RETIRED_PRIORITY_FEE_VARIABLE: Final = "PREMIX_PRIORITY_FEE_MICRO_LAMPORTS"
 
 
 class WorkerStartupError(PremixError):
@@ -104,6 +107,12 @@ def check_configuration(settings: Settings) -> None:
             "PREMIX_MONGODB_URI is memory://, an in-process store: a worker process sees no "
             "wallet created by another process; point it at MongoDB (or set "
             "PREMIX_ALLOW_MEMORY_STORE=1 where one process creates the wallets and runs the jobs)"
+        )
+    if os.environ.get(RETIRED_PRIORITY_FEE_VARIABLE) is not None:
+        # replaced by PREMIX_PRIORITY_FEE (default auto): ignoring it would change the fees paid
+        raise WorkerStartupError(
+            f"{RETIRED_PRIORITY_FEE_VARIABLE} is no longer read: set PREMIX_PRIORITY_FEE instead "
+            "(auto, the default, or a fixed price in micro-lamports per compute unit)"
         )
     try:
         PriorityFees.from_settings(settings).check()
