@@ -5,6 +5,7 @@ import contextlib
 import time
 
 import pytest
+from redis.asyncio import Redis
 
 from premix.ledger import Ledger
 from premix.localnet import Localnet
@@ -122,3 +123,29 @@ def test_the_retired_priority_fee_variable_is_refused_not_silently_replaced_by_a
         "PREMIX_PRIORITY_FEE_MICRO_LAMPORTS is no longer read: set PREMIX_PRIORITY_FEE instead "
         "(auto, the default, or a fixed price in micro-lamports per compute unit)"
     )
+
+
+async def test_a_bucket_stamped_in_the_future_does_not_stall_every_worker(
+    redis_url: str, redis_client: Redis
+) -> None:
+    """The shared bucket refills only while Redis's TIME is past the bucket's `at`. A bucket
+    stamped ahead of the server's clock (a failover to a replica whose clock is behind, or a
+    clock stepped back) would admit nothing until the clock caught up, for every worker: the
+    refill starts again from the server's present."""
+    from premix.constants import RPC_BUDGET_KEY
+
+    seconds, micros = await redis_client.time()
+    ahead = (seconds + 120) * 1_000_000 + micros
+    await redis_client.hset(RPC_BUDGET_KEY, mapping={"tokens": "0", "at": str(ahead)})
+    settings = Settings(redis_url=redis_url, rpc_max_requests_per_second=20)
+    budget = RpcBudget.from_settings(settings)
+    assert budget is not None
+    started = time.monotonic()
+    try:
+        async with asyncio.timeout(10):
+            for _ in range(5):
+                await budget.acquire()
+    finally:
+        await budget.aclose()
+    assert budget.shared
+    assert time.monotonic() - started < 2.0
