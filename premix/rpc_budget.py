@@ -68,10 +68,11 @@ local at = tonumber(state[2])
 if tokens == nil or at == nil then
     tokens, at = capacity, now
 end
-if now > at then
-    tokens = math.min(capacity, tokens + (now - at) * rate / 1000000)
-    at = now
+if at > now then
+    at = now -- stamped ahead of this server's clock (a failover, a clock stepped back)
 end
+tokens = math.min(capacity, tokens + (now - at) * rate / 1000000)
+at = now
 local wait = 0
 if tokens >= cost then
     tokens = tokens - cost
