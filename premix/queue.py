@@ -1,4 +1,5 @@
-"""The enqueue side: `enqueue_premix_funds`, called by the bot backend.
+"""The enqueue side: `enqueue_premix_funds`, called by the bot backend, and
+`get_premix_result`, the receipt of a job (built in `premix.receipts`).
 
 One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
 as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
@@ -17,7 +18,7 @@ from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import serialize_job
+from arq.jobs import Job, JobResult, serialize_job
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
 from redis.asyncio import ConnectionPool, Redis
@@ -29,9 +30,12 @@ from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
 from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
+from premix.ledger import Ledger
 from premix.logs import get_logger
+from premix.receipts import receipt_from_arq, receipt_from_run
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
+from premix.store import Store
 from premix.user_lock import release_user_lock_quietly, user_lock_key
 
 log = get_logger(__name__)
@@ -246,3 +250,29 @@ async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
     await release_user_lock_quietly(redis, user_id, job_id)
+
+
+async def get_premix_result(job_id: str, settings: Settings | None = None) -> dict[str, Any] | None:
+    """Return the receipt of job `job_id` (`premix.receipts`: every planned wallet with its
+    position, address, lamports, signature, slot and status, and the totals), or None when
+    neither the ledger nor arq knows the job.
+
+    Read from the ledger run (what equals the chain), with arq's state of the job; a job with
+    no run yet is answered from arq (`status` `queued`, no wallets). `settings` defaults to
+    `get_settings()`. Raises Redis or PyMongo errors (or `TransientError`) when a store is
+    unreachable.
+    """
+    settings = settings if settings is not None else get_settings()
+    redis = queue_pool(settings.redis_url)
+    job = Job(job_id, redis, _queue_name=settings.queue_name, _deserializer=job_deserializer)
+    job_status = str((await job.status()).value)
+    info = await job.info()
+    store = await Store.open(settings)
+    try:
+        run = await Ledger(store).get(job_id)
+    finally:
+        await store.close()
+    if run is not None:
+        stored = info if isinstance(info, JobResult) else None
+        return receipt_from_run(job_id, run, job_status, stored)
+    return receipt_from_arq(job_id, job_status, info)

@@ -1,0 +1,67 @@
+"""`get_premix_result`: the receipt of a premix read back from the ledger run, equal to the
+chain (each wallet's balance, each signature's slot, the funding wallet's loss), on both
+stores; a queued job answers `queued` with no wallets; an unknown job answers None."""
+
+from solders.signature import Signature
+
+from premix.localnet import Localnet
+from premix.queue import enqueue_premix_funds, get_premix_result
+from premix.settings import Settings
+from premix.store import Store
+from tests.worker.helpers import create_user, run_worker
+
+SOL = 10**9
+
+
+async def test_result_of_a_finished_premix_equals_the_chain(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    assert queued.job_id is not None
+    await run_worker(settings)
+
+    result = await get_premix_result(queued.job_id, settings=settings)
+
+    assert result is not None
+    assert result["jobId"] == queued.job_id
+    assert result["status"] == "completed" and result["success"] is True
+    assert result["source"] == "ledger"
+    wallets = result["wallets"]
+    assert [w["position"] for w in wallets] == list(range(6))
+    assert [w["publicKey"] for w in wallets] == [str(b.pubkey()) for b in user.buyers]
+    assert [w["lamports"] for w in wallets] == user.buyer_balances(net)
+    assert {w["status"] for w in wallets} == {"funded"}
+    for wallet in wallets:
+        landed = net.transaction_log[Signature.from_string(wallet["signature"])]
+        assert wallet["slot"] == landed.landed_slot is not None
+        assert landed.err is None
+    totals = result["totals"]
+    funding_loss = user.funding_lamports - net.balance(user.funding.pubkey())
+    assert totals["fundedLamports"] == totals["sentLamports"] == 3 * SOL
+    assert totals["fundedSol"] == "3"
+    assert totals["walletsFunded"] == totals["walletsPlanned"] == 6
+    assert totals["feeLamports"] == funding_loss - 3 * SOL
+    assert totals["transactions"] == len({w["signature"] for w in wallets})
+    assert result["signatures"] == list(dict.fromkeys(w["signature"] for w in wallets))
+
+
+async def test_result_of_a_queued_job_says_queued_with_no_wallets(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=3)
+    queued = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+    assert queued.job_id is not None
+
+    result = await get_premix_result(queued.job_id, settings=settings)
+
+    assert result is not None
+    assert result["status"] == "queued" and result["success"] is False
+    assert result["source"] == "queue"
+    assert result["userId"] == "u1" and result["amountLamports"] == SOL
+    assert result["wallets"] == [] and result["signatures"] == []
+    assert result["totals"]["transactions"] == 0 and result["totals"]["fundedLamports"] == 0
+
+
+async def test_result_of_an_unknown_job_is_none(settings: Settings, store: Store) -> None:
+    assert await get_premix_result("premix-nobody-1", settings=settings) is None
