@@ -189,7 +189,17 @@ def test_help_lists_every_command() -> None:
     result = premix("--help")
 
     assert result.status == 0
-    for command in ("demo", "enqueue", "keys", "localnet", "plan", "status", "wallets", "watch"):
+    for command in (
+        "demo",
+        "enqueue",
+        "keys",
+        "localnet",
+        "plan",
+        "result",
+        "status",
+        "wallets",
+        "watch",
+    ):
         assert f"  {command} " in result.stdout
 
 

@@ -175,6 +175,7 @@ COMMANDS: Final = {
     "keys": "premix.cli.wallets:keys",
     "localnet": "premix.cli.localnet:localnet_command",
     "plan": "premix.cli.plan:plan",
+    "result": "premix.cli.result:result",
     "status": "premix.cli.jobs:status",
     "wallets": "premix.cli.wallets:wallets",
     "watch": "premix.cli.jobs:watch",
