@@ -14,8 +14,16 @@ from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
-from tests.test_cli import assert_one_error_line, premix
-from tests.worker.helpers import User, create_user, make_settings, open_store, restored_logging
+from tests.fixtures.store import secret_forms
+from tests.test_cli import Completed, assert_one_error_line, premix
+from tests.worker.helpers import (
+    ENCRYPTION_KEYS,
+    User,
+    create_user,
+    make_settings,
+    open_store,
+    restored_logging,
+)
 from tests.worker.helpers import run_worker as run_arq_worker
 
 SOL = 10**9
@@ -55,6 +63,14 @@ def env_of(settings: Settings) -> dict[str, str]:
     }
 
 
+def assert_no_secret(user: User, result: Completed) -> None:
+    forms = [ENCRYPTION_KEYS, ENCRYPTION_KEYS.partition(":")[2]]
+    for keypair in [user.funding, *user.buyers]:
+        forms += secret_forms(keypair)
+    leaked = [form for form in forms if form in result.stdout + result.stderr]
+    assert leaked == []
+
+
 async def finished_premix(settings: Settings, store: Store, net: Localnet) -> tuple[User, str]:
     user = await create_user(store, net, "u1", buyers=4)
     queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
@@ -81,6 +97,7 @@ async def test_result_json_lists_every_wallet_as_the_chain_holds_it(
     loss = user.funding_lamports - fast_localnet.balance(user.funding.pubkey())
     assert receipt["totals"]["costLamports"] == loss
     assert receipt["totals"]["feeLamports"] == loss - 2 * SOL
+    assert_no_secret(user, result)
 
 
 async def test_result_csv_has_a_header_one_row_per_wallet_and_a_summary(
@@ -113,6 +130,7 @@ async def test_result_csv_has_a_header_one_row_per_wallet_and_a_summary(
     loss = user.funding_lamports - fast_localnet.balance(user.funding.pubkey())
     assert int(summary["fees"][1]) == loss - 2 * SOL
     assert int(summary["total cost"][1]) == loss
+    assert_no_secret(user, result)
 
 
 async def test_result_of_a_queued_job_says_queued(settings: Settings, store: Store) -> None:
@@ -146,3 +164,21 @@ def test_result_refuses_json_and_csv_together() -> None:
 
     assert result.status == 2
     assert result.error_lines[0].startswith("premix: error: --json and --csv")
+
+
+async def test_result_from_another_process_of_a_memory_store_run_reads_arqs_result(
+    redis_url: str, fast_localnet: Localnet
+) -> None:
+    settings = make_settings(redis_url, fast_localnet.url)  # memory://: invisible to the CLI
+    async with restored_logging(), open_store(settings) as store:
+        user, job_id = await finished_premix(settings, store, fast_localnet)
+
+    result = premix(
+        "result", job_id, "--json", env={**env_of(settings), "PREMIX_ALLOW_MEMORY_STORE": "1"}
+    )
+
+    assert result.status == 0, result
+    receipt = result.json()
+    assert receipt["source"] == "arq" and receipt["status"] == "completed"
+    assert [w["lamports"] for w in receipt["wallets"]] == user.buyer_balances(fast_localnet)
+    assert {w["slot"] for w in receipt["wallets"]} == {None}  # only the ledger records slots

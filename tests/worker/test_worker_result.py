@@ -65,3 +65,20 @@ async def test_result_of_a_queued_job_says_queued_with_no_wallets(
 
 async def test_result_of_an_unknown_job_is_none(settings: Settings, store: Store) -> None:
     assert await get_premix_result("premix-nobody-1", settings=settings) is None
+
+
+async def test_result_of_a_job_that_failed_before_sending_names_the_reason(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=0)
+    queued = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+    assert queued.job_id is not None
+    await run_worker(settings)
+
+    result = await get_premix_result(queued.job_id, settings=settings)
+
+    assert result is not None
+    assert result["status"] == "failed" and result["success"] is False
+    assert result["jobStatus"] == "complete"
+    assert "No buyer wallets found" in result["message"]
+    assert result["wallets"] == [] and result["totals"]["feeLamports"] == 0
