@@ -182,3 +182,12 @@ async def test_result_from_another_process_of_a_memory_store_run_reads_arqs_resu
     assert receipt["source"] == "arq" and receipt["status"] == "completed"
     assert [w["lamports"] for w in receipt["wallets"]] == user.buyer_balances(fast_localnet)
     assert {w["slot"] for w in receipt["wallets"]} == {None}  # only the ledger records slots
+
+
+def test_result_with_redis_down_names_redis(unreachable_redis_url: str) -> None:
+    result = premix("result", "premix-u1-1", env={"PREMIX_REDIS_URL": unreachable_redis_url})
+
+    assert result.status == 1
+    assert "Traceback" not in result.stderr
+    assert len(result.error_lines) == 1
+    assert result.error_lines[0].startswith("premix: error: Redis unavailable: ")

@@ -8,9 +8,10 @@ from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds, get_premix_result
 from premix.settings import Settings
 from premix.store import Store
-from tests.worker.helpers import create_user, run_worker
+from tests.worker.helpers import TestRpc, create_user, run_worker
 
 SOL = 10**9
+FEE = 5_000
 
 
 async def test_result_of_a_finished_premix_equals_the_chain(
@@ -82,3 +83,55 @@ async def test_result_of_a_job_that_failed_before_sending_names_the_reason(
     assert result["jobStatus"] == "complete"
     assert "No buyer wallets found" in result["message"]
     assert result["wallets"] == [] and result["totals"]["feeLamports"] == 0
+
+
+async def test_result_counts_priority_fees_in_the_fees_the_funding_wallet_paid(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    settings = settings.model_copy(update={"priority_fee": 50_000})
+    user = await create_user(store, net, "u1", buyers=4)
+    queued = await enqueue_premix_funds("u1", 42, 2, {"mode": "fast"}, settings=settings)
+    assert queued.job_id is not None
+    await run_worker(settings)
+
+    result = await get_premix_result(queued.job_id, settings=settings)
+
+    assert result is not None and result["status"] == "completed"
+    totals = result["totals"]
+    funding_loss = user.funding_lamports - net.balance(user.funding.pubkey())
+    assert totals["priorityFeeLamports"] > 0
+    assert totals["feeLamports"] == FEE * totals["transactions"] + totals["priorityFeeLamports"]
+    assert totals["costLamports"] == funding_loss == 2 * SOL + totals["feeLamports"]
+
+
+async def test_result_of_a_run_whose_worker_died_shows_what_landed_and_what_did_not(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    assert queued.job_id is not None
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=3)) is False
+
+    result = await get_premix_result(queued.job_id, settings=settings)
+
+    assert result is not None
+    assert result["status"] == "sending" and result["success"] is False
+    assert result["jobStatus"] == "in_progress"  # arq's marker outlives the dead worker
+    wallets = result["wallets"]
+    by_status = {w["status"] for w in wallets}
+    assert "funded" in by_status and "not_sent" in by_status
+    for wallet, buyer in zip(wallets, user.buyers, strict=True):
+        balance = net.balance(buyer.pubkey())
+        if wallet["status"] == "funded":
+            assert balance == wallet["lamports"]
+            landed = net.transaction_log[Signature.from_string(wallet["signature"])]
+            assert wallet["slot"] == landed.landed_slot
+        elif wallet["status"] == "not_sent":
+            assert balance == 0 and wallet["signature"] is None and wallet["slot"] is None
+        else:  # sent just before the worker died: may land, its slot is not recorded yet
+            assert wallet["status"] == "pending" and wallet["slot"] is None
+    funded = [w for w in wallets if w["status"] == "funded"]
+    totals = result["totals"]
+    assert totals["walletsFunded"] == len(funded)
+    assert totals["fundedLamports"] == sum(w["lamports"] for w in funded)
+    assert totals["feeLamports"] == FEE * totals["transactions"] == FEE * len(funded)
