@@ -18,7 +18,7 @@ from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import Job, JobResult, serialize_job
+from arq.jobs import DeserializationError, Job, JobResult, serialize_job
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
 from redis.asyncio import ConnectionPool, Redis
@@ -32,7 +32,7 @@ from premix.distribution import DistributionError, wallets_needed
 from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
 from premix.ledger import Ledger
 from premix.logs import get_logger
-from premix.receipts import receipt_from_arq, receipt_from_run
+from premix.receipts import JobRecordUnreadable, receipt_from_arq, receipt_from_run
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store
@@ -259,14 +259,19 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
 
     Read from the ledger run (what equals the chain), with arq's state of the job; a job with
     no run yet is answered from arq (`status` `queued`, no wallets). `settings` defaults to
-    `get_settings()`. Raises Redis or PyMongo errors (or `TransientError`) when a store is
-    unreachable.
+    `get_settings()`. Raises `JobRecordUnreadable` when there is no run and arq's record of the
+    job is not premix JSON; Redis or PyMongo errors when a store is unreachable.
     """
     settings = settings if settings is not None else get_settings()
     redis = queue_pool(settings.redis_url)
     job = Job(job_id, redis, _queue_name=settings.queue_name, _deserializer=job_deserializer)
     job_status = str((await job.status()).value)
-    info = await job.info()
+    unreadable: DeserializationError | None = None
+    try:
+        info = await job.info()
+    except DeserializationError as e:  # arq's wrap of premix's: not JSON; the ledger answers
+        log.warning("premix_result_job_unreadable", job_id=job_id)
+        info, unreadable = None, e
     store = await Store.open(settings)
     try:
         run = await Ledger(store).get(job_id)
@@ -275,4 +280,8 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
     if run is not None:
         stored = info if isinstance(info, JobResult) else None
         return receipt_from_run(job_id, run, job_status, stored)
+    if unreadable is not None:
+        raise JobRecordUnreadable(
+            f"job {job_id} has no ledger run and its record in Redis is not premix JSON"
+        ) from unreadable
     return receipt_from_arq(job_id, job_status, info)

@@ -17,9 +17,17 @@ from arq.jobs import JobDef, JobResult
 from pydantic import ValidationError
 
 from premix.amounts import sol_text
+from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
 from premix.mixer.result import MixResult, WalletStatus
 from premix.runs import AttemptState, RunRecord, RunStatus
+
+
+class JobRecordUnreadable(PremixError):
+    """arq's record of a job with no ledger run is not premix JSON (nothing in it is run)."""
+
+    title = "Job record unreadable"
+
 
 # arq's states as `status` when no run is recorded yet.
 QUEUE_MESSAGES: Final = {
@@ -45,6 +53,7 @@ def receipt_from_run(
                 outcome.signature,
                 _landed_slot(run, entry.position, outcome.status),
                 outcome.error,
+                outcome.evidence,
             )
         )
     completed = run.status is RunStatus.COMPLETED
@@ -105,6 +114,7 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
                 w.get("signature"),
                 None,  # arq's result does not record slots; the ledger does
                 w.get("error"),
+                w.get("evidence"),
             )
             for i, w in enumerate(stored.get("wallets") or [])
         ]
@@ -140,6 +150,7 @@ def _wallet(
     signature: str | None,
     slot: int | None,
     error: str | None,
+    evidence: str | None = None,
 ) -> dict[str, Any]:
     return {
         "position": position,
@@ -150,6 +161,7 @@ def _wallet(
         "signature": signature,
         "slot": slot,
         "error": error,
+        "evidence": evidence,  # "balances": funded, proven by balances (no status, no slot)
     }
 
 

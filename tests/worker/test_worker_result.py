@@ -2,10 +2,16 @@
 chain (each wallet's balance, each signature's slot, the funding wallet's loss), on both
 stores; a queued job answers `queued` with no wallets; an unknown job answers None."""
 
+import pickle
+
+import pytest
+from arq.constants import result_key_prefix
+from redis.asyncio import Redis
 from solders.signature import Signature
 
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds, get_premix_result
+from premix.receipts import JobRecordUnreadable
 from premix.settings import Settings
 from premix.store import Store
 from tests.worker.helpers import TestRpc, create_user, run_worker
@@ -135,3 +141,12 @@ async def test_result_of_a_run_whose_worker_died_shows_what_landed_and_what_did_
     assert totals["walletsFunded"] == len(funded)
     assert totals["fundedLamports"] == sum(w["lamports"] for w in funded)
     assert totals["feeLamports"] == FEE * totals["transactions"] == FEE * len(funded)
+
+
+async def test_result_of_a_job_whose_redis_record_is_not_premix_json_is_refused(
+    settings: Settings, store: Store, redis_client: Redis
+) -> None:
+    await redis_client.set(result_key_prefix + "premix-u9-1", pickle.dumps({"r": 1}))
+
+    with pytest.raises(JobRecordUnreadable, match="premix-u9-1 has no ledger run"):
+        await get_premix_result("premix-u9-1", settings=settings)
