@@ -96,7 +96,7 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
         "amountLamports": job.amount_lamports if job is not None else None,
         "amountSol": sol_text(job.amount_lamports) if job is not None else None,
         "fundingPublicKey": None,
-        "createdAt": None,
+        "createdAt": info.enqueue_time.isoformat() if info is not None else None,  # enqueued
         "updatedAt": None,
         "error": None,
         "wallets": [],

@@ -67,6 +67,7 @@ async def test_result_of_a_queued_job_says_queued_with_no_wallets(
     assert result["source"] == "queue"
     assert result["userId"] == "u1" and result["amountLamports"] == SOL
     assert result["wallets"] == [] and result["signatures"] == []
+    assert result["createdAt"] is not None
     assert result["totals"]["transactions"] == 0 and result["totals"]["fundedLamports"] == 0
 
 
