@@ -112,6 +112,13 @@ class Ledger:
         )
         return [run_from_document(document) for document in await cursor.to_list()]
 
+    async def runs_of(self, user_id: str) -> list[RunRecord]:
+        """Every run of the user, newest first (the `user_id` index)."""
+        if not isinstance(user_id, str):
+            raise TypeError("user_id must be a str")
+        cursor = self.collection.find({"user_id": user_id}, sort=[("created_at", -1)])
+        return [run_from_document(document) for document in await cursor.to_list()]
+
     async def get(self, run_id: str) -> RunRecord | None:
         """Return the run `run_id`, or None if it was never opened."""
         document = await self.collection.find_one({"_id": _run_id(run_id)})

@@ -170,6 +170,14 @@ class WalletStore:
         documents = await self._buyer_documents(user_id, limit, projection=_PUBLIC_KEY_ONLY)
         return [Pubkey.from_string(document["public_key"]) for document in documents]
 
+    async def buyer_positions(self, user_id: str) -> list[tuple[int, Pubkey]]:
+        """The user's buyer wallets as (stored position, public key), in position order.
+        Decrypts nothing."""
+        documents = await self._buyer_documents(
+            user_id, None, projection={"_id": 0, "public_key": 1, "position": 1}
+        )
+        return [(int(d["position"]), Pubkey.from_string(d["public_key"])) for d in documents]
+
     async def buyer_wallet_count(self, user_id: str) -> int:
         """How many buyer wallets the user has."""
         user_id = checked_user_id(user_id)

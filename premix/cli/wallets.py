@@ -1,5 +1,6 @@
-"""`premix wallets create|list|import` and `premix keys generate|rotate`: a user's wallets in
-the store (public keys only are ever printed) and the encryption keys of their private keys."""
+"""`premix wallets create|list|import|status` and `premix keys generate|rotate`: a user's wallets in
+the store (public keys only are ever printed), whether they hold what their last premix sent,
+and the encryption keys of their private keys."""
 
 import sys
 from collections.abc import AsyncIterator, Sequence
@@ -244,6 +245,42 @@ def wallets_import(
         click.echo(
             f"imported {row['publicKey']} as buyer wallet #{row['position']} of user {user_id}"
         )
+
+
+@wallets.command("status")
+@click.option("--user", "user_id", type=USER_ID, required=True, help="The user's id.")
+@json_option
+@pass_state
+def wallets_status(state: CliState, user_id: str, as_json: bool) -> None:
+    """Show whether each buyer wallet holds what its last premix sent it (balances on chain).
+
+    Exit 1 for a user with no buyer wallets.
+    """
+    from premix.readiness import wallet_readiness  # the RPC client only for this command
+
+    report = run_async(wallet_readiness(user_id, settings=state.settings))
+    if as_json:
+        print_json(report)
+        return
+    table = Table(title=f"Buyer wallets of user {user_id}", title_justify="left")
+    for name in ("#", "address", "balance SOL", "planned SOL", "last premix", "ready"):
+        table.add_column(name, justify="right" if "SOL" in name or name == "#" else "left")
+    for w in report["wallets"]:
+        last = w["lastPremix"]
+        table.add_row(
+            str(w["position"]),
+            w["publicKey"],
+            w["balanceSol"],
+            w["plannedSol"] or "",
+            "" if last is None else last["jobId"],
+            "yes" if w["ready"] else f"no: {w['reason']}",
+        )
+    stdout_console().print(table)
+    totals = report["totals"]
+    click.echo(
+        f"{totals['ready']} of {totals['wallets']} wallets ready; balance "
+        f"{totals['balanceSol']} SOL, planned {totals['plannedSol']} SOL"
+    )
 
 
 # --- keys ---
