@@ -1,0 +1,90 @@
+"""`premix wallets status --user U [--json]` as a subprocess: each buyer wallet's balance on
+chain against its last premix (one a real worker ran on localnet, stored in the session's
+MongoDB-wire server), read without the encryption keys (no private key is decrypted); an
+unknown user is one error line and exit 1."""
+
+import uuid
+from collections.abc import AsyncIterator
+
+import pytest
+
+from premix.localnet import Localnet
+from premix.queue import enqueue_premix_funds
+from premix.settings import Settings
+from premix.store import Store
+from tests.test_cli import assert_one_error_line, premix
+from tests.test_cli_result import assert_no_secret
+from tests.worker.helpers import create_user, drain, make_settings, open_store, restored_logging
+from tests.worker.helpers import run_worker as run_arq_worker
+
+SOL = 10**9
+
+
+@pytest.fixture
+def settings(redis_url: str, mongodb_url: str, fast_localnet: Localnet) -> Settings:
+    return make_settings(
+        redis_url,
+        fast_localnet.url,
+        mongodb_uri=mongodb_url,
+        mongodb_database=f"premix_status_{uuid.uuid4().hex[:12]}",
+    )
+
+
+@pytest.fixture
+async def store(settings: Settings) -> AsyncIterator[Store]:
+    async with restored_logging(), open_store(settings) as opened:
+        yield opened
+
+
+def env_of(settings: Settings) -> dict[str, str]:
+    """No PREMIX_ENCRYPTION_KEYS: the status reads public keys only."""
+    return {
+        "PREMIX_REDIS_URL": settings.redis_url,
+        "PREMIX_MONGODB_URI": settings.mongodb_uri,
+        "PREMIX_MONGODB_DATABASE": settings.mongodb_database,
+        "PREMIX_RPC_URL": settings.rpc_url,
+    }
+
+
+async def test_status_json_holds_each_wallets_balance_on_chain_and_its_last_premix(
+    settings: Settings, store: Store, fast_localnet: Localnet
+) -> None:
+    user = await create_user(store, fast_localnet, "u1", buyers=4)
+    queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+    assert queued.job_id is not None
+    await run_arq_worker(settings)
+    drain(fast_localnet, user.buyers[0], keep_lamports=SOL // 10)
+
+    result = premix("wallets", "status", "--user", "u1", "--json", env=env_of(settings))
+
+    assert result.status == 0, result
+    report = result.json()
+    wallets = report["wallets"]
+    assert [w["publicKey"] for w in wallets] == [str(b.pubkey()) for b in user.buyers]
+    assert [w["balanceLamports"] for w in wallets] == user.buyer_balances(fast_localnet)
+    assert {w["lastPremix"]["jobId"] for w in wallets} == {queued.job_id}
+    assert [w["ready"] for w in wallets] == [False, True, True, True]
+    assert report["totals"]["wallets"] == 4 and report["totals"]["ready"] == 3
+    assert report["totals"]["plannedLamports"] == 2 * SOL
+    assert report["totals"]["balanceLamports"] == sum(user.buyer_balances(fast_localnet))
+    assert_no_secret(user, result)
+
+    text = premix("wallets", "status", "--user", "u1", env=env_of(settings))
+
+    assert text.status == 0, text
+    total = sum(user.buyer_balances(fast_localnet)) / SOL
+    assert f"3 of 4 wallets ready; balance {total:g} SOL, planned 2 SOL" in text.stdout
+    assert queued.job_id in text.stdout
+    assert_no_secret(user, text)
+
+
+async def test_status_of_an_unknown_user_is_one_line_and_exit_1(
+    settings: Settings, store: Store
+) -> None:
+    result = premix("wallets", "status", "--user", "nobody", env=env_of(settings))
+
+    assert_one_error_line(
+        result,
+        "No buyer wallets found: user nobody has no buyer wallets; create buyer wallets first",
+    )
+    assert result.stdout == ""
