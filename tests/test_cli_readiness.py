@@ -88,3 +88,20 @@ async def test_status_of_an_unknown_user_is_one_line_and_exit_1(
         "No buyer wallets found: user nobody has no buyer wallets; create buyer wallets first",
     )
     assert result.stdout == ""
+
+
+async def test_status_with_the_rpc_node_down_is_one_line_and_exit_1(
+    settings: Settings, store: Store, fast_localnet: Localnet
+) -> None:
+    await create_user(store, fast_localnet, "u1", buyers=2)
+    env = {**env_of(settings), "PREMIX_RPC_URL": "http://127.0.0.1:9", "PREMIX_RPC_MAX_TRIES": "1"}
+
+    result = premix("wallets", "status", "--user", "u1", env=env)
+
+    assert result.status == 1, result
+    assert "Traceback" not in result.stderr
+    assert len(result.error_lines) == 1, result.stderr
+    assert result.error_lines[0].startswith(
+        "premix: error: Temporary failure: Solana RPC getMultipleAccounts failed"
+    )
+    assert result.stdout == ""
