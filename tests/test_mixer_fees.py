@@ -3,6 +3,7 @@ reads the recent fees once per signing round, raises its bid on each re-sign, ne
 cap, and the fee on chain is the fee in the ledger and in the report."""
 
 import pytest
+import structlog.testing
 from solders.signature import Signature
 
 from premix.amounts import format_sol
@@ -216,3 +217,15 @@ def test_the_balance_check_counts_each_attached_fee_and_the_cap_for_the_rest() -
         f"22 SOL to 22 wallet(s) + up to {format_sol(need.fee_lamports)} fees for "
         "2 transaction(s) + 0 SOL buffer"
     )
+
+
+async def test_every_priority_fee_log_line_names_its_run(localnet: Localnet, store: Store) -> None:
+    # several premixes share a worker process (PREMIX_WORKER_MAX_JOBS): each line must say whose
+    harness = MixerHarness(localnet, store, 3, "standard", settings=settings())
+    await harness.open()
+    with structlog.testing.capture_logs() as logs:
+        async with SteppingRpc(localnet) as rpc:
+            await harness.run(rpc=rpc)
+    fee_lines = [line for line in logs if str(line["event"]).startswith("priority_fee_")]
+    assert fee_lines, logs
+    assert {line.get("run_id") for line in fee_lines} == {harness.run_id}

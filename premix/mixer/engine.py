@@ -82,7 +82,7 @@ class Sender(BalanceChecks):
         self.rpc = rpc
         self.ledger = ledger
         self.fees = fees
-        self.pricing = FeePricing(fees, rpc)
+        self.pricing = FeePricing(fees, rpc, run_id=record.run_id)
         self.poll_seconds = poll_seconds
         self.slot_seconds = slot_seconds  # the cluster's slot; 0: polls not timed by slots
         self.blockhash = RecentBlockhash(slot_seconds)

@@ -24,7 +24,7 @@ transfers, not one per transfer):
 from collections import Counter
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Any, Final
 
 import structlog
 from solders.pubkey import Pubkey
@@ -150,7 +150,7 @@ class PriorityFees:
 _UNPRICED: Final = FeePolicy(0)  # no ComputeBudget instructions
 
 
-def _fits(fees: PriorityFees, positions: Sequence[int]) -> bool:
+def _fits(fees: PriorityFees, positions: Sequence[int], logger: Any) -> bool:
     """True when a transaction of `positions` still fits the packet with the ComputeBudget
     instructions a price needs. One signed before without them (21 transfers, packed under a
     zero fee: the default before `auto`) keeps its group and is re-signed unpriced."""
@@ -158,7 +158,7 @@ def _fits(fees: PriorityFees, positions: Sequence[int]) -> bool:
         return True
     if len(positions) <= max_transfers_per_transaction(fees.packing):
         return True
-    log.warning(
+    logger.warning(
         "priority_fee_left_out",
         transfers=len(positions),
         reason="the transaction was packed without a priority fee; with one it would not fit",
@@ -169,9 +169,10 @@ def _fits(fees: PriorityFees, positions: Sequence[int]) -> bool:
 class FeePricing:
     """One execution's pricing of its signing rounds (reads the fee market through `rpc`)."""
 
-    def __init__(self, fees: PriorityFees, rpc: SolanaRpc) -> None:
+    def __init__(self, fees: PriorityFees, rpc: SolanaRpc, *, run_id: str) -> None:
         self.fees = fees
         self.rpc = rpc
+        self.log = log.bind(run_id=run_id)  # one process may run several premixes at once
         # (last valid block height of the round that read it, the highest slot the client had
         # seen then (None: none), accounts, market price)
         self._reading: tuple[int, int | None, frozenset[Pubkey], int] | None = None
@@ -190,11 +191,14 @@ class FeePricing:
         expired in this execution (`expired_here`) would have to be re-signed."""
         fees = self.fees
         if not fees.auto:
-            return [fees.packing if _fits(fees, positions) else _UNPRICED for _, positions in work]
+            return [
+                fees.packing if _fits(fees, positions, self.log) else _UNPRICED
+                for _, positions in work
+            ]
         market = await self._market(record, funding, valid_until)
         policies = []
         for tx, positions in work:
-            if not _fits(fees, positions):
+            if not _fits(fees, positions, self.log):
                 policies.append(_UNPRICED)
                 continue
             previous = tx.last_attempt if tx is not None else None
@@ -202,7 +206,7 @@ class FeePricing:
             cap = fees.cap_price(len(positions))
             at_cap = previous_price is not None and previous_price >= cap
             if tx is not None and at_cap and expired_here[tx.index]:
-                log.warning(
+                self.log.warning(
                     "priority_fee_cap_reached",
                     transaction=tx.index,
                     compute_unit_price=previous_price,
@@ -241,5 +245,5 @@ class FeePricing:
         fees = await self.rpc.recent_prioritization_fees(accounts)
         market = percentile(fees, self.fees.percentile)
         self._reading = (valid_until, seen, frozenset(accounts), market)
-        log.info("priority_fee_market_read", market_micro_lamports=market, slots=len(fees))
+        self.log.info("priority_fee_market_read", market_micro_lamports=market, slots=len(fees))
         return market
