@@ -3,9 +3,9 @@ reads the recent fees once per signing round, raises its bid on each re-sign, ne
 cap, and the fee on chain is the fee in the ledger and in the report."""
 
 import pytest
-import structlog.testing
 from solders.signature import Signature
 
+import premix.mixer.fees
 from premix.amounts import format_sol
 from premix.errors import TransientError
 from premix.ledger import AttemptState
@@ -219,13 +219,30 @@ def test_the_balance_check_counts_each_attached_fee_and_the_cap_for_the_rest() -
     )
 
 
-async def test_every_priority_fee_log_line_names_its_run(localnet: Localnet, store: Store) -> None:
+class RecordingLog:
+    """Stands in for a module's structlog logger: notes each line with its bound context."""
+
+    def __init__(self, lines: list[dict[str, object]], **context: object) -> None:
+        self.lines, self.context = lines, context
+
+    def bind(self, **values: object) -> "RecordingLog":
+        return RecordingLog(self.lines, **self.context, **values)
+
+    def _line(self, event: str, **values: object) -> None:
+        self.lines.append({"event": event, **self.context, **values})
+
+    info = warning = _line
+
+
+async def test_every_priority_fee_log_line_names_its_run(
+    localnet: Localnet, store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
     # several premixes share a worker process (PREMIX_WORKER_MAX_JOBS): each line must say whose
+    lines: list[dict[str, object]] = []
+    monkeypatch.setattr(premix.mixer.fees, "log", RecordingLog(lines))
     harness = MixerHarness(localnet, store, 3, "standard", settings=settings())
     await harness.open()
-    with structlog.testing.capture_logs() as logs:
-        async with SteppingRpc(localnet) as rpc:
-            await harness.run(rpc=rpc)
-    fee_lines = [line for line in logs if str(line["event"]).startswith("priority_fee_")]
-    assert fee_lines, logs
-    assert {line.get("run_id") for line in fee_lines} == {harness.run_id}
+    async with SteppingRpc(localnet) as rpc:
+        await harness.run(rpc=rpc)
+    assert [line["event"] for line in lines][:1] == ["priority_fee_market_read"]
+    assert {line.get("run_id") for line in lines} == {harness.run_id}
