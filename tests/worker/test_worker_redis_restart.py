@@ -111,6 +111,12 @@ async def running_worker(settings: Settings, **ctx: Any) -> AsyncIterator[asynci
     try:
         yield task
     finally:
+        # a job's result is stored before its task ends (arq's on_job_end, the lock release):
+        # let it end, or close() cancels it and re-raises the CancelledError here
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(5):
+                while worker.tasks:
+                    await asyncio.sleep(0.01)
         await worker.close()
         task.cancel()
         with contextlib.suppress(asyncio.CancelledError):
