@@ -31,6 +31,7 @@ from solders.pubkey import Pubkey
 
 from premix.amounts import format_sol
 from premix.distribution import DistributionError, plan_distribution
+from premix.earlier_runs import settle_earlier_runs
 from premix.errors import (
     FundingWalletNotFound,
     InsufficientBalance,
@@ -62,7 +63,6 @@ from premix.user_lock import HeldUserLock, user_lock_holder
 log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
-EARLIER_RUNS_POLL_SECONDS: Final = 1.0  # how often an earlier run's open attempts are looked up
 STEP_ASIDE_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
@@ -241,31 +241,26 @@ class JobExecution:
             )
 
     async def _settle_earlier_runs(self) -> None:
-        """Settle every attempt the user's earlier runs left open, updating their reports with
-        what landed, and wait while any may still land: until then the funding balance is not
-        what it will be, and the wallets may yet receive what those runs sent."""
-        told = False
-        while True:
-            runs = await self.ledger.open_runs_of(self.job.user_id, excluding=self.job_id)
-            open_attempts = 0
-            for run in runs:
-                settled = await Payout.resume(
-                    self.ledger, run, rpc=self.rpc, settings=self.settings
-                )
-                open_attempts += len(settled.record.open_attempts())
-            if not open_attempts:
-                return
-            if not told:
-                self.log.info("waiting_for_earlier_runs", open_attempts=open_attempts)
-                await self.progress.phase(
-                    Phase.CHECKING_BALANCES,
-                    description=(
-                        f"Waiting for {open_attempts} transaction(s) of an earlier premix of "
-                        "this user to land or expire"
-                    ),
-                )
-                told = True
-            await asyncio.sleep(EARLIER_RUNS_POLL_SECONDS)
+        """Settle the open attempts of the user's earlier runs, waiting while any may land."""
+
+        async def waiting(open_attempts: int) -> None:
+            self.log.info("waiting_for_earlier_runs", open_attempts=open_attempts)
+            await self.progress.phase(
+                Phase.CHECKING_BALANCES,
+                description=(
+                    f"Waiting for {open_attempts} transaction(s) of an earlier premix of "
+                    "this user to land or expire"
+                ),
+            )
+
+        await settle_earlier_runs(
+            self.ledger,
+            user_id=self.job.user_id,
+            run_id=self.job_id,
+            rpc=self.rpc,
+            settings=self.settings,
+            on_wait=waiting,
+        )
 
     async def _payout(self, run: RunRecord) -> Payout:
         """The engine's payout of `run`, its open attempts settled (kept for the ending)."""
