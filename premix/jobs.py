@@ -62,6 +62,13 @@ def _check_wallet_count(value: object) -> int | None:
     return value
 
 
+def _check_top_up(value: object) -> bool:
+    # true or false only: 1, "true" or "yes" are refused rather than guessed at
+    if not isinstance(value, bool):
+        raise ValueError("must be true or false")
+    return value
+
+
 SolAmount = Annotated[
     Decimal,
     BeforeValidator(_parse_amount),
@@ -71,6 +78,7 @@ UserId = Annotated[str, BeforeValidator(_check_user_id)]
 ChatId = Annotated[int, BeforeValidator(_check_chat_id)]
 WalletCount = Annotated[int | None, BeforeValidator(_check_wallet_count)]
 SocketUserId = Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
+TopUp = Annotated[bool, BeforeValidator(_check_top_up)]
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
@@ -89,6 +97,7 @@ class PremixOptions(BaseModel):
     max_wallets: WalletCount = None
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
+    top_up: TopUp = False  # send each wallet only what it lacks of its planned amount
 
 
 class PremixFundsJob(BaseModel):
@@ -102,6 +111,7 @@ class PremixFundsJob(BaseModel):
     max_wallets: WalletCount = None
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
+    top_up: TopUp = False  # send each wallet only what it lacks of its planned amount
 
     @property
     def amount_lamports(self) -> int:
@@ -139,8 +149,12 @@ class PremixFundsJob(BaseModel):
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """Return the JSON-safe camelCase payload put on the queue."""
-        return self.model_dump(mode="json", by_alias=True)
+        """Return the JSON-safe camelCase payload put on the queue (`topUp` only when true, so
+        a worker that predates the option still reads every other job)."""
+        payload = self.model_dump(mode="json", by_alias=True)
+        if not self.top_up:
+            del payload["topUp"]
+        return payload
 
 
 @dataclass(frozen=True, slots=True)

@@ -604,6 +604,21 @@ def test_enqueue_queues_a_json_job_and_prints_its_id(redis_url: str) -> None:
     ]
 
 
+def test_enqueue_top_up_puts_top_up_true_in_the_queued_job(redis_url: str) -> None:
+    result = premix(
+        "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "2.5", "--top-up", "--json",
+        env={"PREMIX_REDIS_URL": redis_url},
+    )  # fmt: skip
+
+    assert result.status == 0, result
+    answer = result.json()
+    client = redis_sync.Redis.from_url(redis_url)
+    stored = json.loads(client.get(f"arq:job:{answer['jobId']}"))
+    client.close()
+    assert stored["a"][0]["topUp"] is True
+    assert stored["a"][0]["mixAmount"] == "2.5"
+
+
 def test_enqueue_twice_for_one_user_is_refused_with_the_running_job(redis_url: str) -> None:
     args = ["enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1"]
     first = premix(*args, env={"PREMIX_REDIS_URL": redis_url})

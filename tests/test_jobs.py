@@ -252,3 +252,40 @@ def test_enqueue_result_defaults_to_no_job_id() -> None:
     assert EnqueueResult(success=False, message="Invalid parameters: x") == EnqueueResult(
         False, "Invalid parameters: x", None
     )
+
+
+# --- topUp (issue 14) -----------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"topUp": True},
+        {"top_up": True},
+        PremixOptions(top_up=True),
+        PremixOptions.model_validate({"topUp": True}),
+    ],
+)
+def test_top_up_is_accepted_in_either_case_and_travels_on_the_wire(
+    options: PremixOptions | dict[str, Any],
+) -> None:
+    job = PremixFundsJob.from_request("user-1", 42, 2.5, options)
+    assert job.top_up is True
+    wire = job.to_wire()
+    assert wire["topUp"] is True
+    assert PremixFundsJob.model_validate_json(json.dumps(wire)) == job
+
+
+def test_a_premix_is_no_top_up_by_default_and_its_wire_form_has_no_top_up_key() -> None:
+    job = PremixFundsJob.from_request("user-1", 42, 2.5)
+    assert job.top_up is False
+    assert "topUp" not in job.to_wire()  # a worker that predates the option reads it
+    assert PremixFundsJob.from_request("user-1", 42, 2.5, {"topUp": False}) == job
+
+
+@pytest.mark.parametrize("top_up", [1, 0, "true", "yes", None, [True]])
+def test_a_top_up_that_is_not_a_bool_is_refused_naming_top_up(top_up: object) -> None:
+    assert refusal(with_field("topUp", top_up)) == "topUp: must be true or false"
+    with pytest.raises(ValidationError) as refused:
+        PremixOptions.model_validate({"top_up": top_up})
+    assert describe_validation_error(refused.value) == "topUp: must be true or false"

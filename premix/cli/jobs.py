@@ -44,6 +44,12 @@ from premix.settings import Settings
     "--max-wallets", type=WALLET_COUNT, default=None, help="Use at most this many buyer wallets."
 )
 @click.option("--socket-user-id", default=None, help="Passed through to progress events.")
+@click.option(
+    "--top-up",
+    is_flag=True,
+    default=False,
+    help="Send each wallet only what it lacks of its planned amount (topUp).",
+)
 @json_option
 @pass_state
 def enqueue(
@@ -54,6 +60,7 @@ def enqueue(
     mode: str | None,
     max_wallets: int | None,
     socket_user_id: str | None,
+    top_up: bool,
     as_json: bool,
 ) -> None:
     """Queue a premix for a user, as the bot does (`enqueue_premix_funds`); prints the job id.
@@ -68,6 +75,8 @@ def enqueue(
         options["maxWallets"] = max_wallets
     if socket_user_id is not None:
         options["socketUserId"] = socket_user_id
+    if top_up:
+        options["topUp"] = True
 
     async def submit() -> EnqueueResult:
         try:
