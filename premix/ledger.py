@@ -29,6 +29,7 @@ from premix.runs import (
     PlanEntry,
     RunRecord,
     RunStatus,
+    TopUpEntry,
     Totals,
     TransactionState,
     run_from_document,
@@ -48,6 +49,7 @@ __all__ = [
     "PlanEntry",
     "RunRecord",
     "RunStatus",
+    "TopUpEntry",
     "Totals",
     "TransactionState",
     "run_from_document",
@@ -173,6 +175,15 @@ class Ledger:
         `LedgerError` if the run was never opened."""
         record = await self.require(run_id)
         if record.set_plan(recipients, amounts, now=utc_now(), balances_before=balances_before):
+            record = await self.save(record)
+        return record
+
+    async def record_top_up(self, run_id: str, entries: Sequence[TopUpEntry]) -> RunRecord:
+        """Record a top-up's distribution and, as its plan, what each wallet lacked (see
+        `RunRecord.set_top_up`); the first plan wins and is returned. Raises `LedgerError` if
+        the run was never opened."""
+        record = await self.require(run_id)
+        if record.set_top_up(entries, now=utc_now()):
             record = await self.save(record)
         return record
 

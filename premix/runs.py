@@ -9,7 +9,7 @@ An attempt that is neither found nor expired may still land; it is re-sent as th
 """
 
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from typing import Any
@@ -146,6 +146,21 @@ class PlanEntry:
 
 
 @dataclass(frozen=True)
+class TopUpEntry:
+    """A top-up's wallet: its target, what it held at planning; the plan pays what it lacked."""
+
+    position: int  # the wallet's position in the distribution (its buyer-wallet order)
+    recipient: str  # base58
+    planned_lamports: int  # what the distribution plans for it: the target
+    held_lamports: int  # its balance on chain when the run was planned
+
+    @property
+    def missing_lamports(self) -> int:
+        """What the wallet lacked of its planned amount (0: it held enough)."""
+        return max(0, self.planned_lamports - self.held_lamports)
+
+
+@dataclass(frozen=True)
 class Totals:
     sent_lamports: int  # transferred by transactions that landed ok
     fee_lamports: int  # paid by every landed attempt, ok or failed
@@ -169,8 +184,15 @@ class RunRecord:
     transactions: list[LedgerTransaction] = field(default_factory=list)
     error: str | None = None
     revision: int = 0  # bumped by every write; the compare-and-swap token
+    # a top-up: every wallet of its distribution (the plan holds only those that lacked some)
+    top_up: list[TopUpEntry] | None = None
 
     # --- reading ---
+
+    @property
+    def planned(self) -> bool:
+        """True once a plan is recorded (a top-up's may be empty: every wallet held enough)."""
+        return bool(self.plan) or self.top_up is not None
 
     @property
     def totals(self) -> Totals:
@@ -229,7 +251,7 @@ class RunRecord:
     ) -> bool:
         """Record the plan (with each recipient's balance before, when read) unless one is
         recorded already (first plan wins); True if set."""
-        if self.plan:
+        if self.planned:
             return False
         if len(recipients) != len(amounts) or not recipients:
             raise LedgerError("a plan needs as many amounts as recipients, at least one")
@@ -248,6 +270,28 @@ class RunRecord:
                 zip(recipients, amounts, befores, strict=True)
             )
         ]
+        self._set_status(RunStatus.PLANNED, now)
+        return True
+
+    def set_top_up(self, entries: Sequence[TopUpEntry], *, now: datetime) -> bool:
+        """Record a top-up's distribution and, as the plan, what each wallet lacked of its
+        planned amount (with its balance then as balance before), unless a plan is recorded
+        already (first plan wins); True if set. Every wallet holding enough: an empty plan."""
+        if self.planned:
+            return False
+        if not entries or [e.position for e in entries] != list(range(len(entries))):
+            raise LedgerError("a top-up lists its wallets by position, at least one")
+        if sum(e.planned_lamports + e.held_lamports for e in entries) > MAX_INT64:
+            raise LedgerError(f"a top-up's amounts must sum to at most {MAX_INT64} lamports")
+        lacking = [e for e in entries if e.missing_lamports]
+        if lacking:
+            self.set_plan(
+                [e.recipient for e in lacking],
+                [e.missing_lamports for e in lacking],
+                now=now,
+                balances_before=[e.held_lamports for e in lacking],
+            )
+        self.top_up = list(entries)
         self._set_status(RunStatus.PLANNED, now)
         return True
 
@@ -393,6 +437,7 @@ def run_to_document(record: RunRecord) -> Document:
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "revision": record.revision,
+        "top_up": None if record.top_up is None else [asdict(e) for e in record.top_up],
     }
 
 
@@ -426,7 +471,15 @@ def run_from_document(document: Mapping[str, Any]) -> RunRecord:
         ],
         error=document.get("error"),
         revision=int(document.get("revision", 0)),
+        top_up=None
+        if (top_up := document.get("top_up")) is None
+        else [_top_up_entry(e) for e in top_up],
     )
+
+
+def _top_up_entry(e: Mapping[str, Any]) -> TopUpEntry:
+    position, recipient = int(e["position"]), str(e["recipient"])
+    return TopUpEntry(position, recipient, int(e["planned_lamports"]), int(e["held_lamports"]))
 
 
 def _utc(value: Any) -> Any:

@@ -14,6 +14,8 @@ from premix.ledger import (
     LedgerError,
     RunRecord,
     RunStatus,
+    TopUpEntry,
+    Totals,
     TransactionState,
     run_from_document,
     run_to_document,
@@ -179,6 +181,62 @@ def test_the_document_round_trips_through_bson_with_derived_states_for_readers()
     assert run_from_document(document) == record
 
 
+def top_up_entries(held: list[int]) -> list[TopUpEntry]:
+    return [
+        TopUpEntry(position, recipient, planned, balance)
+        for position, (recipient, planned, balance) in enumerate(
+            zip(RECIPIENTS, AMOUNTS, held, strict=True)
+        )
+    ]
+
+
+def test_a_top_up_plans_only_what_each_wallet_lacks_and_keeps_both_figures() -> None:
+    record = RunRecord("premix-u1-1", "u1", "fast", sum(AMOUNTS), created_at=T0, updated_at=T0)
+    entries = top_up_entries([10_000_000, 5_000_000, 31_000_000])  # full, short, over
+
+    assert record.set_top_up(entries, now=T0)
+
+    assert record.status is RunStatus.PLANNED and record.planned
+    assert [(e.position, e.recipient, e.lamports, e.balance_before) for e in record.plan] == [
+        (0, RECIPIENTS[1], 15_000_000, 5_000_000)
+    ]
+    assert record.top_up == entries
+    assert [e.missing_lamports for e in entries] == [0, 15_000_000, 0]
+    assert not record.set_top_up(top_up_entries([0, 0, 0]), now=T0)  # the first plan wins
+    assert [e.lamports for e in record.plan] == [15_000_000]
+    document = as_server_sees_it(run_to_document(record))
+    assert document["top_up"][1] == {
+        "position": 1,
+        "recipient": RECIPIENTS[1],
+        "planned_lamports": 20_000_000,
+        "held_lamports": 5_000_000,
+    }
+    assert run_from_document(document) == record
+
+
+def test_a_top_up_of_wallets_holding_enough_is_planned_empty_and_completes_with_nothing_sent() -> (
+    None
+):
+    record = RunRecord("premix-u1-1", "u1", "fast", sum(AMOUNTS), created_at=T0, updated_at=T0)
+
+    assert record.set_top_up(top_up_entries(AMOUNTS), now=T0)
+
+    assert (record.plan, record.planned, record.status) == ([], True, RunStatus.PLANNED)
+    assert not record.set_plan(RECIPIENTS, AMOUNTS, now=T0)  # planned: the first plan wins
+    record.finish(RunStatus.COMPLETED, now=T0)
+    assert record.totals == Totals(sent_lamports=0, fee_lamports=0, transactions=0)
+    assert run_from_document(as_server_sees_it(run_to_document(record))) == record
+    with pytest.raises(LedgerError, match="by position"):
+        RunRecord("r", "u1", "fast", 1, T0, T0).set_top_up([], now=T0)
+
+
+def test_a_run_stored_before_top_ups_reads_back_as_no_top_up() -> None:
+    document = as_server_sees_it(run_to_document(planned_run()))
+    del document["top_up"]
+    assert run_from_document(document).top_up is None
+
+
+# --- persistence ---
 # --- persistence ---
 
 
@@ -205,6 +263,16 @@ async def test_record_plan_stores_the_first_plan_and_returns_it_on_a_rerun(store
     document = await store.collection(RUNS_COLLECTION).find_one({"_id": "run-1"})
     assert document is not None
     assert (document["status"], document["user_id"], document["revision"]) == ("planned", "u1", 1)
+
+
+async def test_record_top_up_stores_the_first_top_up_plan(store: Store) -> None:
+    ledger = Ledger(store)
+    await ledger.open_run("run-1", user_id="u1", mode="fast", amount_lamports=sum(AMOUNTS))
+    stored = await ledger.record_top_up("run-1", top_up_entries([0, 20_000_000, 0]))
+    rerun = await ledger.record_top_up("run-1", top_up_entries(AMOUNTS))
+    assert rerun == stored == await ledger.get("run-1")
+    assert [e.lamports for e in rerun.plan] == [10_000_000, 30_000_000]
+    assert rerun.revision == 1
 
 
 async def test_a_plan_for_a_run_never_opened_is_refused(store: Store) -> None:
