@@ -19,6 +19,7 @@ hears only from the newer one.
 
 import asyncio
 import time
+from functools import partial
 from typing import Any, Final, NoReturn
 
 from arq.constants import job_key_prefix
@@ -27,31 +28,28 @@ from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 from solders.keypair import Keypair
-from solders.pubkey import Pubkey
 
+from premix import top_up as top_ups
 from premix.amounts import format_sol
-from premix.distribution import DistributionError, plan_distribution
 from premix.earlier_runs import settle_earlier_runs
 from premix.errors import (
     FundingWalletNotFound,
     InsufficientBalance,
-    InvalidParameters,
     NoBuyerWallets,
     PremixError,
     TransientError,
 )
 from premix.jobs import PremixFundsJob
-from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus
+from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TopUpEntry
 from premix.logs import get_logger, redact_text
 from premix.mixer import (
     MixerFailed,
     MixerProgress,
     MixResult,
     Payout,
-    check_recipient_accounts,
-    check_recipients,
 )
 from premix.notify import Notifier
+from premix.planning import balance_check_description, planning_description, record_plan
 from premix.progress import Phase, ProgressEmitter
 from premix.results import build_result, completion_message
 from premix.rpc import RpcRequestError, SolanaRpc
@@ -85,6 +83,7 @@ class JobExecution:
         self.ledger = Ledger(self.store)
         self.run_opened = False
         self.payout: Payout | None = None  # the engine's payout, once phase 4 or an ending made it
+        self.top_up: list[TopUpEntry] | None = None  # a top-up's wallets, once phase 3 read them
         self.lock = HeldUserLock(
             self.redis, job.user_id, self.guard, self.settings.user_lock_ttl_seconds
         )
@@ -165,30 +164,32 @@ class JobExecution:
         await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
         funding, buyers = await self._load_wallets()
 
-        await self._enter(
-            Phase.CALCULATING_DISTRIBUTION, f"Planning {format_sol(self.job.amount_lamports)}"
-        )
-        if not run.plan:  # a re-run keeps the plan it started with
-            amounts = self._plan(len(buyers))
-            recipients = [str(wallet.pubkey()) for wallet in buyers[: len(amounts)]]
-            check_recipients(funding.pubkey(), recipients)
-            # one read: every recipient must be a plain wallet; its balance before is kept
-            accounts = await self.rpc.accounts([Pubkey.from_string(r) for r in recipients])
-            check_recipient_accounts(recipients, accounts)
-            run = await self.ledger.record_plan(
-                self.job_id,
-                recipients,
-                amounts,
-                balances_before=[0 if a is None else a.lamports for a in accounts],
+        await self._enter(Phase.CALCULATING_DISTRIBUTION, planning_description(self.job))
+        if not run.planned:  # a re-run keeps the plan it started with
+            run = await record_plan(
+                self.ledger,
+                self.rpc,
+                self.settings,
+                self.job,
+                run_id=self.job_id,
+                funding=funding,
+                buyers=buyers,
+                settle_earlier_runs=partial(
+                    self._settle_earlier_runs, Phase.CALCULATING_DISTRIBUTION
+                ),
+            )
+        self.top_up = run.top_up
+        if run.top_up is not None:  # both figures: planned and missing
+            await self.progress.phase(
+                Phase.CALCULATING_DISTRIBUTION, description=top_ups.planning_description(run)
             )
 
-        await self._enter(
-            Phase.CHECKING_BALANCES,
-            f"Checking the funding wallet holds {format_sol(self.job.amount_lamports)} plus fees",
-        )
+        await self._enter(Phase.CHECKING_BALANCES, balance_check_description(self.job, run))
         payout = await self._payout(run)  # settles what an earlier execution left open
         await self._settle_earlier_runs()
         await self._check_balances(funding, payout)
+        if not run.plan:  # a top-up whose every wallet holds its planned amount: nothing to send
+            return await self._complete(payout)
 
         await self._enter(
             Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
@@ -208,13 +209,6 @@ class JobExecution:
         if not buyers:
             raise NoBuyerWallets(self.job.user_id)
         return funding, buyers
-
-    def _plan(self, wallet_count: int) -> list[int]:
-        try:
-            table = self.settings.tier_table()
-            return plan_distribution(self.job.amount_lamports, wallet_count, table)
-        except DistributionError as e:
-            raise InvalidParameters(f"mixAmount: {e}") from e
 
     # --- phase 4 ---
 
@@ -240,13 +234,14 @@ class JobExecution:
                 breakdown=need.describe(),
             )
 
-    async def _settle_earlier_runs(self) -> None:
-        """Settle the open attempts of the user's earlier runs, waiting while any may land."""
+    async def _settle_earlier_runs(self, phase: Phase = Phase.CHECKING_BALANCES) -> None:
+        """Settle the open attempts of the user's earlier runs, waiting (in `phase`) while any
+        may land."""
 
         async def waiting(open_attempts: int) -> None:
             self.log.info("waiting_for_earlier_runs", open_attempts=open_attempts)
             await self.progress.phase(
-                Phase.CHECKING_BALANCES,
+                phase,
                 description=(
                     f"Waiting for {open_attempts} transaction(s) of an earlier premix of "
                     "this user to land or expire"
@@ -292,7 +287,7 @@ class JobExecution:
         # Free the user before the final event: whoever sees it may enqueue the next premix.
         await self.lock.release()
         funded = len(mix.funded)
-        message = completion_message(mix, self.job.mode)
+        message = completion_message(mix, self.job.mode, payout.record)
         for wallet, balance in payout.spent_since:
             message += (
                 f" (wallet {wallet} now holds {format_sol(balance)}, less than it received: "
@@ -327,7 +322,13 @@ class JobExecution:
             transactions=mix.transactions,
         )
         return build_result(
-            self.job_id, message, success=True, job=self.job, mix=mix, balances=balances
+            self.job_id,
+            message,
+            success=True,
+            job=self.job,
+            mix=mix,
+            balances=balances,
+            top_up=payout.record.top_up,
         )
 
     # --- how an execution ends ---
@@ -413,7 +414,9 @@ class JobExecution:
             funded=funded,
             pending=mix.pending if mix is not None else [],
         )
-        return build_result(self.job_id, message, success=False, job=self.job, mix=mix)
+        return build_result(
+            self.job_id, message, success=False, job=self.job, mix=mix, top_up=self.top_up
+        )
 
     async def _enter(self, phase: Phase, description: str) -> None:
         """Start `phase`: its progress event (`Superseded` once a newer execution took over)."""
@@ -456,7 +459,7 @@ class JobExecution:
         if not self.run_opened:
             return None
         run = await self._ledger_run()
-        return MixResult.from_record(run) if run is not None and run.plan else None
+        return MixResult.from_record(run) if run is not None and run.planned else None
 
     async def _ledger_run(self) -> RunRecord | None:
         """The run as the ledger stands, or None when it is missing or unreadable."""
@@ -480,4 +483,4 @@ class JobExecution:
 
 def _all_funded(run: RunRecord) -> bool:
     """True when the ledger shows every planned wallet funded (the run only lacks its end)."""
-    return bool(run.plan) and MixResult.from_record(run).complete
+    return run.planned and MixResult.from_record(run).complete

@@ -21,6 +21,7 @@ from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
 from premix.mixer.result import MixResult, WalletStatus
 from premix.runs import AttemptState, RunRecord, RunStatus
+from premix.top_up import top_up_wallets
 
 
 class JobRecordUnreadable(PremixError):
@@ -42,9 +43,10 @@ def receipt_from_run(
 ) -> dict[str, Any]:
     """The receipt of `job_id` from its ledger run (`job_status`: arq's state of the job)."""
     mix = MixResult.from_record(run)
-    wallets = []
-    for entry, outcome in zip(run.plan, mix.wallets, strict=True):
-        wallets.append(
+    if run.top_up is not None:
+        wallets = _top_up_wallets(run, mix)
+    else:
+        wallets = [
             _wallet(
                 entry.position,
                 outcome.public_key,
@@ -55,7 +57,8 @@ def receipt_from_run(
                 outcome.error,
                 outcome.evidence,
             )
-        )
+            for entry, outcome in zip(run.plan, mix.wallets, strict=True)
+        ]
     completed = run.status is RunStatus.COMPLETED
     stored_message = _stored_message(stored)
     message = stored_message or _run_message(run)
@@ -68,6 +71,7 @@ def receipt_from_run(
         "source": "ledger",
         "userId": run.user_id,
         "mode": run.mode,
+        "topUp": run.top_up is not None,
         "amountLamports": run.amount_lamports,
         "amountSol": sol_text(run.amount_lamports),
         "fundingPublicKey": run.funding,
@@ -78,6 +82,34 @@ def receipt_from_run(
         "totals": _totals(wallets, mix.fee_lamports, mix.priority_fee_lamports, mix.transactions),
         "signatures": _landed_signatures(wallets),
     }
+
+
+def _top_up_wallets(run: RunRecord, mix: MixResult) -> list[dict[str, Any]]:
+    """Every wallet of a top-up's distribution: its planned amount, what it lacked (its
+    transfer, if any: the run's plan holds only those) and what was sent."""
+    plan_positions = {entry.recipient: entry.position for entry in run.plan}
+    wallets = []
+    for wallet in top_up_wallets(run.top_up or [], mix):
+        entry, outcome = wallet.entry, wallet.outcome
+        position = plan_positions.get(entry.recipient)
+        landed_slot = None
+        if outcome is not None and position is not None:
+            landed_slot = _landed_slot(run, position, outcome.status)
+        wallets.append(
+            _wallet(
+                entry.position,
+                entry.recipient,
+                entry.missing_lamports,
+                wallet.status,
+                outcome.signature if outcome is not None else None,
+                landed_slot,
+                outcome.error if outcome is not None else None,
+                outcome.evidence if outcome is not None else None,
+                planned_lamports=entry.planned_lamports,
+                held_lamports=entry.held_lamports,
+            )
+        )
+    return wallets
 
 
 def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[str, Any] | None:
@@ -93,6 +125,7 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
         "source": "queue",
         "userId": job.user_id if job is not None else None,
         "mode": job.mode if job is not None else None,
+        "topUp": job.top_up if job is not None else False,
         "amountLamports": job.amount_lamports if job is not None else None,
         "amountSol": sol_text(job.amount_lamports) if job is not None else None,
         "fundingPublicKey": None,
@@ -115,6 +148,8 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
                 None,  # arq's result does not record slots; the ledger does
                 w.get("error"),
                 w.get("evidence"),
+                planned_lamports=w.get("plannedLamports"),
+                held_lamports=w.get("heldLamports"),
             )
             for i, w in enumerate(stored.get("wallets") or [])
         ]
@@ -151,12 +186,24 @@ def _wallet(
     slot: int | None,
     error: str | None,
     evidence: str | None = None,
+    *,
+    planned_lamports: int | None = None,
+    held_lamports: int | None = None,
 ) -> dict[str, Any]:
+    """One wallet of a receipt: `lamports` its transfer (a top-up: what it lacked), planned
+    (default: its transfer) and sent (its transfer once funded, else 0)."""
+    planned = lamports if planned_lamports is None else int(planned_lamports)
+    sent = lamports if status == WalletStatus.FUNDED.value else 0
     return {
         "position": position,
         "publicKey": public_key,
         "lamports": lamports,
         "sol": sol_text(lamports),
+        "plannedLamports": planned,
+        "plannedSol": sol_text(planned),
+        "heldLamports": held_lamports,  # a top-up: its balance when the run was planned
+        "sentLamports": sent,
+        "sentSol": sol_text(sent),
         "status": status,
         "signature": signature,
         "slot": slot,
@@ -170,7 +217,7 @@ def _totals(
 ) -> dict[str, Any]:
     funded = [w for w in wallets if w["status"] == WalletStatus.FUNDED.value]
     funded_lamports = sum(w["lamports"] for w in funded)
-    planned_lamports = sum(w["lamports"] for w in wallets)
+    planned_lamports = sum(w["plannedLamports"] for w in wallets)
     return {
         "walletsPlanned": len(wallets),
         "walletsFunded": len(funded),
@@ -244,12 +291,17 @@ CSV_HEADER: Final = (
     "signature",
     "slot",
     "error",
+    "planned_sol",  # the wallet's amount in the distribution (a top-up: its target)
+    "planned_lamports",
+    "sent_sol",  # what landed in it from this premix (a top-up: what it lacked, or 0)
+    "sent_lamports",
 )
 
 
 def receipt_csv(receipt: dict[str, Any]) -> str:
-    """The receipt as CSV: a header row, one row per wallet, an empty row, then a summary
-    block (`item,sol,lamports,detail`: job, status, funded, fees, priority fees, total cost,
+    """The receipt as CSV: a header row, one row per wallet (its transfer, then its planned
+    amount and what was sent), an empty row, then a summary block (`item,sol,lamports,detail`:
+    job, status, a top-up's planned total, funded, fees, priority fees, total cost,
     transactions landed)."""
     out = io.StringIO()
     writer = csv.writer(out, lineterminator="\n")
@@ -265,6 +317,10 @@ def receipt_csv(receipt: dict[str, Any]) -> str:
                 w["signature"] or "",
                 "" if w["slot"] is None else w["slot"],
                 w["error"] or "",
+                w["plannedSol"],
+                w["plannedLamports"],
+                w["sentSol"],
+                w["sentLamports"],
             )
         )
     totals = receipt["totals"]
@@ -272,6 +328,10 @@ def receipt_csv(receipt: dict[str, Any]) -> str:
     writer.writerow(("item", "sol", "lamports", "detail"))
     writer.writerow(("job", "", "", receipt["jobId"]))
     writer.writerow(("status", "", "", receipt["status"]))
+    if receipt.get("topUp"):
+        writer.writerow(
+            ("planned", totals["plannedSol"], totals["plannedLamports"], "top-up: wallets' target")
+        )
     writer.writerow(
         (
             "funded",

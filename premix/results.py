@@ -4,9 +4,11 @@ success and failure (camelCase, JSON-safe; money as integer lamports plus a SOL 
 from collections.abc import Sequence
 from typing import Any
 
+from premix import top_up as top_ups
 from premix.amounts import format_sol, sol_text
 from premix.jobs import PremixFundsJob
-from premix.mixer import MixResult, WalletStatus
+from premix.ledger import RunRecord, TopUpEntry
+from premix.mixer import MixResult, WalletOutcome, WalletStatus
 
 
 def build_result(
@@ -17,49 +19,56 @@ def build_result(
     job: PremixFundsJob | None = None,
     mix: MixResult | None = None,
     balances: Sequence[int] | None = None,
+    top_up: Sequence[TopUpEntry] | None = None,
 ) -> dict[str, Any]:
     """The job's result (camelCase, JSON-safe): `success`, the user's `message`, one entry per
     planned wallet (funded or not, with its signature; `balanceLamports` as verified on chain
     on success), totals and the landed signatures. Money is integer lamports plus a SOL string.
+
+    Each wallet shows `plannedLamports` (its amount in the distribution) and `sentLamports`
+    (what landed from this run); `lamports` is its transfer. A top-up (`top_up`: the run's
+    `RunRecord.top_up`) lists every wallet of its distribution, `lamports` being what it
+    lacked, and a wallet that lacked nothing as status `not_needed` with nothing sent.
     """
-    wallets: list[dict[str, Any]] = []
-    signatures: list[str] = []
-    if mix is not None:
-        for position, wallet in enumerate(mix.wallets):
-            funded = wallet.status is WalletStatus.FUNDED
-            wallets.append(
-                {
-                    "position": position,
-                    "publicKey": wallet.public_key,
-                    "lamports": wallet.lamports,
-                    "sol": sol_text(wallet.lamports),
-                    "status": wallet.status.value,
-                    "funded": funded,
-                    "signature": wallet.signature,
-                    "error": wallet.error,
-                    "evidence": wallet.evidence,  # "balances": its status was not found
-                    "balanceLamports": balances[position] if balances is not None else None,
-                }
-            )
-            if funded and wallet.signature is not None and wallet.signature not in signatures:
-                signatures.append(wallet.signature)
-    sent = mix.sent_lamports if mix is not None else 0
+    outcomes = list(mix.wallets) if mix is not None else []
+    verified = dict(zip((o.public_key for o in outcomes), balances or (), strict=False))
+    rows: list[tuple[int, str, int, int | None, WalletOutcome | None]]
+    if top_up is not None:
+        rows = []
+        for wallet in top_ups.top_up_wallets(top_up, mix):
+            entry = wallet.entry
+            planned, held = entry.planned_lamports, entry.held_lamports
+            rows.append((entry.position, entry.recipient, planned, held, wallet.outcome))
+    else:
+        rows = [(p, o.public_key, o.lamports, None, o) for p, o in enumerate(outcomes)]
+    wallets = [
+        _wallet(position, address, planned, held, outcome, verified.get(address))
+        for position, address, planned, held, outcome in rows
+    ]
+    signatures = list(
+        dict.fromkeys(w["signature"] for w in wallets if w["funded"] and w["signature"])
+    )
+    sent_total = mix.sent_lamports if mix is not None else 0
     fees = mix.fee_lamports if mix is not None else 0
     priority_fees = mix.priority_fee_lamports if mix is not None else 0
+    planned_total = sum(wallet["plannedLamports"] for wallet in wallets)
     return {
         "success": success,
         "message": message,
         "jobId": job_id,
         "userId": job.user_id if job is not None else None,
         "mode": job.mode if job is not None else None,
+        "topUp": top_up is not None or (job is not None and job.top_up),
         "amountLamports": job.amount_lamports if job is not None else None,
         "amountSol": sol_text(job.amount_lamports) if job is not None else None,
         "wallets": wallets,
         "totals": {
             "walletsPlanned": len(wallets),
             "walletsFunded": sum(1 for wallet in wallets if wallet["funded"]),
-            "sentLamports": sent,
-            "sentSol": sol_text(sent),
+            "plannedLamports": planned_total,
+            "plannedSol": sol_text(planned_total),
+            "sentLamports": sent_total,
+            "sentSol": sol_text(sent_total),
             "feeLamports": fees,
             "feeSol": sol_text(fees),
             "priorityFeeLamports": priority_fees,  # included in feeLamports
@@ -70,9 +79,43 @@ def build_result(
     }
 
 
-def completion_message(mix: MixResult, mode: str) -> str:
+def _wallet(
+    position: int,
+    public_key: str,
+    planned_lamports: int,
+    held_lamports: int | None,
+    outcome: WalletOutcome | None,
+    balance: int | None,
+) -> dict[str, Any]:
+    """One wallet of the result; `outcome` None: a top-up's wallet that lacked nothing."""
+    funded = outcome is not None and outcome.status is WalletStatus.FUNDED
+    lamports = outcome.lamports if outcome is not None else 0
+    sent = lamports if funded else 0
+    return {
+        "position": position,
+        "publicKey": public_key,
+        "lamports": lamports,  # its transfer (a top-up: what it lacked)
+        "sol": sol_text(lamports),
+        "plannedLamports": planned_lamports,
+        "plannedSol": sol_text(planned_lamports),
+        "heldLamports": held_lamports,  # a top-up: its balance when the run was planned
+        "sentLamports": sent,
+        "sentSol": sol_text(sent),
+        "status": outcome.status.value if outcome is not None else top_ups.NOT_NEEDED,
+        "funded": funded,
+        "signature": outcome.signature if outcome is not None else None,
+        "error": outcome.error if outcome is not None else None,
+        "evidence": outcome.evidence if outcome is not None else None,  # "balances"
+        "balanceLamports": balance,  # verified on chain (success; wallets sent to)
+    }
+
+
+def completion_message(mix: MixResult, mode: str, run: RunRecord | None = None) -> str:
     """'Premix complete: sent 2 SOL to 4 wallet(s) in 4 transaction(s) (standard mode), fees
-    0.00002 SOL (of which priority fees 0.000001 SOL)'."""
+    0.00002 SOL (of which priority fees 0.000001 SOL)'; for a top-up `run`, what it sent of
+    what was missing (`premix.top_up.completion_message`)."""
+    if run is not None and run.top_up is not None:
+        return top_ups.completion_message(run, mix, mode)
     message = (
         f"Premix complete: sent {format_sol(mix.sent_lamports)} to {len(mix.funded)} "
         f"wallet(s) in {mix.transactions} transaction(s) ({mode} mode), "

@@ -10,6 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 from solders.signature import Signature
 
+from premix.amounts import format_sol
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
@@ -36,6 +37,10 @@ HEADER = [
     "signature",
     "slot",
     "error",
+    "planned_sol",
+    "planned_lamports",
+    "sent_sol",
+    "sent_lamports",
 ]
 
 
@@ -120,6 +125,7 @@ async def test_result_csv_has_a_header_one_row_per_wallet_and_a_summary(
         assert int(record["amount_lamports"]) == balance
         assert record["amount_sol"] == f"{balance / SOL:.9f}".rstrip("0").rstrip(".")
         assert record["status"] == "funded" and record["error"] == ""
+        assert int(record["planned_lamports"]) == int(record["sent_lamports"]) == balance
         landed = fast_localnet.transaction_log[Signature.from_string(record["signature"])]
         assert int(record["slot"]) == landed.landed_slot
     summary = {row[0]: row[1:] for row in rows[7:]}
@@ -131,6 +137,38 @@ async def test_result_csv_has_a_header_one_row_per_wallet_and_a_summary(
     assert int(summary["fees"][1]) == loss - 2 * SOL
     assert int(summary["total cost"][1]) == loss
     assert_no_secret(user, result)
+
+
+async def test_result_csv_of_a_top_up_shows_each_wallets_planned_and_sent_amounts(
+    settings: Settings, store: Store, fast_localnet: Localnet
+) -> None:
+    user = await create_user(store, fast_localnet, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    fast_localnet.airdrop(user.buyers[0].pubkey(), plan[0])
+    fast_localnet.airdrop(user.buyers[1].pubkey(), plan[1] // 4)
+    queued = await enqueue_premix_funds("u1", 42, 2, {"topUp": True}, settings=settings)
+    assert queued.job_id is not None
+    await run_arq_worker(settings)
+    sent = [0, plan[1] - plan[1] // 4, plan[2], plan[3]]
+
+    result = premix("result", queued.job_id, "--csv", env=env_of(settings))
+
+    assert result.status == 0, result
+    rows = list(csv.reader(io.StringIO(result.stdout)))
+    assert rows[0] == HEADER
+    records = [dict(zip(HEADER, row, strict=True)) for row in rows[1:5]]
+    assert [int(r["planned_lamports"]) for r in records] == plan
+    assert [int(r["sent_lamports"]) for r in records] == sent
+    assert [int(r["amount_lamports"]) for r in records] == sent  # each one's transfer
+    assert [r["status"] for r in records] == ["not_needed", "funded", "funded", "funded"]
+    assert records[0]["signature"] == records[0]["slot"] == ""
+    assert user.buyer_balances(fast_localnet) == plan
+    summary = {row[0]: row[1:] for row in rows[7:]}
+    assert summary["planned"][:2] == ["2", str(2 * SOL)]
+    assert summary["funded"] == [format_sol(sum(sent)).removesuffix(" SOL"), str(sum(sent)),
+                                 "3 of 4 wallets"]  # fmt: skip
+    loss = user.funding_lamports - fast_localnet.balance(user.funding.pubkey())
+    assert int(summary["total cost"][1]) == loss == sum(sent) + 3 * 5_000
 
 
 async def test_result_of_a_queued_job_says_queued(settings: Settings, store: Store) -> None:

@@ -1,0 +1,210 @@
+"""Top-ups (option `topUp`, issue 14), by real arq workers on localnet, on both stores: each
+wallet receives only what it lacks of its planned amount, straight from the funding wallet; a
+top-up of wallets that hold their amounts sends nothing (no transaction, no fee) and says so;
+a re-run after a crash keeps its first plan; the result and the receipt show per wallet the
+planned amount and what was sent (readiness after top-ups: test_worker_readiness.py)."""
+
+from typing import Any
+
+import pytest
+from redis.asyncio import Redis
+
+from premix.amounts import format_sol
+from premix.constants import RUNS_COLLECTION
+from premix.ledger import Ledger, RunStatus
+from premix.localnet import Localnet
+from premix.queue import enqueue_premix_funds, get_premix_result
+from premix.settings import Settings
+from premix.store import Store
+from tests.worker.helpers import (
+    TestRpc,
+    User,
+    collect_events,
+    create_user,
+    drain,
+    expire_in_progress_marker,
+    job_result,
+    run_worker,
+)
+
+SOL = 10**9
+FEE = 5_000  # per signature: these settings pin priority_fee=0
+
+
+async def run_premix(settings: Settings, user: User, amount: object, **options: Any) -> str:
+    """Enqueue one premix of `amount` for `user` and run a worker until the queue is empty."""
+    queued = await enqueue_premix_funds(
+        user.user_id, 42, amount, options or None, settings=settings
+    )
+    assert queued.success, queued.message
+    assert queued.job_id is not None
+    await run_worker(settings)
+    return queued.job_id
+
+
+async def test_a_second_identical_top_up_sends_nothing_and_says_so(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    first = await run_premix(settings, user, 2, topUp=True)  # empty wallets: the whole plan
+    assert (await job_result(settings, first)).result["success"] is True
+    assert user.buyer_balances(net) == plan
+    funding_before = net.balance(user.funding.pubkey())
+    transactions_before = len(net.transaction_log)
+
+    queued = await enqueue_premix_funds("u1", 42, 2, {"top_up": True}, settings=settings)
+    assert queued.job_id is not None
+    events = await collect_events(redis_client, queued.job_id)
+    await run_worker(settings)
+
+    message = "Top-up of 2 SOL: all 4 wallets already hold their planned amounts; nothing was sent"
+    result = (await job_result(settings, queued.job_id)).result
+    assert (result["success"], result["message"], result["topUp"]) == (True, message, True)
+    assert net.balance(user.funding.pubkey()) == funding_before  # not even a fee
+    assert len(net.transaction_log) == transactions_before
+    assert user.buyer_balances(net) == plan
+    assert [w["plannedLamports"] for w in result["wallets"]] == plan
+    assert [w["heldLamports"] for w in result["wallets"]] == plan
+    assert {(w["sentLamports"], w["status"], w["signature"]) for w in result["wallets"]} == {
+        (0, "not_needed", None)
+    }
+    assert result["totals"]["sentLamports"] == result["totals"]["feeLamports"] == 0
+    assert result["totals"]["walletsPlanned"] == 4 and result["totals"]["transactions"] == 0
+    seen = await events.wait()
+    assert [(e.phase, e.status) for e in seen][-1] == (6, "completed")
+    descriptions = [e.description for e in seen]
+    assert (
+        "Planning a top-up of 2 SOL: all 4 wallets already hold their planned amounts"
+        in descriptions
+    )
+    assert "Nothing to send: all 4 wallets already hold their planned amounts" in descriptions
+    assert seen[-1].description == message
+    run = await Ledger(store).get(queued.job_id)
+    assert run is not None and run.status is RunStatus.COMPLETED and run.plan == []
+    assert [e.planned_lamports for e in run.top_up or []] == plan
+    receipt = await get_premix_result(queued.job_id, settings=settings)
+    assert receipt is not None
+    assert (receipt["status"], receipt["message"], receipt["topUp"]) == ("completed", message, True)
+    assert [(w["plannedLamports"], w["sentLamports"]) for w in receipt["wallets"]] == [
+        (planned, 0) for planned in plan
+    ]
+    assert {w["status"] for w in receipt["wallets"]} == {"not_needed"}
+    assert receipt["totals"]["costLamports"] == 0
+
+
+async def test_a_top_up_after_a_plain_premix_of_the_same_amount_sends_nothing(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    await run_premix(settings, user, 2, maxWallets=5)
+    funding_before = net.balance(user.funding.pubkey())
+
+    job_id = await run_premix(settings, user, 2, maxWallets=5, topUp=True)
+
+    result = (await job_result(settings, job_id)).result
+    assert result["message"] == (
+        "Top-up of 2 SOL: all 4 wallets already hold their planned amounts; nothing was sent"
+    )
+    assert net.balance(user.funding.pubkey()) == funding_before
+    assert [w["sentLamports"] for w in result["wallets"]] == [0, 0, 0, 0]
+
+
+@pytest.mark.parametrize(("mode", "transactions"), [("standard", 2), ("fast", 1)])
+async def test_a_top_up_sends_each_wallet_exactly_what_it_lacks(
+    settings: Settings, store: Store, net: Localnet, mode: str, transactions: int
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    net.airdrop(user.buyers[0].pubkey(), plan[0])  # holds its amount
+    net.airdrop(user.buyers[1].pubkey(), plan[1] // 3)  # holds a third
+    net.airdrop(user.buyers[2].pubkey(), plan[2] + 7)  # holds more
+    held = user.buyer_balances(net)  # wallet 3 holds nothing
+    missing = [max(0, p - h) for p, h in zip(plan, held, strict=True)]
+    assert missing == [0, plan[1] - plan[1] // 3, 0, plan[3]]
+
+    job_id = await run_premix(settings, user, 2, topUp=True, mode=mode)
+
+    result = (await job_result(settings, job_id)).result
+    assert result["success"] is True, result["message"]
+    assert user.buyer_balances(net) == [plan[0], plan[1], plan[2] + 7, plan[3]]
+    spent = user.funding_lamports - net.balance(user.funding.pubkey())
+    assert spent == sum(missing) + transactions * FEE
+    assert result["message"] == (
+        f"Top-up of 2 SOL complete: sent {format_sol(sum(missing))} to 2 of 4 wallet(s) in "
+        f"{transactions} transaction(s) ({mode} mode), fees {format_sol(transactions * FEE)}; "
+        "2 wallet(s) already held their planned amounts"
+    )
+    rows = [
+        (w["position"], w["plannedLamports"], w["heldLamports"], w["sentLamports"], w["status"])
+        for w in result["wallets"]
+    ]
+    assert rows == [
+        (0, plan[0], held[0], 0, "not_needed"),
+        (1, plan[1], held[1], missing[1], "funded"),
+        (2, plan[2], held[2], 0, "not_needed"),
+        (3, plan[3], 0, plan[3], "funded"),
+    ]
+    assert [w["balanceLamports"] for w in result["wallets"]] == [None, plan[1], None, plan[3]]
+    run = await Ledger(store).get(job_id)
+    assert run is not None
+    assert [(e.recipient, e.lamports) for e in run.plan] == [
+        (str(user.buyers[1].pubkey()), missing[1]),
+        (str(user.buyers[3].pubkey()), missing[3]),
+    ]
+    assert run.totals.sent_lamports == sum(missing)
+    receipt = await get_premix_result(job_id, settings=settings)
+    assert receipt is not None
+    assert [(w["plannedLamports"], w["sentLamports"]) for w in receipt["wallets"]] == [
+        (p, m) for p, m in zip(plan, missing, strict=True)
+    ]
+    assert receipt["totals"]["costLamports"] == spent
+    assert receipt["totals"]["plannedLamports"] == 2 * SOL
+
+
+async def test_a_top_up_refills_a_wallet_spent_since_its_premix(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    await run_premix(settings, user, 2)
+    drain(net, user.buyers[2], keep_lamports=plan[2] // 4)  # the user bought with it
+    funding_before = net.balance(user.funding.pubkey())
+
+    job_id = await run_premix(settings, user, 2, topUp=True)
+
+    assert (await job_result(settings, job_id)).result["success"] is True
+    assert user.buyer_balances(net) == plan
+    assert funding_before - net.balance(user.funding.pubkey()) == plan[2] - plan[2] // 4 + FEE
+
+
+async def test_a_top_up_killed_after_its_first_send_keeps_its_first_plan_on_try_2(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    net.airdrop(user.buyers[0].pubkey(), plan[0] // 2)
+    net.airdrop(user.buyers[2].pubkey(), plan[2] // 2)
+    held = user.buyer_balances(net)
+    missing = [p - h for p, h in zip(plan, held, strict=True)]
+    queued = await enqueue_premix_funds("u1", 42, 2, {"topUp": True}, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=1)) is False
+    net.advance(5)  # the first transfer landed: wallet 0 now holds its planned amount
+    assert net.balance(user.buyers[0].pubkey()) == plan[0]
+    first_plan = (await Ledger(store).require(job_id)).plan
+
+    await expire_in_progress_marker(redis_client, job_id)
+    await run_worker(settings, rpc=TestRpc(net.url))
+
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2), info.result["message"]
+    assert user.buyer_balances(net) == plan  # wallet 0 was not topped up a second time
+    spent = user.funding_lamports - net.balance(user.funding.pubkey())
+    assert spent == sum(missing) + 4 * FEE
+    run = await Ledger(store).require(job_id)
+    assert run.plan == first_plan and [e.lamports for e in run.plan] == missing
+    assert [e.held_lamports for e in run.top_up or []] == held
+    assert [w["sentLamports"] for w in info.result["wallets"]] == missing
+    assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
