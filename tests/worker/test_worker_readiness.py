@@ -12,19 +12,22 @@ from premix.queue import enqueue_premix_funds, get_premix_result
 from premix.readiness import NEVER_FUNDED, wallet_readiness
 from premix.settings import Settings
 from premix.store import Store
-from tests.worker.helpers import User, create_user, drain, run_worker
+from tests.worker.helpers import User, create_user, drain, job_result, run_worker
 
 SOL = 10**9
 
 
-async def premix(settings: Settings, user: User, amount_sol: float) -> tuple[str, list[int]]:
+async def premix(
+    settings: Settings, user: User, amount_sol: float, *, top_up: bool = False
+) -> tuple[str, list[int]]:
     """Run one premix of `amount_sol` to the end; its job id and per-wallet planned lamports."""
-    queued = await enqueue_premix_funds(user.user_id, 42, amount_sol, settings=settings)
+    options = {"topUp": True} if top_up else None
+    queued = await enqueue_premix_funds(user.user_id, 42, amount_sol, options, settings=settings)
     assert queued.job_id is not None
     await run_worker(settings)
     receipt = await get_premix_result(queued.job_id, settings=settings)
     assert receipt is not None and receipt["status"] == "completed"
-    return queued.job_id, [w["lamports"] for w in receipt["wallets"]]
+    return queued.job_id, [w["plannedLamports"] for w in receipt["wallets"]]
 
 
 async def test_every_wallet_funded_by_a_premix_is_ready_and_its_balance_is_the_chains(
@@ -107,6 +110,41 @@ async def test_the_later_of_two_premixes_is_the_last(
     assert [w["balanceLamports"] for w in report["wallets"]] == user.buyer_balances(net)
     assert report["totals"]["balanceLamports"] == 3 * SOL
     assert report["totals"]["ready"] == 4
+
+
+async def test_readiness_after_a_top_up_is_ready_for_every_wallet(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    first = (await premix(settings, user, 1))[0]  # wallets 0 and 1
+    drain(net, user.buyers[0], keep_lamports=SOL // 100)
+    plan = user.plan(2 * SOL)
+    top_up, _ = await premix(settings, user, 2, top_up=True)  # wallet 1 already holds enough
+
+    report = await wallet_readiness("u1", settings=settings)
+
+    wallets = report["wallets"]
+    assert [w["balanceLamports"] for w in wallets] == user.buyer_balances(net) == plan
+    assert [w["plannedLamports"] for w in wallets] == plan  # its target, not its transfer
+    assert all(w["ready"] and w["reason"] is None for w in wallets)
+    assert report["totals"]["ready"] == 4 and report["totals"]["plannedLamports"] == 2 * SOL
+    # the last premix that credited each wallet: the top-up sent wallet 1 nothing
+    assert [w["lastPremix"]["jobId"] for w in wallets] == [top_up, first, top_up, top_up]
+
+    # a top-up that sends nothing sets the target of its wallets, and credits none of them
+    smaller, _ = await premix(settings, user, 1, top_up=True)
+    assert (await job_result(settings, smaller)).result["totals"]["sentLamports"] == 0
+    drain(net, user.buyers[1], keep_lamports=SOL // 10)
+
+    report = await wallet_readiness("u1", settings=settings)
+
+    wallets = report["wallets"]
+    assert [w["plannedLamports"] for w in wallets] == user.plan(SOL) + plan[2:]
+    assert [w["ready"] for w in wallets] == [True, False, True, True]
+    assert wallets[1]["reason"] == (
+        f"holds 0.1 SOL, below the 0.5 SOL top-up {smaller} planned for it"
+    )
+    assert [w["lastPremix"]["jobId"] for w in wallets] == [top_up, first, top_up, top_up]
 
 
 async def test_a_user_with_no_buyer_wallets_raises_no_buyer_wallets(
