@@ -314,6 +314,7 @@ class JobExecution:
             mode=self.job.mode,
             transactions=mix.transactions,
             fee_lamports=mix.fee_lamports,
+            top_up=message if payout.record.top_up is not None else None,
         )
         self.log.info(
             "job_completed",

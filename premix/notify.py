@@ -29,8 +29,12 @@ def completion_message(
     mode: str,
     transactions: int,
     fee_lamports: int,
+    top_up: str | None = None,
 ) -> str:
-    """Return the completion message: SOL sent, wallets funded, mode, transactions and fees."""
+    """Return the completion message: SOL sent, wallets funded, mode, transactions and fees;
+    for a top-up, `top_up` says what it sent of what was missing (maybe nothing)."""
+    if top_up is not None:
+        return f"✅ Top-up complete\n{top_up}.\nJob {job_id}"
     return (
         "✅ Premix complete\n"
         f"Sent {format_sol(amount_lamports)} to {wallets_funded} buyer wallet(s) "
@@ -133,6 +137,7 @@ class Notifier:
         mode: str,
         transactions: int,
         fee_lamports: int,
+        top_up: str | None = None,
     ) -> bool:
         """Send the completion message (see `completion_message`)."""
         return await self.send(
@@ -144,6 +149,7 @@ class Notifier:
                 mode=mode,
                 transactions=transactions,
                 fee_lamports=fee_lamports,
+                top_up=top_up,
             ),
         )
 

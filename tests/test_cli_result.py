@@ -169,6 +169,10 @@ async def test_result_csv_of_a_top_up_shows_each_wallets_planned_and_sent_amount
                                  "3 of 4 wallets"]  # fmt: skip
     loss = user.funding_lamports - fast_localnet.balance(user.funding.pubkey())
     assert int(summary["total cost"][1]) == loss == sum(sent) + 3 * 5_000
+    text = premix("result", queued.job_id, env=env_of(settings))
+    assert text.status == 0, text
+    assert "planned SOL" in text.stdout and "sent SOL" in text.stdout
+    assert "not_needed" in text.stdout
 
 
 async def test_result_of_a_queued_job_says_queued(settings: Settings, store: Store) -> None:

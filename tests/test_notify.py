@@ -218,3 +218,17 @@ def test_failure_message_never_says_nothing_was_sent_while_transfers_may_still_l
         "• Wallet2: 0.2 SOL\n• Wallet3: 0.3 SOL\n"
         "Job premix-u1-4"
     )
+
+
+def test_a_top_up_completion_message_says_what_it_sent_of_what_was_missing() -> None:
+    said = "Top-up of 2 SOL: all 4 wallets already hold their planned amounts; nothing was sent"
+    text = completion_message(
+        job_id="j",
+        amount_lamports=0,
+        wallets_funded=0,
+        mode="standard",
+        transactions=0,
+        fee_lamports=0,
+        top_up=said,
+    )
+    assert text == f"✅ Top-up complete\n{said}.\nJob j"

@@ -60,13 +60,17 @@ def print_receipt(receipt: dict[str, Any]) -> None:
     totals = receipt["totals"]
     if not receipt["wallets"]:
         return
+    top_up = bool(receipt.get("topUp"))  # a top-up: each wallet's planned and sent amounts
+    amounts = ("planned SOL", "sent SOL") if top_up else ("SOL",)
     table = Table()
-    for name in ("#", "address", "SOL", "status", "signature", "slot"):
-        table.add_column(name, justify="right" if name in ("#", "SOL", "slot") else "left")
+    for name in ("#", "address", *amounts, "status", "signature", "slot"):
+        right = name in ("#", "slot") or name.endswith("SOL")
+        table.add_column(name, justify="right" if right else "left")
     for w in receipt["wallets"]:
         slot = "" if w["slot"] is None else str(w["slot"])
+        sol = (w["plannedSol"], w["sentSol"]) if top_up else (w["sol"],)
         table.add_row(
-            str(w["position"]), w["publicKey"], w["sol"], w["status"], w["signature"] or "", slot
+            str(w["position"]), w["publicKey"], *sol, w["status"], w["signature"] or "", slot
         )
     stdout_console().print(table)
     click.echo(
