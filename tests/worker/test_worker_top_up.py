@@ -1,18 +1,24 @@
 """Top-ups (option `topUp`, issue 14), by real arq workers on localnet, on both stores: each
 wallet receives only what it lacks of its planned amount, straight from the funding wallet; a
 top-up of wallets that hold their amounts sends nothing (no transaction, no fee) and says so;
-a re-run after a crash keeps its first plan; the result and the receipt show per wallet the
+a re-run after a crash keeps its first plan; a top-up plans only once the user's earlier runs
+can no longer land anything (what they sent is not sent again); the funding wallet needs only
+what is missing; the result and the receipt show per wallet the
 planned amount and what was sent (readiness after top-ups: test_worker_readiness.py)."""
 
+import asyncio
+import base64
 from typing import Any
 
 import pytest
 from redis.asyncio import Redis
+from solders.transaction import VersionedTransaction
 
 from premix.amounts import format_sol
 from premix.constants import RUNS_COLLECTION
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
+from premix.progress import latest_progress
 from premix.queue import enqueue_premix_funds, get_premix_result
 from premix.settings import Settings
 from premix.store import Store
@@ -24,7 +30,12 @@ from tests.worker.helpers import (
     drain,
     expire_in_progress_marker,
     job_result,
+    make_settings,
+    open_store,
     run_worker,
+)
+from tests.worker.test_worker_earlier_runs import (
+    an_earlier_premix_that_failed_with_a_transfer_in_flight,
 )
 
 SOL = 10**9
@@ -208,3 +219,67 @@ async def test_a_top_up_killed_after_its_first_send_keeps_its_first_plan_on_try_
     assert [e.held_lamports for e in run.top_up or []] == held
     assert [w["sentLamports"] for w in info.result["wallets"]] == missing
     assert await store.collection(RUNS_COLLECTION).count_documents({}) == 1
+
+
+async def test_a_top_up_needs_only_what_is_missing_and_says_both_figures(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    buffer = SOL // 100
+    plan = [SOL // 2] * 4  # 2 SOL over 4 wallets
+    user = await create_user(store, net, "u1", buyers=4, funding_lamports=plan[3] + FEE + buffer)
+    assert user.plan(2 * SOL) == plan
+    for buyer, lamports in zip(user.buyers[:3], plan, strict=False):
+        net.airdrop(buyer.pubkey(), lamports)
+    queued = await enqueue_premix_funds("u1", 42, 2, {"topUp": True}, settings=settings)
+    assert queued.job_id is not None
+    events = await collect_events(redis_client, queued.job_id)
+    await run_worker(settings)
+
+    result = (await job_result(settings, queued.job_id)).result
+    assert result["success"] is True, result["message"]
+    assert user.buyer_balances(net) == plan
+    assert net.balance(user.funding.pubkey()) == buffer  # 2 SOL asked; 0.5 SOL needed
+    descriptions = [(e.phase, e.description) for e in await events.wait()]
+    assert (3, "Planning a top-up of 2 SOL") in descriptions
+    assert (3, "Planning a top-up of 2 SOL: 0.5 SOL missing across 1 of 4 wallets") in descriptions
+    assert (
+        4,
+        "Checking the funding wallet holds the 0.5 SOL missing (top-up of 2 SOL) plus fees",
+    ) in descriptions
+
+
+async def test_a_top_up_plans_only_once_an_earlier_runs_transfer_in_flight_has_landed(
+    redis_url: str, redis_client: Redis, net: Localnet
+) -> None:
+    settings = make_settings(redis_url, net.url, job_max_tries=1)
+    async with open_store(settings) as store:
+        user = await create_user(store, net, "u1", buyers=2)
+        _, wire = await an_earlier_premix_that_failed_with_a_transfer_in_flight(
+            settings, store, redis_client, net
+        )
+        plan = user.plan(SOL)
+        queued = await enqueue_premix_funds("u1", 42, 1, {"topUp": True}, settings=settings)
+        later = queued.job_id
+        assert later is not None
+        worker = asyncio.create_task(run_worker(settings, rpc=TestRpc(net.url)))
+
+        waited = None
+        async with asyncio.timeout(15):
+            while waited is None and not worker.done():
+                event = await latest_progress(redis_client, later)
+                if event is not None and "earlier premix" in event.description:
+                    waited = event
+                await asyncio.sleep(0.02)
+        assert waited is not None, "the top-up did not wait for the earlier run's transfer"
+        assert waited.phase == 3  # before it read any balance to plan from
+        assert user.buyer_balances(net) == [0, 0]
+        transaction = VersionedTransaction.from_bytes(base64.b64decode(wire))
+        net.chain.send_transaction(transaction, skip_preflight=True)  # the earlier copy lands
+        assert await asyncio.wait_for(worker, 30)
+
+        result = (await job_result(settings, later)).result
+        assert result["message"] == (
+            "Top-up of 1 SOL: all 2 wallets already hold their planned amounts; nothing was sent"
+        )
+        assert user.buyer_balances(net) == plan  # paid once, by the earlier premix
+        assert net.balance(user.funding.pubkey()) == user.funding_lamports - SOL - FEE
