@@ -34,6 +34,7 @@ from tests.worker.helpers import (
     open_store,
     run_worker,
 )
+from tests.worker.test_worker_crash import DiesWhenNotifying, RecordingNotifier
 from tests.worker.test_worker_earlier_runs import (
     an_earlier_premix_that_failed_with_a_transfer_in_flight,
 )
@@ -283,3 +284,37 @@ async def test_a_top_up_plans_only_once_an_earlier_runs_transfer_in_flight_has_l
         )
         assert user.buyer_balances(net) == plan  # paid once, by the earlier premix
         assert net.balance(user.funding.pubkey()) == user.funding_lamports - SOL - FEE
+
+
+@pytest.mark.parametrize("held", ["all", "some"])
+async def test_redelivery_of_a_completed_top_up_sends_nothing_and_reports_the_same(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet, held: str
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    plan = user.plan(2 * SOL)
+    for buyer, lamports in zip(user.buyers, plan if held == "all" else plan[:2], strict=False):
+        net.airdrop(buyer.pubkey(), lamports)
+    queued = await enqueue_premix_funds("u1", 42, 2, {"topUp": True}, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    assert await run_worker(settings, notifier=DiesWhenNotifying(settings)) is False
+    run = await Ledger(store).require(job_id)
+    assert run.status is RunStatus.COMPLETED
+    funding_after = net.balance(user.funding.pubkey())
+    sends_before = net.stats.calls["sendTransaction"]
+
+    await expire_in_progress_marker(redis_client, job_id)
+    notifier = RecordingNotifier(settings)
+    await run_worker(settings, notifier=notifier)
+
+    assert net.stats.calls["sendTransaction"] == sends_before
+    assert net.balance(user.funding.pubkey()) == funding_after
+    assert user.buyer_balances(net) == plan
+    info = await job_result(settings, job_id)
+    assert (info.result["success"], info.job_try) == (True, 2)
+    sent = [0, 0, 0, 0] if held == "all" else [0, 0, plan[2], plan[3]]
+    assert [w["sentLamports"] for w in info.result["wallets"]] == sent
+    assert [w["plannedLamports"] for w in info.result["wallets"]] == plan
+    assert info.result["message"].startswith("Top-up of 2 SOL")
+    assert [n["top_up"] for n in notifier.completed] == [info.result["message"]]
+    assert await Ledger(store).require(job_id) == run  # nothing written again
