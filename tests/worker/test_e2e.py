@@ -142,6 +142,8 @@ async def test_bot_enqueues_standard_and_fast_premixes_and_a_worker_funds_them_e
         assert result["totals"] == {
             "walletsPlanned": len(plan),
             "walletsFunded": len(plan),
+            "plannedLamports": amount,
+            "plannedSol": format_sol(amount)[:-4],
             "sentLamports": amount,
             "sentSol": format_sol(amount)[:-4],
             "feeLamports": FEE * transactions,
