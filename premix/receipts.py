@@ -21,6 +21,7 @@ from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
 from premix.mixer.result import MixResult, WalletStatus
 from premix.runs import AttemptState, RunRecord, RunStatus
+from premix.top_up import completion_message as top_up_completion_message
 from premix.top_up import top_up_wallets
 
 
@@ -61,7 +62,7 @@ def receipt_from_run(
         ]
     completed = run.status is RunStatus.COMPLETED
     stored_message = _stored_message(stored)
-    message = stored_message or _run_message(run)
+    message = stored_message or _run_message(run, mix)
     return {
         "success": completed,
         "message": message,
@@ -263,7 +264,9 @@ def _stored_message(stored: JobResult | None) -> str | None:
     return message if isinstance(message, str) and message else None
 
 
-def _run_message(run: RunRecord) -> str:
+def _run_message(run: RunRecord, mix: MixResult) -> str:
+    if run.status is RunStatus.COMPLETED and run.top_up is not None:
+        return top_up_completion_message(run, mix, run.mode)
     if run.status is RunStatus.COMPLETED:
         return "Premix complete"
     if run.status is RunStatus.FAILED:

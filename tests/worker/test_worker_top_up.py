@@ -11,6 +11,7 @@ import base64
 from typing import Any
 
 import pytest
+from arq.constants import result_key_prefix
 from redis.asyncio import Redis
 from solders.transaction import VersionedTransaction
 
@@ -103,6 +104,9 @@ async def test_a_second_identical_top_up_sends_nothing_and_says_so(
     ]
     assert {w["status"] for w in receipt["wallets"]} == {"not_needed"}
     assert receipt["totals"]["costLamports"] == 0
+    await redis_client.delete(result_key_prefix + queued.job_id)  # arq's result expired
+    receipt = await get_premix_result(queued.job_id, settings=settings)
+    assert receipt is not None and receipt["message"] == message  # said by the ledger run
 
 
 async def test_a_top_up_after_a_plain_premix_of_the_same_amount_sends_nothing(
