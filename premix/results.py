@@ -31,7 +31,9 @@ def build_result(
     lacked, and a wallet that lacked nothing as status `not_needed` with nothing sent.
     """
     outcomes = list(mix.wallets) if mix is not None else []
-    verified = dict(zip((o.public_key for o in outcomes), balances or (), strict=False))
+    verified: dict[str, int] = {}  # plan order, as `Payout.verify` returns them
+    if balances is not None:
+        verified = dict(zip((o.public_key for o in outcomes), balances, strict=True))
     rows: list[tuple[int, str, int, int | None, WalletOutcome | None]]
     if top_up is not None:
         rows = []
