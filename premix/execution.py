@@ -77,6 +77,8 @@ class JobExecution:
         self.notifier: Notifier = ctx["notifier"]
         self.job_id = job_id
         self.job = job
+        # The ledger run: the job's own id, or the run a `retry_premix` job continues.
+        self.run_id = job.run_id or job_id
         self.job_try: int = ctx.get("job_try", 1)
         self.guard = TryGuard(job_id, self.job_try)
         self.progress = ProgressEmitter(self.redis, self.settings, job_id, job, guard=self.guard)
@@ -142,12 +144,7 @@ class JobExecution:
 
     async def _phases(self) -> dict[str, Any]:
         # Phase 1: job accepted; the ledger run is opened, or resumed by a re-run.
-        run = await self.ledger.open_run(
-            self.job_id,
-            user_id=self.job.user_id,
-            mode=self.job.mode,
-            amount_lamports=self.job.amount_lamports,
-        )
+        run = await self._open_run()
         self.run_opened = True
         resumed = self.job_try > 1 or run.status is not RunStatus.OPENED
         await self.progress.started(
@@ -176,7 +173,7 @@ class JobExecution:
             accounts = await self.rpc.accounts([Pubkey.from_string(r) for r in recipients])
             check_recipient_accounts(recipients, accounts)
             run = await self.ledger.record_plan(
-                self.job_id,
+                self.run_id,
                 recipients,
                 amounts,
                 balances_before=[0 if a is None else a.lamports for a in accounts],
@@ -195,6 +192,22 @@ class JobExecution:
         )
         await payout.pay(funding, on_progress=self._mixer_progress)
         return await self._complete(payout)
+
+    async def _open_run(self) -> RunRecord:
+        """Open the job's run (a re-run gets the stored one); a retry job's run must exist,
+        belong to the job's user and name the job among its retries."""
+        if self.run_id == self.job_id:
+            return await self.ledger.open_run(
+                self.run_id,
+                user_id=self.job.user_id,
+                mode=self.job.mode,
+                amount_lamports=self.job.amount_lamports,
+                request=self.job.to_wire(),
+            )
+        run = await self.ledger.get(self.run_id)
+        if run is None or run.user_id != self.job.user_id or self.job_id not in run.retry_jobs:
+            raise PremixError(f"premix {self.run_id}, which this job retries, cannot be continued")
+        return run
 
     # --- phases 2 and 3 ---
 
@@ -256,7 +269,7 @@ class JobExecution:
         await settle_earlier_runs(
             self.ledger,
             user_id=self.job.user_id,
-            run_id=self.job_id,
+            run_id=self.run_id,
             rpc=self.rpc,
             settings=self.settings,
             on_wait=waiting,
@@ -335,7 +348,7 @@ class JobExecution:
     async def _give_up(self) -> dict[str, Any]:
         """End a job delivered once more than `job_max_tries` allows (its earlier executions
         died or were stopped): report what its run sent and fail it, sending nothing."""
-        run = await self.ledger.get(self.job_id)
+        run = await self.ledger.get(self.run_id)
         self.run_opened = run is not None
         if run is not None and run.open_attempts():
             try:
@@ -461,14 +474,14 @@ class JobExecution:
     async def _ledger_run(self) -> RunRecord | None:
         """The run as the ledger stands, or None when it is missing or unreadable."""
         try:
-            return await self.ledger.get(self.job_id)
+            return await self.ledger.get(self.run_id)
         except (PyMongoError, PremixError, OSError) as e:
             self.log.warning("ledger_unreadable", error=type(e).__name__)
             return None
 
     async def _finish_run_failed(self, message: str) -> None:
         try:
-            await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
+            await self.ledger.finish(self.run_id, RunStatus.FAILED, error=message)
         except (LedgerError, PremixError, PyMongoError, OSError) as e:
             self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
 

@@ -28,6 +28,7 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 USER_ID_RULE = "must be 1 to 128 letters, digits or _.:@- characters"  # USER_ID_PATTERN in words
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 _FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,23}")  # how an unknown key may be echoed
+JOB_ID_PATTERN = r"^premix-[A-Za-z0-9_.:@-]{1,128}-[0-9]{1,16}$"  # `premix.queue.new_job_id`
 _CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
 
@@ -71,6 +72,7 @@ UserId = Annotated[str, BeforeValidator(_check_user_id)]
 ChatId = Annotated[int, BeforeValidator(_check_chat_id)]
 WalletCount = Annotated[int | None, BeforeValidator(_check_wallet_count)]
 SocketUserId = Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
+RunId = Annotated[str | None, Field(pattern=JOB_ID_PATTERN, strict=True)]
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
@@ -102,6 +104,8 @@ class PremixFundsJob(BaseModel):
     max_wallets: WalletCount = None
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
+    # Set only by `retry_premix`: the ledger run this job continues (default: its own job id).
+    run_id: RunId = None
 
     @property
     def amount_lamports(self) -> int:
@@ -140,7 +144,8 @@ class PremixFundsJob(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """Return the JSON-safe camelCase payload put on the queue."""
-        return self.model_dump(mode="json", by_alias=True)
+        exclude = {"run_id"} if self.run_id is None else None  # only retries carry `runId`
+        return self.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 
 @dataclass(frozen=True, slots=True)
