@@ -4,6 +4,7 @@ exactly once, the funding wallet debited exactly the amount plus the fees of the
 that landed); refused for an unknown or completed premix and while the user is busy; on both
 stores."""
 
+import pytest
 from redis.asyncio import Redis
 
 from premix.ledger import Ledger, RunStatus
@@ -208,3 +209,46 @@ async def test_a_job_naming_a_run_that_did_not_queue_it_sends_nothing(
     )
     assert user.buyer_balances(net) == [0, 0, 0]
     assert net.balance(user.funding.pubkey()) == user.funding_lamports + 2 * SOL
+
+
+@pytest.mark.parametrize(("mode", "sol"), [("standard", 4), ("fast", 40)])
+async def test_a_retry_on_a_hostile_node_still_pays_each_wallet_once(
+    settings: Settings, store: Store, net: Localnet, redis_client: Redis, mode: str, sol: int
+) -> None:
+    stopping = settings.model_copy(update={"job_max_tries": 1})
+    user = await create_user(store, net, "u1", buyers=73)  # 40 SOL, fast: 3 transactions
+    queued = await enqueue_premix_funds("u1", 42, sol, {"mode": mode}, settings=stopping)
+    assert queued.job_id is not None
+
+    def drop_every_send_after_the_first(method: str, count: int) -> None:
+        if (method, count) == ("send", 1):
+            net.faults.inject("drop_send")
+
+    # the first transaction lands; the rest are signed and lost in flight; the worker dies and
+    # the next delivery gives up: a failed run with attempts that may still land
+    dying = TestRpc(net.url, kill_on="send", kill_at=2, on_call=drop_every_send_after_the_first)
+    assert await run_worker(stopping, rpc=dying) is False
+    await expire_in_progress_marker(redis_client, queued.job_id)
+    await run_worker(stopping)
+    failed = await Ledger(store).require(queued.job_id)
+    assert failed.status is RunStatus.FAILED and failed.open_attempts()
+    assert 0 < len(failed.funded_positions()) < len(failed.plan)
+    net.faults.clear()
+    retried = await retry_premix(queued.job_id, settings=settings)
+    assert retried.job_id is not None, retried.message
+    rules = [
+        net.faults.inject("drop_send", probability=0.3),
+        net.faults.inject("lose_response", method="sendTransaction", probability=0.3),
+        net.faults.inject("stale_read", probability=0.3, slots=3),
+        net.faults.inject("no_history", probability=0.5),
+        net.faults.inject("http_5xx", probability=0.05, status=503),
+    ]
+
+    await run_worker(settings.model_copy(update={"job_max_tries": 20}))
+
+    assert sum(rule.fired for rule in rules) > 0
+    assert (await job_result(settings, retried.job_id)).result["success"] is True
+    run = await Ledger(store).require(queued.job_id)
+    await assert_paid_exactly_once(
+        store, net, user, queued.job_id, sol * SOL, run.totals.transactions
+    )
