@@ -836,6 +836,15 @@ def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet() 
     assert report["totals"]["transactions"] == 3
     assert report["totals"]["feeLamports"] == 3 * (5_000 + 9)  # auto: 10,000 x 900 units
     assert report["message"].startswith("Premix complete")
+    # what `premix wallets status` says after the run: the 3 funded are ready, 70 never funded
+    assert report["readiness"] == {
+        "wallets": 73,
+        "ready": 3,
+        "balanceLamports": 1_200_000_000,
+        "balanceSol": "1.2",
+        "plannedLamports": 1_200_000_000,
+        "plannedSol": "1.2",
+    }
 
 
 def test_demo_prints_the_plan_the_progress_and_the_wallet_table() -> None:
@@ -848,6 +857,10 @@ def test_demo_prints_the_plan_the_progress_and_the_wallet_table() -> None:
     assert "[6/6] Premix Complete" in out and "100%" in out
     assert "Sent 1 SOL to 2 of 2 wallet(s) in 1 transaction(s); fees 0.000005012 SOL" in out
     assert out.count("│ funded │") == 2
+    assert (
+        "Readiness (premix wallets status): 2 of 73 buyer wallets ready, holding 1 SOL of the "
+        "1 SOL planned; 71 never funded by a premix"
+    ) in out
 
 
 def test_demo_refuses_an_amount_the_wallets_cannot_hold_before_starting() -> None:

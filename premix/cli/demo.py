@@ -1,6 +1,7 @@
 """`premix demo`: the whole pipeline in one process (`premix.demo`), rendered live."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import click
 from rich.console import Console
@@ -25,6 +26,7 @@ from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import format_plan
 from premix.jobs import Mode
 from premix.progress import ProgressEvent
+from premix.readiness import NEVER_FUNDED
 from premix.settings import Settings, display_url
 
 
@@ -149,7 +151,22 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
         f"(enqueue to the final event)."
     )
     console.print(f"Job {report.job_id}: {report.message}")
+    if report.readiness is not None:
+        console.print(readiness_line(report.readiness))
     return report
+
+
+def readiness_line(readiness: dict[str, Any]) -> str:
+    """'Readiness (premix wallets status): 5 of 73 buyer wallets ready, holding 1 SOL of the 1 SOL
+    planned; 68 never funded by a premix'."""
+    totals = readiness["totals"]
+    never = sum(1 for wallet in readiness["wallets"] if wallet["reason"] == NEVER_FUNDED)
+    line = (
+        f"Readiness (premix wallets status): {totals['ready']} of {totals['wallets']} buyer "
+        f"wallets ready, holding {totals['balanceSol']} SOL of the {totals['plannedSol']} SOL "
+        "planned"
+    )
+    return f"{line}; {never} {NEVER_FUNDED}" if never else line
 
 
 def demo_table(report: DemoReport, width: int) -> Table:
