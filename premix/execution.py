@@ -21,7 +21,6 @@ import asyncio
 import time
 from typing import Any, Final, NoReturn
 
-from arq.constants import job_key_prefix
 from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -63,7 +62,6 @@ from premix.user_lock import HeldUserLock, user_lock_holder
 log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
-STEP_ASIDE_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
 class JobExecution:
@@ -454,14 +452,7 @@ class JobExecution:
         arq's `RetryJob`, for which arq stores no result and moves no queue entry (a `Retry`
         would re-create an entry that arq later fails as "job expired")."""
         self.log.warning("job_superseded", phase=int(self.phase))
-        deadline = self.started + self._deadline_seconds()
-        while time.monotonic() < deadline:
-            try:
-                if not await self.redis.exists(job_key_prefix + self.job_id):
-                    break  # the job ended: arq deleted its record
-            except (RedisError, OSError):
-                pass
-            await asyncio.sleep(STEP_ASIDE_POLL_SECONDS)
+        await self.guard.wait_for_job_end(self.redis, until=self.started + self._deadline_seconds())
         raise RetryJob()
 
     async def _ledger_report(self) -> MixResult | None:
