@@ -92,7 +92,9 @@ class ProgressEvent(BaseModel):
     """One progress event. JSON keys are camelCase (`jobId`, `totalPhases`, `socketUserId`).
 
     `sequence` increases by one per event of a job (also across retries of the job), so a
-    reader can order events and drop ones it has already seen.
+    reader can order events and drop ones it has already seen. `percent` never decreases over
+    a job's events, across retries too. `started_at` is when the job began: the timestamp of
+    its first try's first event, the same on every event of the job.
     """
 
     model_config = ConfigDict(
@@ -113,6 +115,7 @@ class ProgressEvent(BaseModel):
     timestamp: datetime
     sequence: int = Field(default=0, ge=0)
     details: dict[str, JsonValue] | None = None
+    started_at: datetime | None = None  # None only on events stored by an earlier premix
 
     @property
     def is_terminal(self) -> bool:
@@ -174,14 +177,16 @@ class ProgressEmitter:
         self._ttl_seconds = settings.progress_ttl_seconds
         self._job_id = job_id
         self._job = job
-        self._sequence: int | None = None
+        self._sequence: int | None = None  # None until the job's previous event was read
+        self._started_at: datetime | None = None
         self._last_phase = Phase.JOB_STARTED
-        self._last_percent = 0
+        self._last_percent = 0  # also the floor of the next event's percent
         self._log = log.bind(job_id=job_id, user_id=job.user_id)
 
     @property
     def last_percent(self) -> int:
-        """The percentage of the most recent event (0 before the first)."""
+        """The percentage of the most recent event (this try's, or the job's previous try's
+        once the first event went out; 0 before)."""
         return self._last_percent
 
     async def started(
@@ -201,8 +206,14 @@ class ProgressEmitter:
         percent: int | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> ProgressEvent:
-        """Emit an event for `phase` (percent defaults to the phase's own) and return it."""
+        """Emit an event for `phase` and return it. Its percent is `percent` (default: the
+        phase's own), raised to the job's previous event's: the percent never goes back."""
         phase = Phase(phase)
+        sequence = await self._next_sequence()
+        wanted = phase.percent if percent is None else percent
+        timestamp = _utc_now()
+        if self._started_at is None:
+            self._started_at = timestamp  # the job's first event: the job begins now
         event = ProgressEvent(
             job_id=self._job_id,
             user_id=self._job.user_id,
@@ -211,11 +222,12 @@ class ProgressEmitter:
             phase=phase,
             title=phase.title,
             description=redact_text(description),
-            percent=phase.percent if percent is None else percent,
+            percent=max(wanted, self._last_percent),
             status=ProgressStatus(status),
-            timestamp=_utc_now(),
-            sequence=await self._next_sequence(),
+            timestamp=timestamp,
+            sequence=sequence,
             details=redact_value(dict(details)) if details else None,
+            started_at=self._started_at,
         )
         await self._publish(event)
         self._last_phase, self._last_percent = phase, event.percent
@@ -264,9 +276,14 @@ class ProgressEmitter:
 
     async def _next_sequence(self) -> int:
         if self._sequence is None:
-            # A job's next try continues the numbering of the previous one.
+            # A job's next try continues the previous one: its numbering, its percent (the
+            # floor) and when the job began (an event stored without it lends its timestamp).
             previous = await self._latest_or_none()
-            self._sequence = previous.sequence if previous is not None else 0
+            self._sequence = 0
+            if previous is not None:
+                self._sequence = previous.sequence
+                self._last_percent = max(self._last_percent, previous.percent)
+                self._started_at = previous.started_at or previous.timestamp
         self._sequence += 1
         return self._sequence
 

@@ -95,6 +95,7 @@ async def test_each_event_is_published_on_both_channels_and_stored_with_ttl(
         "timestamp": wire["timestamp"],
         "sequence": 1,
         "details": None,
+        "startedAt": wire["timestamp"],  # the job's first event: the job began now
     }
     assert wire["timestamp"].endswith("Z")
     assert ProgressEvent.model_validate(wire) == event
@@ -196,6 +197,64 @@ async def test_a_retried_job_continues_the_event_sequence(
     retry = ProgressEmitter(redis_client, settings, JOB_ID, job)
     event = await retry.started("Resuming")
     assert event.sequence == 3
+
+
+async def test_percent_never_decreases_within_a_try_or_across_tries(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.started()
+    await first_try.phase(Phase.INITIALIZING_MIXER)
+    stopped = await first_try.mixer_progress(55, 73)
+    assert stopped.percent == 91
+    # within a try: an event of an earlier phase does not pull the percent back
+    assert (await first_try.phase(Phase.CHECKING_BALANCES)).percent == 91
+
+    second_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    resumed = [
+        await second_try.started("Resuming premix job"),
+        await second_try.phase(Phase.VALIDATING_PARAMETERS),
+        await second_try.phase(Phase.CHECKING_BALANCES),
+        await second_try.mixer_progress(0, 73),
+        await second_try.mixer_progress(70, 73),
+    ]
+    assert [(e.phase, e.percent) for e in resumed] == [(1, 91), (2, 91), (4, 91), (5, 91), (5, 97)]
+    failed = await second_try.failed(None, "Mixer operation failed: x")
+    assert (failed.phase, failed.percent) == (5, 97)  # the failure keeps where it stopped
+
+    third_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    assert (await third_try.phase(Phase.VALIDATING_PARAMETERS)).percent == 97
+    assert (await third_try.completed()).percent == 100
+
+
+async def test_every_event_carries_when_the_job_began_across_tries(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    began = await first_try.started()
+    later = await first_try.phase(Phase.VALIDATING_PARAMETERS)
+    assert began.started_at == began.timestamp
+    assert later.started_at == began.timestamp < later.timestamp
+
+    second_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    resumed = await second_try.started("Resuming premix job")
+    finished = await second_try.completed()
+    assert resumed.started_at == finished.started_at == began.timestamp
+    stored = await latest_progress(redis_client, JOB_ID)
+    assert stored is not None and stored.started_at == began.timestamp
+    assert json.loads(stored.to_json())["startedAt"].endswith("Z")
+
+
+async def test_an_event_from_before_started_at_existed_lends_its_timestamp(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    older = await ProgressEmitter(redis_client, settings, JOB_ID, job).started()
+    wire = json.loads(older.to_json())
+    del wire["startedAt"]  # as an earlier premix version stored it
+    await redis_client.set(PROGRESS_STATE_PREFIX + JOB_ID, json.dumps(wire))
+
+    resumed = await ProgressEmitter(redis_client, settings, JOB_ID, job).started("Resuming")
+    assert resumed.started_at == older.timestamp
 
 
 async def test_event_details_are_redacted(
