@@ -3,12 +3,12 @@ how the execution ends.
 
 Failures: a permanent `PremixError` ends the job (failed event, Telegram message, ledger run
 marked failed, user lock released, result with `success: false`); a transient one is retried by
-arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, and the retry
-resumes the same ledger run (run id = job id); on the last try it ends the job like a permanent
-one. A worker that dies leaves the job in the queue: arq runs it again once its in-progress
-marker expires, and the ledger makes that re-run settle what was sent before it sends anything
-(nothing is paid twice). arq delivers a job once more than `job_max_tries`: that delivery sends
-nothing; it reports what the run sent and fails the job.
+arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, after a `retrying`
+event, and the retry resumes the same ledger run (run id = job id); on the last try it ends the
+job like a permanent one. A worker that dies leaves the job in the queue: arq runs it again once
+its in-progress marker expires, and the ledger makes that re-run settle what was sent before it
+sends anything (nothing is paid twice). arq delivers a job once more than `job_max_tries`: that
+delivery sends nothing; it reports what the run sent and fails the job.
 
 arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
 starts the job again while the first execution still holds it. Money stays exact (every ledger
@@ -19,6 +19,7 @@ hears only from the newer one.
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
 from arq.worker import Retry, RetryJob
@@ -382,6 +383,13 @@ class JobExecution:
         delay = self.settings.retry_delay_seconds(self.job_try)
         self.log.warning(
             "job_retrying", phase=int(self.phase), reason=error.user_message, retry_in=delay
+        )
+        await self.progress.retrying(
+            self.phase,
+            job_try=self.job_try,
+            max_tries=self.settings.job_max_tries,
+            next_try_at=datetime.now(UTC) + timedelta(seconds=delay),
+            reason=error.user_message,
         )
         raise Retry(defer=delay) from error
 

@@ -8,7 +8,8 @@ live listeners, and stored as the job's latest state (`PROGRESS_STATE_PREFIX + j
 publishes nothing once a newer try of the job began (it raises `Superseded`). Events are JSON
 with camelCase keys, like the job payload the bot already speaks.
 
-A `completed` or `failed` event is terminal: the job has ended and no retry follows.
+A `completed` or `failed` event is terminal: the job has ended and no retry follows. A
+`retrying` event is not: a try ended with a transient failure and arq runs the job again.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -81,6 +82,7 @@ class ProgressStatus(StrEnum):
 
     STARTED = "started"  # the job has just been picked up (phase 1)
     IN_PROGRESS = "in_progress"  # a phase is running
+    RETRYING = "retrying"  # a try ended with a transient failure; arq runs the job again
     COMPLETED = "completed"  # terminal: the premix finished (phase 6)
     FAILED = "failed"  # terminal: the job ended with an error and will not be retried
 
@@ -272,6 +274,32 @@ class ProgressEmitter:
             message,
             percent=self._last_percent,
             details=details or None,
+        )
+
+    async def retrying(
+        self,
+        phase: Phase | int | None,
+        *,
+        job_try: int,
+        max_tries: int,
+        next_try_at: datetime,
+        reason: str,
+    ) -> ProgressEvent:
+        """Emit a `retrying` event for `phase` (default: the last phase reached): try
+        `job_try` of `max_tries` ended with a transient failure, `reason` (a message the user
+        may see), and the job runs again at `next_try_at`. The percentage stays where the try
+        stopped."""
+        at = next_try_at.astimezone(UTC)
+        return await self.phase(
+            self._last_phase if phase is None else phase,
+            ProgressStatus.RETRYING,
+            f"Try {job_try} of {max_tries} ended ({reason}); next try at {at:%H:%M:%S} UTC",
+            percent=self._last_percent,
+            details={
+                "jobTry": job_try,
+                "maxTries": max_tries,
+                "nextTryAt": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            },
         )
 
     async def _next_sequence(self) -> int:

@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -255,6 +256,62 @@ async def test_an_event_from_before_started_at_existed_lends_its_timestamp(
 
     resumed = await ProgressEmitter(redis_client, settings, JOB_ID, job).started("Resuming")
     assert resumed.started_at == older.timestamp
+
+
+async def test_a_retrying_event_says_which_try_ended_why_and_when_the_next_one_runs(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await emitter.phase(Phase.INITIALIZING_MIXER)
+    await emitter.mixer_progress(10, 20)
+    next_try_at = datetime(2026, 12, 1, 15, 4, 5, 250_000, tzinfo=UTC)
+
+    event = await emitter.retrying(
+        None,
+        job_try=1,
+        max_tries=3,
+        next_try_at=next_try_at,
+        reason="Temporary failure: Solana RPC getBalance failed 3 times",
+    )
+
+    assert (event.phase, event.title, event.percent) == (5, "Initializing Mixer", 84)
+    assert event.status is ProgressStatus.RETRYING and not event.is_terminal
+    assert event.description == (
+        "Try 1 of 3 ended (Temporary failure: Solana RPC getBalance failed 3 times); "
+        "next try at 15:04:05 UTC"
+    )
+    assert event.details == {
+        "jobTry": 1,
+        "maxTries": 3,
+        "nextTryAt": "2026-12-01T15:04:05.250Z",
+    }
+    assert json.loads(event.to_json())["status"] == "retrying"
+
+
+async def test_a_subscriber_follows_a_job_through_its_retry_to_the_end(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    async def collect() -> list[ProgressEvent]:
+        return [event async for event in subscribe_progress(redis_client, JOB_ID)]
+
+    reader = asyncio.create_task(collect())
+    await wait_for_subscriber(redis_client, progress_channel(JOB_ID))
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.phase(Phase.CHECKING_BALANCES)
+    await first_try.retrying(
+        Phase.CHECKING_BALANCES,
+        job_try=1,
+        max_tries=2,
+        next_try_at=datetime.now(UTC),
+        reason="Temporary failure: x",
+    )
+    await run_all_phases(ProgressEmitter(redis_client, settings, JOB_ID, job))
+
+    async with asyncio.timeout(5):
+        events = await reader
+    assert [e.status for e in events] == (
+        ["in_progress", "retrying", "started"] + ["in_progress"] * 4 + ["completed"]
+    )
 
 
 async def test_event_details_are_redacted(
