@@ -186,9 +186,9 @@ class JobExecution:
         await self._settle_earlier_runs()
         await self._check_balances(funding, payout)
 
-        await self._enter(
-            Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
-        )
+        self.phase = Phase.INITIALIZING_MIXER
+        funded = len(payout.record.funded_positions())  # a resumed run counts what it funded
+        await self.progress.mixer_progress(funded, len(run.plan), f"{self.job.mode} mode")
         await payout.pay(funding, on_progress=self._mixer_progress)
         return await self._complete(payout)
 
@@ -285,8 +285,7 @@ class JobExecution:
         await self.progress.mixer_progress(
             progress.done_wallets,
             progress.total_wallets,
-            f"{progress.done_wallets} of {progress.total_wallets} wallets funded "
-            f"({progress.message})",
+            progress.message,
             sentLamports=progress.sent_lamports,
         )
 

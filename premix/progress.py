@@ -236,16 +236,18 @@ class ProgressEmitter:
         return event
 
     async def mixer_progress(
-        self, done: int, total: int, description: str = "", **details: Any
+        self, done: int, total: int, note: str = "", **details: Any
     ) -> ProgressEvent:
-        """Emit phase-5 sub-progress: `done` of `total` transfers maps onto 70..99 percent."""
+        """Emit phase-5 progress, "`done` of `total` wallets funded (`note`)": its percent
+        maps `done` of `total` onto 70..99; `details` carry `done` and `total`."""
         start = Phase.INITIALIZING_MIXER.percent
         fraction_span = (MIXER_LAST_PERCENT - start) * max(0, min(done, total))
         percent = start + (fraction_span // total if total > 0 else 0)
+        description = f"{done} of {total} wallets funded"
         return await self.phase(
             Phase.INITIALIZING_MIXER,
             ProgressStatus.IN_PROGRESS,
-            description or f"{done} of {total} transfers confirmed",
+            f"{description} ({note})" if note else description,
             percent=percent,
             details={"done": done, "total": total, **details},
         )

@@ -174,7 +174,9 @@ async def test_mixer_sub_progress_stays_between_70_and_99(
     latest = await latest_progress(redis_client, JOB_ID)
     assert latest is not None
     assert latest.details == {"done": 73, "total": 73}
-    assert latest.description == "73 of 73 transfers confirmed"
+    assert latest.description == "73 of 73 wallets funded"
+    noted = await emitter.mixer_progress(73, 73, "transaction 73 confirmed")
+    assert noted.description == "73 of 73 wallets funded (transaction 73 confirmed)"
 
 
 async def test_failed_event_keeps_the_percent_where_the_job_stopped(

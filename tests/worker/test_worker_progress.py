@@ -70,7 +70,37 @@ async def test_a_try_failing_mid_payout_publishes_retrying_and_the_percent_never
         "Resuming premix job",
         retrying.percent,
     )
+    # the second try enters phase 5 counting what the first funded
+    entered = [e for e in received if e.phase == 5 and e.description.endswith("(standard mode)")]
+    [_, resumed] = entered
+    assert resumed.details is not None and isinstance(resumed.details["done"], int)
+    assert resumed.details["done"] >= 1
+    assert resumed.description == f"{resumed.details['done']} of 4 wallets funded (standard mode)"
     assert received[-1].status is ProgressStatus.COMPLETED
     # every event says when the job began: its first event
     assert {e.started_at for e in received} == {received[0].timestamp}
     assert [e.sequence for e in received] == list(range(1, len(received) + 1))
+
+
+async def test_phase_5_counts_wallets_funded_from_its_first_event(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    await create_user(store, net, "u1", buyers=10)
+    queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
+    assert queued.job_id is not None
+    events = await collect_events(redis_client, queued.job_id)
+
+    await run_worker(settings, rpc=TestRpc(net.url))
+
+    phase_5 = [e for e in await events.wait() if e.phase == 5]
+    assert [(e.title, e.description, e.details) for e in phase_5] == [
+        ("Initializing Mixer", "0 of 4 wallets funded (standard mode)", {"done": 0, "total": 4}),
+        *[
+            (
+                "Initializing Mixer",
+                f"{n} of 4 wallets funded (transaction {n} confirmed)",
+                {"done": n, "total": 4, "sentLamports": n * SOL // 2},
+            )
+            for n in range(1, 5)
+        ],
+    ]
