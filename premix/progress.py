@@ -270,6 +270,7 @@ class ProgressEmitter:
 
         The percentage stays where the job stopped. Emit it only when no retry follows.
         """
+        await self._continue_previous_try()
         return await self.phase(
             self._last_phase if phase is None else phase,
             ProgressStatus.FAILED,
@@ -292,6 +293,7 @@ class ProgressEmitter:
         may see), and the job runs again at `next_try_at`. The percentage stays where the try
         stopped."""
         at = next_try_at.astimezone(UTC)
+        await self._continue_previous_try()
         return await self.phase(
             self._last_phase if phase is None else phase,
             ProgressStatus.RETRYING,
@@ -304,16 +306,24 @@ class ProgressEmitter:
             },
         )
 
+    async def _continue_previous_try(self) -> None:
+        """Read the job's latest event once, before this emitter's first: a job's next try
+        continues its numbering, its percent (the floor), its phase (the default of `failed`
+        and `retrying`) and when the job began (an event stored without it lends its
+        timestamp)."""
+        if self._sequence is not None:
+            return
+        previous = await self._latest_or_none()
+        self._sequence = 0
+        if previous is not None:
+            self._sequence = previous.sequence
+            self._last_phase = Phase(previous.phase)
+            self._last_percent = previous.percent
+            self._started_at = previous.started_at or previous.timestamp
+
     async def _next_sequence(self) -> int:
-        if self._sequence is None:
-            # A job's next try continues the previous one: its numbering, its percent (the
-            # floor) and when the job began (an event stored without it lends its timestamp).
-            previous = await self._latest_or_none()
-            self._sequence = 0
-            if previous is not None:
-                self._sequence = previous.sequence
-                self._last_percent = max(self._last_percent, previous.percent)
-                self._started_at = previous.started_at or previous.timestamp
+        await self._continue_previous_try()
+        assert self._sequence is not None
         self._sequence += 1
         return self._sequence
 

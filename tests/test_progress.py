@@ -290,6 +290,19 @@ async def test_a_retrying_event_says_which_try_ended_why_and_when_the_next_one_r
     assert json.loads(event.to_json())["status"] == "retrying"
 
 
+async def test_a_new_tries_retrying_or_failed_event_stays_in_the_phase_the_job_reached(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.mixer_progress(10, 20)
+
+    retrying = await ProgressEmitter(redis_client, settings, JOB_ID, job).retrying(
+        None, job_try=2, max_tries=3, next_try_at=datetime.now(UTC), reason="Temporary failure"
+    )
+    failed = await ProgressEmitter(redis_client, settings, JOB_ID, job).failed(None, "x")
+    assert [(e.phase, e.percent) for e in (retrying, failed)] == [(5, 84), (5, 84)]
+
+
 async def test_a_subscriber_follows_a_job_through_its_retry_to_the_end(
     redis_client: Redis, settings: Settings, job: PremixFundsJob
 ) -> None:
