@@ -380,6 +380,7 @@ async def subscribe_progress(
     redis: Redis, job_id: str, *, poll_interval_seconds: float = 1.0
 ) -> AsyncIterator[ProgressEvent]:
     """Yield the job's events in order, starting with its latest state; end after a terminal one.
+    A `retrying` event is not terminal: the job's next try goes on with the same stream.
 
     Subscribes first, then reads the latest state, so an event published in between is not
     lost and a job that already finished yields its final event and ends. Events already seen
