@@ -3,12 +3,12 @@ how the execution ends.
 
 Failures: a permanent `PremixError` ends the job (failed event, Telegram message, ledger run
 marked failed, user lock released, result with `success: false`); a transient one is retried by
-arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, and the retry
-resumes the same ledger run (run id = job id); on the last try it ends the job like a permanent
-one. A worker that dies leaves the job in the queue: arq runs it again once its in-progress
-marker expires, and the ledger makes that re-run settle what was sent before it sends anything
-(nothing is paid twice). arq delivers a job once more than `job_max_tries`: that delivery sends
-nothing; it reports what the run sent and fails the job.
+arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, after a `retrying`
+event, and the retry resumes the same ledger run (run id = job id); on the last try it ends the
+job like a permanent one. A worker that dies leaves the job in the queue: arq runs it again once
+its in-progress marker expires, and the ledger makes that re-run settle what was sent before it
+sends anything (nothing is paid twice). arq delivers a job once more than `job_max_tries`: that
+delivery sends nothing; it reports what the run sent and fails the job.
 
 arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
 starts the job again while the first execution still holds it. Money stays exact (every ledger
@@ -19,9 +19,9 @@ hears only from the newer one.
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from typing import Any, Final, NoReturn
 
-from arq.constants import job_key_prefix
 from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -63,7 +63,6 @@ from premix.user_lock import HeldUserLock, user_lock_holder
 log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
-STEP_ASIDE_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
 class JobExecution:
@@ -187,9 +186,9 @@ class JobExecution:
         await self._settle_earlier_runs()
         await self._check_balances(funding, payout)
 
-        await self._enter(
-            Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
-        )
+        self.phase = Phase.INITIALIZING_MIXER
+        funded = len(payout.record.funded_positions())  # a resumed run counts what it funded
+        await self.progress.mixer_progress(funded, len(run.plan), f"{self.job.mode} mode")
         await payout.pay(funding, on_progress=self._mixer_progress)
         return await self._complete(payout)
 
@@ -286,8 +285,7 @@ class JobExecution:
         await self.progress.mixer_progress(
             progress.done_wallets,
             progress.total_wallets,
-            f"{progress.done_wallets} of {progress.total_wallets} wallets funded "
-            f"({progress.message})",
+            progress.message,
             sentLamports=progress.sent_lamports,
         )
 
@@ -385,6 +383,13 @@ class JobExecution:
         self.log.warning(
             "job_retrying", phase=int(self.phase), reason=error.user_message, retry_in=delay
         )
+        await self.progress.retrying(
+            self.phase,
+            job_try=self.job_try,
+            max_tries=self.settings.job_max_tries,
+            next_try_at=datetime.now(UTC) + timedelta(seconds=delay),
+            reason=error.user_message,
+        )
         raise Retry(defer=delay) from error
 
     async def _fail(self, error: PremixError) -> dict[str, Any]:
@@ -454,14 +459,7 @@ class JobExecution:
         arq's `RetryJob`, for which arq stores no result and moves no queue entry (a `Retry`
         would re-create an entry that arq later fails as "job expired")."""
         self.log.warning("job_superseded", phase=int(self.phase))
-        deadline = self.started + self._deadline_seconds()
-        while time.monotonic() < deadline:
-            try:
-                if not await self.redis.exists(job_key_prefix + self.job_id):
-                    break  # the job ended: arq deleted its record
-            except (RedisError, OSError):
-                pass
-            await asyncio.sleep(STEP_ASIDE_POLL_SECONDS)
+        await self.guard.wait_for_job_end(self.redis, until=self.started + self._deadline_seconds())
         raise RetryJob()
 
     async def _ledger_report(self) -> MixResult | None:

@@ -20,7 +20,7 @@ from premix.cli.base import (
     run_async,
     stdout_console,
 )
-from premix.cli.jobs import bar_text, progress_bar
+from premix.cli.jobs import progress_bar, update_bar
 from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, MAX_BUYER_WALLETS
 from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import format_plan
@@ -136,7 +136,7 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
 
     def show_event(event: ProgressEvent) -> None:
         bar.start_task(task)
-        bar.update(task, completed=event.percent, description=bar_text(event))
+        update_bar(bar, task, event)
 
     try:
         report = await run_demo(options, settings, on_plan=show_plan, on_event=show_event)
