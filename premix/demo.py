@@ -53,6 +53,7 @@ from premix.localnet import Localnet
 from premix.mixer import MixResult, WalletStatus
 from premix.progress import ProgressEvent, ProgressStatus, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds
+from premix.readiness import wallet_readiness
 from premix.servers import ServerError, private_valkey
 from premix.settings import Settings, redis_url_problem
 from premix.store import Store, reset_memory_stores
@@ -129,6 +130,8 @@ class DemoReport:
     succeeded: bool
     message: str  # the final event's description
     events: tuple[ProgressEvent, ...] = field(default=(), repr=False)
+    # `wallet_readiness` of the demo user after the run: what the bot would see before a launch
+    readiness: dict[str, Any] | None = field(default=None, repr=False)
 
     @property
     def balance_total_lamports(self) -> int:
@@ -168,6 +171,7 @@ class DemoReport:
                 "balanceLamports": self.balance_total_lamports,
                 "wallSeconds": round(self.wall_seconds, 3),
             },
+            "readiness": None if self.readiness is None else self.readiness["totals"],
             "phases": [
                 {
                     "phase": event.phase,
@@ -322,6 +326,7 @@ async def _run(
             for position, outcome in enumerate(mix.wallets, start=1)
         )
         sent, fees, transactions = mix.sent_lamports, mix.fee_lamports, mix.transactions
+    readiness = await wallet_readiness(user_id, settings)
     return DemoReport(
         job_id=job_id,
         user_id=user_id,
@@ -340,6 +345,7 @@ async def _run(
         succeeded=final.status is ProgressStatus.COMPLETED,
         message=final.description,
         events=tuple(events),
+        readiness=readiness,
     )
 
 

@@ -3,12 +3,12 @@ how the execution ends.
 
 Failures: a permanent `PremixError` ends the job (failed event, Telegram message, ledger run
 marked failed, user lock released, result with `success: false`); a transient one is retried by
-arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, and the retry
-resumes the same ledger run (run id = job id); on the last try it ends the job like a permanent
-one. A worker that dies leaves the job in the queue: arq runs it again once its in-progress
-marker expires, and the ledger makes that re-run settle what was sent before it sends anything
-(nothing is paid twice). arq delivers a job once more than `job_max_tries`: that delivery sends
-nothing; it reports what the run sent and fails the job.
+arq with backoff (`settings.retry_backoff_seconds`), keeping the user lock, after a `retrying`
+event, and the retry resumes the same ledger run (run id = job id); on the last try it ends the
+job like a permanent one. A worker that dies leaves the job in the queue: arq runs it again once
+its in-progress marker expires, and the ledger makes that re-run settle what was sent before it
+sends anything (nothing is paid twice). arq delivers a job once more than `job_max_tries`: that
+delivery sends nothing; it reports what the run sent and fails the job.
 
 arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
 starts the job again while the first execution still holds it. Money stays exact (every ledger
@@ -19,10 +19,10 @@ hears only from the newer one.
 
 import asyncio
 import time
+from datetime import UTC, datetime, timedelta
 from functools import partial
 from typing import Any, Final, NoReturn
 
-from arq.constants import job_key_prefix
 from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
@@ -61,7 +61,6 @@ from premix.user_lock import HeldUserLock, user_lock_holder
 log = get_logger(__name__)
 
 DEADLINE_MARGIN_SECONDS: Final = 10  # our own deadline ends an execution this much before arq's
-STEP_ASIDE_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
 class JobExecution:
@@ -75,6 +74,8 @@ class JobExecution:
         self.notifier: Notifier = ctx["notifier"]
         self.job_id = job_id
         self.job = job
+        # The ledger run: the job's own id, or the run a `retry_premix` job continues.
+        self.run_id = job.run_id or job_id
         self.job_try: int = ctx.get("job_try", 1)
         self.guard = TryGuard(job_id, self.job_try)
         self.progress = ProgressEmitter(self.redis, self.settings, job_id, job, guard=self.guard)
@@ -141,12 +142,7 @@ class JobExecution:
 
     async def _phases(self) -> dict[str, Any]:
         # Phase 1: job accepted; the ledger run is opened, or resumed by a re-run.
-        run = await self.ledger.open_run(
-            self.job_id,
-            user_id=self.job.user_id,
-            mode=self.job.mode,
-            amount_lamports=self.job.amount_lamports,
-        )
+        run = await self._open_run()
         self.run_opened = True
         resumed = self.job_try > 1 or run.status is not RunStatus.OPENED
         await self.progress.started(
@@ -171,7 +167,7 @@ class JobExecution:
                 self.rpc,
                 self.settings,
                 self.job,
-                run_id=self.job_id,
+                run_id=self.run_id,
                 funding=funding,
                 buyers=buyers,
                 settle_earlier_runs=partial(
@@ -191,11 +187,27 @@ class JobExecution:
         if not run.plan:  # a top-up whose every wallet holds its planned amount: nothing to send
             return await self._complete(payout)
 
-        await self._enter(
-            Phase.INITIALIZING_MIXER, f"Sending {len(run.plan)} transfers ({self.job.mode} mode)"
-        )
+        self.phase = Phase.INITIALIZING_MIXER
+        funded = len(payout.record.funded_positions())  # a resumed run counts what it funded
+        await self.progress.mixer_progress(funded, len(run.plan), f"{self.job.mode} mode")
         await payout.pay(funding, on_progress=self._mixer_progress)
         return await self._complete(payout)
+
+    async def _open_run(self) -> RunRecord:
+        """Open the job's run (a re-run gets the stored one); a retry job's run must exist,
+        belong to the job's user and name the job among its retries."""
+        if self.run_id == self.job_id:
+            return await self.ledger.open_run(
+                self.run_id,
+                user_id=self.job.user_id,
+                mode=self.job.mode,
+                amount_lamports=self.job.amount_lamports,
+                request=self.job.to_wire(),
+            )
+        run = await self.ledger.get(self.run_id)
+        if run is None or run.user_id != self.job.user_id or self.job_id not in run.retry_jobs:
+            raise PremixError(f"premix {self.run_id}, which this job retries, cannot be continued")
+        return run
 
     # --- phases 2 and 3 ---
 
@@ -251,7 +263,7 @@ class JobExecution:
         await settle_earlier_runs(
             self.ledger,
             user_id=self.job.user_id,
-            run_id=self.job_id,
+            run_id=self.run_id,
             rpc=self.rpc,
             settings=self.settings,
             on_wait=waiting,
@@ -268,8 +280,7 @@ class JobExecution:
         await self.progress.mixer_progress(
             progress.done_wallets,
             progress.total_wallets,
-            f"{progress.done_wallets} of {progress.total_wallets} wallets funded "
-            f"({progress.message})",
+            progress.message,
             sentLamports=progress.sent_lamports,
         )
 
@@ -337,7 +348,7 @@ class JobExecution:
     async def _give_up(self) -> dict[str, Any]:
         """End a job delivered once more than `job_max_tries` allows (its earlier executions
         died or were stopped): report what its run sent and fail it, sending nothing."""
-        run = await self.ledger.get(self.job_id)
+        run = await self.ledger.get(self.run_id)
         self.run_opened = run is not None
         if run is not None and run.open_attempts():
             try:
@@ -373,6 +384,13 @@ class JobExecution:
         delay = self.settings.retry_delay_seconds(self.job_try)
         self.log.warning(
             "job_retrying", phase=int(self.phase), reason=error.user_message, retry_in=delay
+        )
+        await self.progress.retrying(
+            self.phase,
+            job_try=self.job_try,
+            max_tries=self.settings.job_max_tries,
+            next_try_at=datetime.now(UTC) + timedelta(seconds=delay),
+            reason=error.user_message,
         )
         raise Retry(defer=delay) from error
 
@@ -445,14 +463,7 @@ class JobExecution:
         arq's `RetryJob`, for which arq stores no result and moves no queue entry (a `Retry`
         would re-create an entry that arq later fails as "job expired")."""
         self.log.warning("job_superseded", phase=int(self.phase))
-        deadline = self.started + self._deadline_seconds()
-        while time.monotonic() < deadline:
-            try:
-                if not await self.redis.exists(job_key_prefix + self.job_id):
-                    break  # the job ended: arq deleted its record
-            except (RedisError, OSError):
-                pass
-            await asyncio.sleep(STEP_ASIDE_POLL_SECONDS)
+        await self.guard.wait_for_job_end(self.redis, until=self.started + self._deadline_seconds())
         raise RetryJob()
 
     async def _ledger_report(self) -> MixResult | None:
@@ -465,14 +476,14 @@ class JobExecution:
     async def _ledger_run(self) -> RunRecord | None:
         """The run as the ledger stands, or None when it is missing or unreadable."""
         try:
-            return await self.ledger.get(self.job_id)
+            return await self.ledger.get(self.run_id)
         except (PyMongoError, PremixError, OSError) as e:
             self.log.warning("ledger_unreadable", error=type(e).__name__)
             return None
 
     async def _finish_run_failed(self, message: str) -> None:
         try:
-            await self.ledger.finish(self.job_id, RunStatus.FAILED, error=message)
+            await self.ledger.finish(self.run_id, RunStatus.FAILED, error=message)
         except (LedgerError, PremixError, PyMongoError, OSError) as e:
             self.log.warning("ledger_not_marked_failed", error=type(e).__name__)
 

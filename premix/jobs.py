@@ -28,6 +28,7 @@ USER_ID_PATTERN = r"^[A-Za-z0-9_.:@-]{1,128}$"
 USER_ID_RULE = "must be 1 to 128 letters, digits or _.:@- characters"  # USER_ID_PATTERN in words
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 _FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,23}")  # how an unknown key may be echoed
+JOB_ID_PATTERN = r"^premix-[A-Za-z0-9_.:@-]{1,128}-[0-9]{1,16}$"  # `premix.queue.new_job_id`
 _CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
 
@@ -78,6 +79,7 @@ UserId = Annotated[str, BeforeValidator(_check_user_id)]
 ChatId = Annotated[int, BeforeValidator(_check_chat_id)]
 WalletCount = Annotated[int | None, BeforeValidator(_check_wallet_count)]
 SocketUserId = Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
+RunId = Annotated[str | None, Field(pattern=JOB_ID_PATTERN, strict=True)]
 TopUp = Annotated[bool, BeforeValidator(_check_top_up)]
 
 _MODEL_CONFIG = ConfigDict(
@@ -112,6 +114,8 @@ class PremixFundsJob(BaseModel):
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
     top_up: TopUp = False  # send each wallet only what it lacks of its planned amount
+    # Set only by `retry_premix`: the ledger run this job continues (default: its own job id).
+    run_id: RunId = None
 
     @property
     def amount_lamports(self) -> int:
@@ -149,12 +153,13 @@ class PremixFundsJob(BaseModel):
         )
 
     def to_wire(self) -> dict[str, Any]:
-        """Return the JSON-safe camelCase payload put on the queue (`topUp` only when true, so
-        a worker that predates the option still reads every other job)."""
-        payload = self.model_dump(mode="json", by_alias=True)
+        """Return the JSON-safe camelCase payload put on the queue (`runId` only for retries,
+        `topUp` only when true, so a worker that predates the option still reads every other
+        job)."""
+        exclude = {"run_id"} if self.run_id is None else set()  # only retries carry `runId`
         if not self.top_up:
-            del payload["topUp"]
-        return payload
+            exclude.add("top_up")
+        return self.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ late copy of the first try can no longer match; anything else is another writer'
 """
 
 from collections.abc import Sequence
-from typing import Final, Protocol, cast
+from typing import Any, Final, Protocol, cast
 
 from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 
@@ -99,6 +99,7 @@ class Ledger:
     async def ensure_indexes(self) -> None:
         """Create the index that finds a user's runs (idempotent; run once per process)."""
         await self.collection.create_index([("user_id", 1)], name="user_id")
+        await self.collection.create_index([("retry_jobs", 1)], name="retry_jobs")
 
     async def open_runs_of(self, user_id: str, *, excluding: str) -> list[RunRecord]:
         """The user's runs other than `excluding` that hold an attempt that may still land."""
@@ -126,8 +127,37 @@ class Ledger:
         document = await self.collection.find_one({"_id": _run_id(run_id)})
         return None if document is None else run_from_document(document)
 
+    async def run_of_job(self, job_id: str) -> RunRecord | None:
+        """The run job `job_id` works on: the run of that id, or the run a retry job of that
+        id continues (`retry_premix`); None when there is neither."""
+        job_id = _run_id(job_id)
+        document = await self.collection.find_one(
+            {"$or": [{"_id": job_id}, {"retry_jobs": job_id}]}
+        )
+        return None if document is None else run_from_document(document)
+
+    async def add_retry_job(self, run_id: str, job_id: str) -> RunRecord:
+        """Record that job `job_id` continues run `run_id` (idempotent); returns the run.
+        Raises `LedgerError` if the run was never opened."""
+        for _ in range(WRITE_TRIES):
+            record = await self.require(run_id)
+            if job_id in record.retry_jobs:
+                return record
+            record.retry_jobs.append(_run_id(job_id))
+            try:
+                return await self.save(record)
+            except LedgerConflict:
+                continue  # another writer came first: read it again
+        raise _unconfirmed(f"the retry job of run {run_id}", None)
+
     async def open_run(
-        self, run_id: str, *, user_id: str, mode: str, amount_lamports: int
+        self,
+        run_id: str,
+        *,
+        user_id: str,
+        mode: str,
+        amount_lamports: int,
+        request: dict[str, Any] | None = None,
     ) -> RunRecord:
         """Return the run `run_id`, creating it if new (idempotent: a re-run gets the stored
         one). An insert whose outcome is unknown is settled by reading the run back. Raises
@@ -143,6 +173,7 @@ class Ledger:
             amount_lamports=amount_lamports,
             created_at=now,
             updated_at=now,
+            request=request,
         )
         failure: PyMongoError | None = None
         for _ in range(WRITE_TRIES):

@@ -8,7 +8,8 @@ live listeners, and stored as the job's latest state (`PROGRESS_STATE_PREFIX + j
 publishes nothing once a newer try of the job began (it raises `Superseded`). Events are JSON
 with camelCase keys, like the job payload the bot already speaks.
 
-A `completed` or `failed` event is terminal: the job has ended and no retry follows.
+A `completed` or `failed` event is terminal: the job has ended and no retry follows. A
+`retrying` event is not: a try ended with a transient failure and arq runs the job again.
 """
 
 from collections.abc import AsyncIterator, Awaitable, Mapping
@@ -81,6 +82,7 @@ class ProgressStatus(StrEnum):
 
     STARTED = "started"  # the job has just been picked up (phase 1)
     IN_PROGRESS = "in_progress"  # a phase is running
+    RETRYING = "retrying"  # a try ended with a transient failure; arq runs the job again
     COMPLETED = "completed"  # terminal: the premix finished (phase 6)
     FAILED = "failed"  # terminal: the job ended with an error and will not be retried
 
@@ -92,7 +94,9 @@ class ProgressEvent(BaseModel):
     """One progress event. JSON keys are camelCase (`jobId`, `totalPhases`, `socketUserId`).
 
     `sequence` increases by one per event of a job (also across retries of the job), so a
-    reader can order events and drop ones it has already seen.
+    reader can order events and drop ones it has already seen. `percent` never decreases over
+    a job's events, across retries too. `started_at` is when the job began: the timestamp of
+    its first try's first event, the same on every event of the job.
     """
 
     model_config = ConfigDict(
@@ -113,6 +117,7 @@ class ProgressEvent(BaseModel):
     timestamp: datetime
     sequence: int = Field(default=0, ge=0)
     details: dict[str, JsonValue] | None = None
+    started_at: datetime | None = None  # None only on events stored by an earlier premix
 
     @property
     def is_terminal(self) -> bool:
@@ -174,14 +179,16 @@ class ProgressEmitter:
         self._ttl_seconds = settings.progress_ttl_seconds
         self._job_id = job_id
         self._job = job
-        self._sequence: int | None = None
+        self._sequence: int | None = None  # None until the job's previous event was read
+        self._started_at: datetime | None = None
         self._last_phase = Phase.JOB_STARTED
-        self._last_percent = 0
+        self._last_percent = 0  # also the floor of the next event's percent
         self._log = log.bind(job_id=job_id, user_id=job.user_id)
 
     @property
     def last_percent(self) -> int:
-        """The percentage of the most recent event (0 before the first)."""
+        """The percentage of the most recent event (this try's, or the job's previous try's
+        once the first event went out; 0 before)."""
         return self._last_percent
 
     async def started(
@@ -201,8 +208,14 @@ class ProgressEmitter:
         percent: int | None = None,
         details: Mapping[str, Any] | None = None,
     ) -> ProgressEvent:
-        """Emit an event for `phase` (percent defaults to the phase's own) and return it."""
+        """Emit an event for `phase` and return it. Its percent is `percent` (default: the
+        phase's own), raised to the job's previous event's: the percent never goes back."""
         phase = Phase(phase)
+        sequence = await self._next_sequence()
+        wanted = phase.percent if percent is None else percent
+        timestamp = _utc_now()
+        if self._started_at is None:
+            self._started_at = timestamp  # the job's first event: the job begins now
         event = ProgressEvent(
             job_id=self._job_id,
             user_id=self._job.user_id,
@@ -211,27 +224,30 @@ class ProgressEmitter:
             phase=phase,
             title=phase.title,
             description=redact_text(description),
-            percent=phase.percent if percent is None else percent,
+            percent=max(wanted, self._last_percent),
             status=ProgressStatus(status),
-            timestamp=_utc_now(),
-            sequence=await self._next_sequence(),
+            timestamp=timestamp,
+            sequence=sequence,
             details=redact_value(dict(details)) if details else None,
+            started_at=self._started_at,
         )
         await self._publish(event)
         self._last_phase, self._last_percent = phase, event.percent
         return event
 
     async def mixer_progress(
-        self, done: int, total: int, description: str = "", **details: Any
+        self, done: int, total: int, note: str = "", **details: Any
     ) -> ProgressEvent:
-        """Emit phase-5 sub-progress: `done` of `total` transfers maps onto 70..99 percent."""
+        """Emit phase-5 progress, "`done` of `total` wallets funded (`note`)": its percent
+        maps `done` of `total` onto 70..99; `details` carry `done` and `total`."""
         start = Phase.INITIALIZING_MIXER.percent
         fraction_span = (MIXER_LAST_PERCENT - start) * max(0, min(done, total))
         percent = start + (fraction_span // total if total > 0 else 0)
+        description = f"{done} of {total} wallets funded"
         return await self.phase(
             Phase.INITIALIZING_MIXER,
             ProgressStatus.IN_PROGRESS,
-            description or f"{done} of {total} transfers confirmed",
+            f"{description} ({note})" if note else description,
             percent=percent,
             details={"done": done, "total": total, **details},
         )
@@ -254,6 +270,7 @@ class ProgressEmitter:
 
         The percentage stays where the job stopped. Emit it only when no retry follows.
         """
+        await self._continue_previous_try()
         return await self.phase(
             self._last_phase if phase is None else phase,
             ProgressStatus.FAILED,
@@ -262,11 +279,51 @@ class ProgressEmitter:
             details=details or None,
         )
 
+    async def retrying(
+        self,
+        phase: Phase | int | None,
+        *,
+        job_try: int,
+        max_tries: int,
+        next_try_at: datetime,
+        reason: str,
+    ) -> ProgressEvent:
+        """Emit a `retrying` event for `phase` (default: the last phase reached): try
+        `job_try` of `max_tries` ended with a transient failure, `reason` (a message the user
+        may see), and the job runs again at `next_try_at`. The percentage stays where the try
+        stopped."""
+        at = next_try_at.astimezone(UTC)
+        await self._continue_previous_try()
+        return await self.phase(
+            self._last_phase if phase is None else phase,
+            ProgressStatus.RETRYING,
+            f"Try {job_try} of {max_tries} ended ({reason}); next try at {at:%H:%M:%S} UTC",
+            percent=self._last_percent,
+            details={
+                "jobTry": job_try,
+                "maxTries": max_tries,
+                "nextTryAt": at.isoformat(timespec="milliseconds").replace("+00:00", "Z"),
+            },
+        )
+
+    async def _continue_previous_try(self) -> None:
+        """Read the job's latest event once, before this emitter's first: a job's next try
+        continues its numbering, its percent (the floor), its phase (the default of `failed`
+        and `retrying`) and when the job began (an event stored without it lends its
+        timestamp)."""
+        if self._sequence is not None:
+            return
+        previous = await self._latest_or_none()
+        self._sequence = 0
+        if previous is not None:
+            self._sequence = previous.sequence
+            self._last_phase = Phase(previous.phase)
+            self._last_percent = previous.percent
+            self._started_at = previous.started_at or previous.timestamp
+
     async def _next_sequence(self) -> int:
-        if self._sequence is None:
-            # A job's next try continues the numbering of the previous one.
-            previous = await self._latest_or_none()
-            self._sequence = previous.sequence if previous is not None else 0
+        await self._continue_previous_try()
+        assert self._sequence is not None
         self._sequence += 1
         return self._sequence
 
@@ -323,6 +380,7 @@ async def subscribe_progress(
     redis: Redis, job_id: str, *, poll_interval_seconds: float = 1.0
 ) -> AsyncIterator[ProgressEvent]:
     """Yield the job's events in order, starting with its latest state; end after a terminal one.
+    A `retrying` event is not terminal: the job's next try goes on with the same stream.
 
     Subscribes first, then reads the latest state, so an event published in between is not
     lost and a job that already finished yields its final event and ends. Events already seen

@@ -11,6 +11,7 @@ loop); `close_queue()` closes them.
 """
 
 import asyncio
+import re
 import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
@@ -18,9 +19,10 @@ from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, Job, JobResult, serialize_job
+from arq.jobs import DeserializationError, Job, JobDef, JobResult, serialize_job
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
@@ -29,14 +31,21 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
-from premix.jobs import EnqueueResult, PremixFundsJob, PremixOptions, describe_validation_error
+from premix.jobs import (
+    JOB_ID_PATTERN,
+    EnqueueResult,
+    PremixFundsJob,
+    PremixOptions,
+    describe_validation_error,
+)
 from premix.ledger import Ledger
 from premix.logs import get_logger
 from premix.receipts import JobRecordUnreadable, receipt_from_arq, receipt_from_run
+from premix.retry import retry_job, retry_queued_message, retry_refusal
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
-from premix.store import Store
-from premix.user_lock import release_user_lock_quietly, user_lock_key
+from premix.store import Store, StoreConfigError
+from premix.user_lock import release_user_lock_quietly, user_lock_holder, user_lock_key
 
 log = get_logger(__name__)
 
@@ -49,6 +58,7 @@ COMMAND_TIMEOUT_SECONDS: Final = 2.0
 QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
 # Configuration errors are logged in full; the user sees only this.
 QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
+LEDGER_UNAVAILABLE: Final = "Queue unavailable: could not read the ledger; nothing was enqueued"
 
 
 _ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
@@ -166,16 +176,11 @@ async def enqueue_premix_funds(
 
     job_id = new_job_id(job.user_id)
     bound_log = log.bind(job_id=job_id, user_id=job.user_id)
-    if redis is None:
-        try:
-            arq_redis = queue_pool(settings.redis_url)
-        except ValueError as e:  # not a redis:// URL
-            bound_log.error("enqueue_redis_url_invalid", error=str(e))
-            return EnqueueResult(False, QUEUE_MISCONFIGURED)
-    elif isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
-        arq_redis = redis
-    else:
-        arq_redis = _arq_redis(redis.connection_pool)  # same connections, JSON serializer
+    try:
+        arq_redis = _queue_client(settings, redis)
+    except ValueError as e:  # not a redis:// URL
+        bound_log.error("enqueue_redis_url_invalid", error=str(e))
+        return EnqueueResult(False, QUEUE_MISCONFIGURED)
 
     try:
         outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
@@ -188,13 +193,9 @@ async def enqueue_premix_funds(
         raise
     if outcome == _USER_BUSY:
         bound_log.info("premix_refused_user_busy", running_job_id=holder)
-        running = f" (job {holder})" if holder else ""
-        return EnqueueResult(
-            False,
-            f"A premix is already queued or running for this user{running}; wait for it to finish",
-        )
+        return EnqueueResult(False, _user_busy_message(holder))
     if outcome == _JOB_EXISTS:  # arq refuses a job id it already knows
-        return EnqueueResult(False, f"A job with id {job_id} already exists; nothing was enqueued")
+        return EnqueueResult(False, _job_exists_message(job_id))
 
     bound_log.info(
         "premix_enqueued",
@@ -205,6 +206,25 @@ async def enqueue_premix_funds(
     return EnqueueResult(
         True, f"Premix of {format_sol(job.amount_lamports)} queued as job {job_id}", job_id
     )
+
+
+def _queue_client(settings: Settings, redis: Redis | None) -> ArqRedis:
+    """The arq client for `redis` (JSON serializer), or the shared pool for the settings' URL;
+    raises `ValueError` for a URL that is not a Redis URL."""
+    if redis is None:
+        return queue_pool(settings.redis_url)
+    if isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
+        return redis
+    return _arq_redis(redis.connection_pool)  # same connections, JSON serializer
+
+
+def _job_exists_message(job_id: str) -> str:
+    return f"A job with id {job_id} already exists; nothing was enqueued"
+
+
+def _user_busy_message(holder: str | None) -> str:
+    running = f" (job {holder})" if holder else ""
+    return f"A premix is already queued or running for this user{running}; wait for it to finish"
 
 
 async def _lock_and_enqueue(
@@ -274,10 +294,17 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
         info, unreadable = None, e
     store = await Store.open(settings)
     try:
-        run = await Ledger(store).get(job_id)
+        run = await Ledger(store).run_of_job(job_id)
     finally:
         await store.close()
     if run is not None:
+        latest = run.retry_jobs[-1] if run.retry_jobs else run.run_id
+        if latest != job_id:  # the run went on in a retry job: its state and result answer
+            job = Job(
+                latest, redis, _queue_name=settings.queue_name, _deserializer=job_deserializer
+            )
+            job_status = str((await job.status()).value)
+            info = await _job_info_or_none(job)
         stored = info if isinstance(info, JobResult) else None
         return receipt_from_run(job_id, run, job_status, stored)
     if unreadable is not None:
@@ -285,3 +312,76 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
             f"job {job_id} has no ledger run and its record in Redis is not premix JSON"
         ) from unreadable
     return receipt_from_arq(job_id, job_status, info)
+
+
+async def retry_premix(
+    job_id: str, *, settings: Settings | None = None, redis: Redis | None = None
+) -> EnqueueResult:
+    """Queue a new try of the ledger run of job `job_id` (a premix that failed or stopped): a
+    new job that continues the same run, settling its open attempts first and funding only the
+    wallets it did not fund. Reports the outcome, never raises.
+
+    Refused, with nothing enqueued: an unknown job, a run that completed, a premix of the user
+    queued or running (this one or another), an unreachable Redis or store. The new job's id is
+    in the result; `get_premix_result` answers for either id.
+    """
+    try:
+        settings = settings if settings is not None else get_settings()
+    except SettingsInvalid as e:
+        log.error("retry_settings_invalid", error=describe_settings_error(e))
+        return EnqueueResult(False, QUEUE_MISCONFIGURED)
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        return EnqueueResult(False, "Invalid job id: expected premix-<userId>-<unix ms>")
+    try:
+        arq_redis = _queue_client(settings, redis)
+    except ValueError as e:
+        log.error("retry_redis_url_invalid", error=str(e))
+        return EnqueueResult(False, QUEUE_MISCONFIGURED)
+    bound_log = log.bind(job_id=job_id)
+    try:
+        store = await Store.open(settings)
+        try:
+            return await _retry_run(arq_redis, store, settings, job_id)
+        finally:
+            await store.close()
+    except (RedisError, OSError) as e:
+        bound_log.warning("retry_failed", error=type(e).__name__)
+        return EnqueueResult(False, _queue_error_message(e))
+    except (PyMongoError, StoreConfigError) as e:
+        bound_log.warning("retry_store_unavailable", error=type(e).__name__)
+        return EnqueueResult(False, LEDGER_UNAVAILABLE)
+
+
+async def _retry_run(
+    redis: ArqRedis, store: Store, settings: Settings, job_id: str
+) -> EnqueueResult:
+    ledger = Ledger(store)
+    run = await ledger.run_of_job(job_id)
+    refusal = retry_refusal(job_id, run)
+    if refusal is not None or run is None:
+        return EnqueueResult(False, refusal or f"Unknown premix {job_id}")
+    job = retry_job(run)
+    holder = await user_lock_holder(redis, job.user_id)
+    if holder is not None:
+        return EnqueueResult(False, _user_busy_message(holder))
+    retry_id = new_job_id(job.user_id)
+    await ledger.add_retry_job(run.run_id, retry_id)  # before the job can start
+    try:
+        outcome, holder = await _lock_and_enqueue(redis, settings.queue_name, job, retry_id)
+    except BaseException:
+        await _undo_enqueue(redis, settings.queue_name, job.user_id, retry_id)
+        raise
+    if outcome == _USER_BUSY:
+        return EnqueueResult(False, _user_busy_message(holder))
+    if outcome == _JOB_EXISTS:
+        return EnqueueResult(False, _job_exists_message(retry_id))
+    log.info("premix_retry_enqueued", job_id=retry_id, run_id=run.run_id)
+    return EnqueueResult(True, retry_queued_message(run, retry_id), retry_id)
+
+
+async def _job_info_or_none(job: Job) -> JobDef | None:
+    try:
+        return await job.info()
+    except DeserializationError:
+        log.warning("premix_result_job_unreadable", job_id=job.job_id)
+        return None

@@ -67,6 +67,8 @@ def receipt_from_run(
         "success": completed,
         "message": message,
         "jobId": job_id,
+        "runId": run.run_id,
+        "retryJobs": list(run.retry_jobs),  # jobs `retry_premix` queued to continue the run
         "status": run.status.value,
         "jobStatus": job_status,
         "source": "ledger",

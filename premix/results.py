@@ -58,6 +58,8 @@ def build_result(
         "success": success,
         "message": message,
         "jobId": job_id,
+        # the ledger run: the job's own id, or the run a `retry_premix` job continues
+        "runId": (job.run_id or job_id) if job is not None else job_id,
         "userId": job.user_id if job is not None else None,
         "mode": job.mode if job is not None else None,
         "topUp": top_up is not None or (job is not None and job.top_up),

@@ -184,6 +184,11 @@ class RunRecord:
     transactions: list[LedgerTransaction] = field(default_factory=list)
     error: str | None = None
     revision: int = 0  # bumped by every write; the compare-and-swap token
+    # The job's payload as queued (`PremixFundsJob.to_wire()`: public data), so `retry_premix`
+    # can queue the run again; None for runs opened before it was kept.
+    request: dict[str, Any] | None = None
+    # Jobs `retry_premix` queued to continue this run, oldest first (the run id is the first job).
+    retry_jobs: list[str] = field(default_factory=list)
     # a top-up: every wallet of its distribution (the plan holds only those that lacked some)
     top_up: list[TopUpEntry] | None = None
 
@@ -434,6 +439,8 @@ def run_to_document(record: RunRecord) -> Document:
             "transactions": totals.transactions,
         },
         "error": record.error,
+        "request": record.request,
+        "retry_jobs": list(record.retry_jobs),
         "created_at": record.created_at,
         "updated_at": record.updated_at,
         "revision": record.revision,
@@ -471,6 +478,8 @@ def run_from_document(document: Mapping[str, Any]) -> RunRecord:
         ],
         error=document.get("error"),
         revision=int(document.get("revision", 0)),
+        request=document.get("request"),
+        retry_jobs=[str(job_id) for job_id in document.get("retry_jobs", [])],
         top_up=None
         if (top_up := document.get("top_up")) is None
         else [_top_up_entry(e) for e in top_up],

@@ -9,12 +9,17 @@ execution must not publish, take or refresh the user lock, or store a result: `T
 makes the check and the action one atomic Redis script, so no newer try can start in between.
 """
 
+import asyncio
+import time
 from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Final, cast
 
-from arq.constants import result_key_prefix, retry_key_prefix
+from arq.constants import job_key_prefix, result_key_prefix, retry_key_prefix
 from redis.asyncio import Redis
+from redis.exceptions import RedisError
+
+JOB_END_POLL_SECONDS: Final = 0.5  # a superseded execution looks this often for the job's end
 
 
 class Superseded(Exception):
@@ -61,6 +66,18 @@ end
             Awaitable[int], redis.eval(self.LUA + "return 0", 2, *self.keys, self.argument)
         )
         return int(checked) == -1
+
+    async def wait_for_job_end(self, redis: Redis, *, until: float) -> bool:
+        """Wait until arq deleted the job's record (the job ended elsewhere: True) or until
+        `time.monotonic()` reaches `until` (False). Redis errors are waited through."""
+        while time.monotonic() < until:
+            try:
+                if not await redis.exists(job_key_prefix + self.job_id):
+                    return True
+            except (RedisError, OSError):
+                pass
+            await asyncio.sleep(JOB_END_POLL_SECONDS)
+        return False
 
 
 NO_GUARD: Final = ("", "")  # keys that never exist and no try: `TryGuard.LUA` lets it act

@@ -17,6 +17,7 @@ import sys
 import time
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 from uuid import uuid4
@@ -32,13 +33,14 @@ from solders.keypair import Keypair
 from premix.cli import run
 from premix.constants import (
     PROGRESS_ALL_CHANNEL,
+    PROGRESS_CHANNEL_PREFIX,
     PROGRESS_STATE_PREFIX,
     QUEUE_NAME,
     USER_LOCK_PREFIX,
 )
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
-from premix.progress import Phase, ProgressEmitter, ProgressEvent
+from premix.progress import Phase, ProgressEmitter, ProgressEvent, ProgressStatus
 from premix.settings import Settings
 from premix.store import Store
 from premix.worker import worker_settings
@@ -790,6 +792,88 @@ async def test_watch_of_a_finished_job_prints_its_outcome_at_once(
     assert result.stdout.splitlines()[-1] == "job job-done completed: Funded 4 wallets"
 
 
+def elapsed_seconds_shown(output: str) -> list[int]:
+    """Every H:MM:SS the bar's elapsed column printed, in seconds."""
+    return [
+        int(h) * 3600 + int(m) * 60 + int(s)
+        for h, m, s in re.findall(r"\b(\d+):(\d\d):(\d\d)\b", output)
+    ]
+
+
+async def store_a_job_that_began_90_s_ago_in_phase_5(redis: Redis, job_id: str) -> ProgressEvent:
+    began = datetime.now(UTC) - timedelta(seconds=90)
+    event = ProgressEvent(
+        job_id=job_id,
+        user_id="u1",
+        chat_id=42,
+        phase=5,
+        title="Initializing Mixer",
+        description="1 of 4 wallets funded (transaction 1 confirmed)",
+        percent=77,
+        status=ProgressStatus.IN_PROGRESS,
+        timestamp=began + timedelta(seconds=60),
+        sequence=8,
+        details={"done": 1, "total": 4},
+        started_at=began,
+    )
+    await redis.set(PROGRESS_STATE_PREFIX + job_id, event.to_json())
+    return event
+
+
+async def test_watch_shows_wallets_funded_and_the_time_since_the_job_began(
+    redis_url: str, redis_client: Redis
+) -> None:
+    await store_a_job_that_began_90_s_ago_in_phase_5(redis_client, "job-long")
+
+    result = premix("watch", "job-long", "--timeout", "1", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert_one_error_line(result, "job job-long did not end within 1 s")
+    [bar] = [line for line in result.stdout.splitlines() if "[5/6]" in line]
+    assert "[5/6] Initializing Mixer: 1 of 4 wallets funded" in bar
+    # measured from the job's startedAt, not from when the watch began
+    [elapsed] = elapsed_seconds_shown(bar)
+    assert 90 <= elapsed < 120, bar
+
+
+async def test_watch_prints_a_retry_and_follows_the_job_to_its_end(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    settings = Settings(redis_url=redis_url)
+    await store_a_job_that_began_90_s_ago_in_phase_5(redis_client, "job-retried")
+    process = await start_watch(redis_url, "job-retried", "--timeout", "60")
+    channel = PROGRESS_CHANNEL_PREFIX + "job-retried"
+    async with asyncio.timeout(60):
+        while dict(await redis_client.pubsub_numsub(channel)).get(channel.encode(), 0) < 1:
+            await asyncio.sleep(0.01)
+    first_try = ProgressEmitter(redis_client, settings, "job-retried", progress_job)
+    next_try_at = datetime.now(UTC) + timedelta(seconds=2)
+    await first_try.retrying(
+        Phase.INITIALIZING_MIXER,
+        job_try=1,
+        max_tries=3,
+        next_try_at=next_try_at,
+        reason="Temporary failure: Solana RPC getSignatureStatuses failed 3 times",
+    )
+    second_try = ProgressEmitter(redis_client, settings, "job-retried", progress_job)
+    await second_try.started("Resuming premix job")
+    await second_try.mixer_progress(3, 4, "transaction 3 confirmed")
+    await second_try.completed("Funded 4 wallets")
+    stdout, stderr = await asyncio.wait_for(process.communicate(), 60)
+
+    out = stdout.decode()
+    assert process.returncode == 0, stderr
+    assert (
+        "job job-retried: phase 5/6 Initializing Mixer: 77% (retrying) - Try 1 of 3 ended ("
+        "Temporary "
+        "failure: Solana RPC getSignatureStatuses failed 3 times); next try at "
+        f"{next_try_at:%H:%M:%S} UTC"
+    ) in out
+    assert out.splitlines()[-1] == "job job-retried completed: Funded 4 wallets"
+    [bar] = [line for line in out.splitlines() if "[6/6] Premix Complete" in line]
+    [elapsed] = elapsed_seconds_shown(bar)  # the job took 90 s and more, across both tries
+    assert 90 <= elapsed < 120, bar
+
+
 def test_watch_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
     result = premix("watch", "premix-nobody-1", env={"PREMIX_REDIS_URL": redis_url})
 
@@ -851,6 +935,15 @@ def test_demo_standard_mode_with_max_wallets_sends_one_transaction_per_wallet() 
     assert report["totals"]["transactions"] == 3
     assert report["totals"]["feeLamports"] == 3 * (5_000 + 9)  # auto: 10,000 x 900 units
     assert report["message"].startswith("Premix complete")
+    # what `premix wallets status` says after the run: the 3 funded are ready, 70 never funded
+    assert report["readiness"] == {
+        "wallets": 73,
+        "ready": 3,
+        "balanceLamports": 1_200_000_000,
+        "balanceSol": "1.2",
+        "plannedLamports": 1_200_000_000,
+        "plannedSol": "1.2",
+    }
 
 
 def test_demo_prints_the_plan_the_progress_and_the_wallet_table() -> None:
@@ -863,6 +956,10 @@ def test_demo_prints_the_plan_the_progress_and_the_wallet_table() -> None:
     assert "[6/6] Premix Complete" in out and "100%" in out
     assert "Sent 1 SOL to 2 of 2 wallet(s) in 1 transaction(s); fees 0.000005012 SOL" in out
     assert out.count("│ funded │") == 2
+    assert (
+        "Readiness (premix wallets status): 2 of 73 buyer wallets ready, holding 1 SOL of the "
+        "1 SOL planned; 71 never funded by a premix"
+    ) in out
 
 
 def test_demo_refuses_an_amount_the_wallets_cannot_hold_before_starting() -> None:

@@ -254,6 +254,17 @@ def test_enqueue_result_defaults_to_no_job_id() -> None:
     )
 
 
+def test_a_request_cannot_name_the_run_it_continues() -> None:
+    # only `retry_premix` sets `runId`: an option of that name is an unknown field
+    with pytest.raises(ValidationError, match="runId"):
+        PremixFundsJob.from_request("user-1", 42, 1, {"runId": "premix-user-1-1"})
+    retry = PremixFundsJob.model_validate(
+        {"userId": "u1", "userChatId": 1, "mixAmount": "1", "runId": "premix-u1-17"}
+    )
+    assert retry.to_wire()["runId"] == "premix-u1-17"
+    assert "runId" not in PremixFundsJob.from_request("u1", 1, 1).to_wire()
+
+
 # --- topUp (issue 14) -----------------------------------------------------------------------
 
 

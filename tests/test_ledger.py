@@ -306,3 +306,24 @@ async def test_finish_records_the_reason(store: Store) -> None:
 async def test_run_ids_reach_the_store_only_as_strings(store: Store, bad: object) -> None:
     with pytest.raises(TypeError, match="run_id must be a non-empty str"):
         await Ledger(store).get(bad)  # type: ignore[arg-type]
+
+
+async def test_a_run_keeps_its_request_and_is_found_by_the_jobs_that_retry_it(
+    store: Store,
+) -> None:
+    ledger = Ledger(store)
+    request = {"userId": "u1", "userChatId": 42, "mixAmount": "2.5", "mode": "fast"}
+    await ledger.open_run("run-1", user_id="u1", mode="fast", amount_lamports=1, request=request)
+
+    await ledger.add_retry_job("run-1", "retry-1")
+    again = await ledger.add_retry_job("run-1", "retry-1")  # idempotent
+    await ledger.add_retry_job("run-1", "retry-2")
+
+    assert again.retry_jobs == ["retry-1"]
+    for job_id in ("run-1", "retry-1", "retry-2"):
+        run = await ledger.run_of_job(job_id)
+        assert run is not None and run.run_id == "run-1"
+        assert run.request == request and run.retry_jobs == ["retry-1", "retry-2"]
+    assert await ledger.run_of_job("retry-3") is None
+    with pytest.raises(LedgerError, match="run nope was never opened"):
+        await ledger.add_retry_job("nope", "retry-1")

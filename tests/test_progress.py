@@ -2,6 +2,7 @@
 
 import asyncio
 import json
+from datetime import UTC, datetime
 from typing import Any
 
 import pytest
@@ -95,6 +96,7 @@ async def test_each_event_is_published_on_both_channels_and_stored_with_ttl(
         "timestamp": wire["timestamp"],
         "sequence": 1,
         "details": None,
+        "startedAt": wire["timestamp"],  # the job's first event: the job began now
     }
     assert wire["timestamp"].endswith("Z")
     assert ProgressEvent.model_validate(wire) == event
@@ -172,7 +174,9 @@ async def test_mixer_sub_progress_stays_between_70_and_99(
     latest = await latest_progress(redis_client, JOB_ID)
     assert latest is not None
     assert latest.details == {"done": 73, "total": 73}
-    assert latest.description == "73 of 73 transfers confirmed"
+    assert latest.description == "73 of 73 wallets funded"
+    noted = await emitter.mixer_progress(73, 73, "transaction 73 confirmed")
+    assert noted.description == "73 of 73 wallets funded (transaction 73 confirmed)"
 
 
 async def test_failed_event_keeps_the_percent_where_the_job_stopped(
@@ -196,6 +200,133 @@ async def test_a_retried_job_continues_the_event_sequence(
     retry = ProgressEmitter(redis_client, settings, JOB_ID, job)
     event = await retry.started("Resuming")
     assert event.sequence == 3
+
+
+async def test_percent_never_decreases_within_a_try_or_across_tries(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.started()
+    await first_try.phase(Phase.INITIALIZING_MIXER)
+    stopped = await first_try.mixer_progress(55, 73)
+    assert stopped.percent == 91
+    # within a try: an event of an earlier phase does not pull the percent back
+    assert (await first_try.phase(Phase.CHECKING_BALANCES)).percent == 91
+
+    second_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    resumed = [
+        await second_try.started("Resuming premix job"),
+        await second_try.phase(Phase.VALIDATING_PARAMETERS),
+        await second_try.phase(Phase.CHECKING_BALANCES),
+        await second_try.mixer_progress(0, 73),
+        await second_try.mixer_progress(70, 73),
+    ]
+    assert [(e.phase, e.percent) for e in resumed] == [(1, 91), (2, 91), (4, 91), (5, 91), (5, 97)]
+    failed = await second_try.failed(None, "Mixer operation failed: x")
+    assert (failed.phase, failed.percent) == (5, 97)  # the failure keeps where it stopped
+
+    third_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    assert (await third_try.phase(Phase.VALIDATING_PARAMETERS)).percent == 97
+    assert (await third_try.completed()).percent == 100
+
+
+async def test_every_event_carries_when_the_job_began_across_tries(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    began = await first_try.started()
+    later = await first_try.phase(Phase.VALIDATING_PARAMETERS)
+    assert began.started_at == began.timestamp
+    assert later.started_at == began.timestamp < later.timestamp
+
+    second_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    resumed = await second_try.started("Resuming premix job")
+    finished = await second_try.completed()
+    assert resumed.started_at == finished.started_at == began.timestamp
+    stored = await latest_progress(redis_client, JOB_ID)
+    assert stored is not None and stored.started_at == began.timestamp
+    assert json.loads(stored.to_json())["startedAt"].endswith("Z")
+
+
+async def test_an_event_from_before_started_at_existed_lends_its_timestamp(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    older = await ProgressEmitter(redis_client, settings, JOB_ID, job).started()
+    wire = json.loads(older.to_json())
+    del wire["startedAt"]  # as an earlier premix version stored it
+    await redis_client.set(PROGRESS_STATE_PREFIX + JOB_ID, json.dumps(wire))
+
+    resumed = await ProgressEmitter(redis_client, settings, JOB_ID, job).started("Resuming")
+    assert resumed.started_at == older.timestamp
+
+
+async def test_a_retrying_event_says_which_try_ended_why_and_when_the_next_one_runs(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await emitter.phase(Phase.INITIALIZING_MIXER)
+    await emitter.mixer_progress(10, 20)
+    next_try_at = datetime(2026, 12, 1, 15, 4, 5, 250_000, tzinfo=UTC)
+
+    event = await emitter.retrying(
+        None,
+        job_try=1,
+        max_tries=3,
+        next_try_at=next_try_at,
+        reason="Temporary failure: Solana RPC getBalance failed 3 times",
+    )
+
+    assert (event.phase, event.title, event.percent) == (5, "Initializing Mixer", 84)
+    assert event.status is ProgressStatus.RETRYING and not event.is_terminal
+    assert event.description == (
+        "Try 1 of 3 ended (Temporary failure: Solana RPC getBalance failed 3 times); "
+        "next try at 15:04:05 UTC"
+    )
+    assert event.details == {
+        "jobTry": 1,
+        "maxTries": 3,
+        "nextTryAt": "2026-12-01T15:04:05.250Z",
+    }
+    assert json.loads(event.to_json())["status"] == "retrying"
+
+
+async def test_a_new_tries_retrying_or_failed_event_stays_in_the_phase_the_job_reached(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.mixer_progress(10, 20)
+
+    retrying = await ProgressEmitter(redis_client, settings, JOB_ID, job).retrying(
+        None, job_try=2, max_tries=3, next_try_at=datetime.now(UTC), reason="Temporary failure"
+    )
+    failed = await ProgressEmitter(redis_client, settings, JOB_ID, job).failed(None, "x")
+    assert [(e.phase, e.percent) for e in (retrying, failed)] == [(5, 84), (5, 84)]
+
+
+async def test_a_subscriber_follows_a_job_through_its_retry_to_the_end(
+    redis_client: Redis, settings: Settings, job: PremixFundsJob
+) -> None:
+    async def collect() -> list[ProgressEvent]:
+        return [event async for event in subscribe_progress(redis_client, JOB_ID)]
+
+    reader = asyncio.create_task(collect())
+    await wait_for_subscriber(redis_client, progress_channel(JOB_ID))
+    first_try = ProgressEmitter(redis_client, settings, JOB_ID, job)
+    await first_try.phase(Phase.CHECKING_BALANCES)
+    await first_try.retrying(
+        Phase.CHECKING_BALANCES,
+        job_try=1,
+        max_tries=2,
+        next_try_at=datetime.now(UTC),
+        reason="Temporary failure: x",
+    )
+    await run_all_phases(ProgressEmitter(redis_client, settings, JOB_ID, job))
+
+    async with asyncio.timeout(5):
+        events = await reader
+    assert [e.status for e in events] == (
+        ["in_progress", "retrying", "started"] + ["in_progress"] * 4 + ["completed"]
+    )
 
 
 async def test_event_details_are_redacted(

@@ -176,6 +176,7 @@ COMMANDS: Final = {
     "localnet": "premix.cli.localnet:localnet_command",
     "plan": "premix.cli.plan:plan",
     "result": "premix.cli.result:result",
+    "retry": "premix.cli.retry:retry",
     "status": "premix.cli.jobs:status",
     "wallets": "premix.cli.wallets:wallets",
     "watch": "premix.cli.jobs:watch",

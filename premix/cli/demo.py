@@ -1,6 +1,7 @@
 """`premix demo`: the whole pipeline in one process (`premix.demo`), rendered live."""
 
 from collections.abc import Sequence
+from typing import Any
 
 import click
 from rich.console import Console
@@ -19,12 +20,13 @@ from premix.cli.base import (
     run_async,
     stdout_console,
 )
-from premix.cli.jobs import bar_text, progress_bar
+from premix.cli.jobs import progress_bar, update_bar
 from premix.constants import DEMO_AMOUNT_SOL, DEMO_SLOT_MS, MAX_BUYER_WALLETS
 from premix.demo import DemoOptions, DemoReport, run_demo
 from premix.distribution import format_plan
 from premix.jobs import Mode
 from premix.progress import ProgressEvent
+from premix.readiness import NEVER_FUNDED
 from premix.settings import Settings, display_url
 
 
@@ -134,7 +136,7 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
 
     def show_event(event: ProgressEvent) -> None:
         bar.start_task(task)
-        bar.update(task, completed=event.percent, description=bar_text(event))
+        update_bar(bar, task, event)
 
     try:
         report = await run_demo(options, settings, on_plan=show_plan, on_event=show_event)
@@ -149,7 +151,22 @@ async def render_demo(options: DemoOptions, settings: Settings, console: Console
         f"(enqueue to the final event)."
     )
     console.print(f"Job {report.job_id}: {report.message}")
+    if report.readiness is not None:
+        console.print(readiness_line(report.readiness))
     return report
+
+
+def readiness_line(readiness: dict[str, Any]) -> str:
+    """'Readiness (premix wallets status): 5 of 73 buyer wallets ready, holding 1 SOL of the 1 SOL
+    planned; 68 never funded by a premix'."""
+    totals = readiness["totals"]
+    never = sum(1 for wallet in readiness["wallets"] if wallet["reason"] == NEVER_FUNDED)
+    line = (
+        f"Readiness (premix wallets status): {totals['ready']} of {totals['wallets']} buyer "
+        f"wallets ready, holding {totals['balanceSol']} SOL of the {totals['plannedSol']} SOL "
+        "planned"
+    )
+    return f"{line}; {never} {NEVER_FUNDED}" if never else line
 
 
 def demo_table(report: DemoReport, width: int) -> Table:

@@ -2,13 +2,23 @@
 does, and follow a job's progress."""
 
 import asyncio
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import click
 from arq.connections import ArqRedis
 from arq.jobs import Job
 from rich.console import Console
-from rich.progress import BarColumn, Progress, TaskProgressColumn, TextColumn, TimeElapsedColumn
+from rich.progress import (
+    BarColumn,
+    Progress,
+    ProgressColumn,
+    Task,
+    TaskID,
+    TaskProgressColumn,
+    TextColumn,
+)
+from rich.text import Text
 
 from premix.amounts import lamports_to_sol
 from premix.cli.base import (
@@ -158,20 +168,57 @@ def status(state: CliState, job_id: str, as_json: bool) -> None:
         click.echo(f"job {job_id}: {describe_event(event)}")
 
 
+class JobElapsedColumn(ProgressColumn):
+    """The time since the job began (its events' `startedAt`, the task's `started_at` field),
+    not since the bar appeared: a watch joining a long job shows how long it has run. Stops at
+    the final event (the task's `ended_at`); "-:--:--" before the first event."""
+
+    def render(self, task: Task) -> Text:
+        started_at = task.fields.get("started_at")
+        if not isinstance(started_at, datetime):
+            return Text("-:--:--", style="progress.elapsed")
+        ended_at = task.fields.get("ended_at")
+        until = ended_at if isinstance(ended_at, datetime) else datetime.now(UTC)
+        elapsed = timedelta(seconds=max(0, int((until - started_at).total_seconds())))
+        return Text(str(elapsed), style="progress.elapsed")
+
+
 def progress_bar(console: Console) -> Progress:
-    """The live progress bar for one job: description, bar, percent, elapsed time."""
+    """The live progress bar for one job: description, bar, percent, time since it began."""
     return Progress(
         TextColumn("{task.description}"),
         BarColumn(),
         TaskProgressColumn(),
-        TimeElapsedColumn(),
+        JobElapsedColumn(),
         console=console,
     )
 
 
 def bar_text(event: ProgressEvent) -> str:
-    """Return the progress bar's label for `event`: '[3/6] Calculating Distribution'."""
-    return f"[{event.phase}/{event.total_phases}] {event.title}"
+    """Return the progress bar's label for `event`: '[3/6] Calculating Distribution', in
+    phase 5 '[5/6] Initializing Mixer: 12 of 73 wallets funded', and ' (retrying)' while a
+    retry is due."""
+    text = f"[{event.phase}/{event.total_phases}] {event.title}"
+    details = event.details or {}
+    done, total = details.get("done"), details.get("total")
+    if event.phase == 5 and isinstance(done, int) and isinstance(total, int):
+        text += f": {done} of {total} wallets funded"
+    if event.status is ProgressStatus.RETRYING:
+        text += " (retrying)"
+    return text
+
+
+def update_bar(bar: Progress, task: TaskID, event: ProgressEvent) -> None:
+    """Move the bar to `event`; a `retrying` event is also printed as a line of its own."""
+    if event.status is ProgressStatus.RETRYING:
+        bar.console.print(f"job {event.job_id}: {describe_event(event)}")
+    bar.update(
+        task,
+        completed=event.percent,
+        description=bar_text(event),
+        started_at=event.started_at or event.timestamp,
+        ended_at=event.timestamp if event.is_terminal else None,
+    )
 
 
 @click.command()
@@ -215,7 +262,7 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
         with progress_bar(console) as bar:
             task = bar.add_task(f"job {job_id}: waiting for a worker", total=100)
             async for event in subscribe_progress(redis, job_id, poll_interval_seconds=0.2):
-                bar.update(task, completed=event.percent, description=bar_text(event))
+                update_bar(bar, task, event)
                 last = event
         return last
 

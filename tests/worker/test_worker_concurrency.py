@@ -17,7 +17,7 @@ from premix.queue import enqueue_premix_funds, queue_pool
 from premix.settings import Settings, SettingsInvalid, describe_settings_error
 from premix.store import Store
 from premix.worker import worker_settings
-from tests.worker.helpers import User, create_user, job_result, run_worker
+from tests.worker.helpers import User, collect_events, create_user, job_result, run_worker
 
 SOL = 10**9
 USERS = 9
@@ -110,12 +110,13 @@ def one_after_the_other(first: RunRecord, second: RunRecord) -> None:
 
 
 async def test_two_jobs_of_one_user_picked_up_together_never_overlap(
-    settings: Settings, store: Store, net: Localnet
+    settings: Settings, store: Store, net: Localnet, redis_client: Redis
 ) -> None:
     settings = settings.model_copy(update={"worker_max_jobs": 8, "user_busy_retry_seconds": 0.1})
     user = await create_user(store, net, "u1", buyers=10)
     await queue_directly(settings, "u1", "premix-u1-1")
     await queue_directly(settings, "u1", "premix-u1-2")
+    events = [await collect_events(redis_client, f"premix-u1-{n}") for n in (1, 2)]
 
     await run_worker(settings)
 
@@ -123,6 +124,11 @@ async def test_two_jobs_of_one_user_picked_up_together_never_overlap(
     first, second = await ledger.require("premix-u1-1"), await ledger.require("premix-u1-2")
     one_after_the_other(first, second)
     paid_exactly(net, user, [first, second])
+    # the job that waited for the other was deferred, not retried: no `retrying` event
+    for collected in events:
+        statuses = [event.status.value for event in await collected.wait()]
+        assert (statuses[0], statuses[-1]) == ("started", "completed"), statuses
+        assert set(statuses[1:-1]) == {"in_progress"}, statuses
 
 
 async def test_a_second_job_of_the_user_queued_while_the_first_runs_waits_for_it(
