@@ -30,7 +30,6 @@ from redis.exceptions import RedisError
 from solders.keypair import Keypair
 
 from premix import top_up as top_ups
-from premix.amounts import format_sol
 from premix.earlier_runs import settle_earlier_runs
 from premix.errors import (
     FundingWalletNotFound,
@@ -298,17 +297,13 @@ class JobExecution:
         # Free the user before the final event: whoever sees it may enqueue the next premix.
         await self.lock.release()
         funded = len(mix.funded)
-        message = completion_message(mix, self.job.mode, payout.record)
-        for wallet, balance in payout.spent_since:
-            message += (
-                f" (wallet {wallet} now holds {format_sol(balance)}, less than it received: "
-                "spent since it was funded)"
-            )
-        if unchecked:
-            message += (
-                f" (every transfer confirmed on chain; the final balance check could not run: "
-                f"{unchecked})"
-            )
+        message = completion_message(
+            mix,
+            self.job.mode,
+            payout.record,
+            spent_since=payout.spent_since,
+            unchecked=unchecked,
+        )
         await self.progress.completed(
             message,
             sentLamports=mix.sent_lamports,

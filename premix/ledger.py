@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 from premix.constants import RUNS_COLLECTION
 from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
+from premix.run_documents import run_from_document, run_to_document
 from premix.runs import (
     MAX_INT64,
     OPEN_ATTEMPT_STATES,
@@ -32,8 +33,6 @@ from premix.runs import (
     TopUpEntry,
     Totals,
     TransactionState,
-    run_from_document,
-    run_to_document,
     utc_now,
 )
 

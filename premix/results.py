@@ -114,10 +114,34 @@ def _wallet(
     }
 
 
-def completion_message(mix: MixResult, mode: str, run: RunRecord | None = None) -> str:
+def completion_message(
+    mix: MixResult,
+    mode: str,
+    run: RunRecord | None = None,
+    *,
+    spent_since: Sequence[tuple[str, int]] = (),
+    unchecked: str | None = None,
+) -> str:
     """'Premix complete: sent 2 SOL to 4 wallet(s) in 4 transaction(s) (standard mode), fees
     0.00002 SOL (of which priority fees 0.000001 SOL)'; for a top-up `run`, what it sent of
-    what was missing (`premix.top_up.completion_message`)."""
+    what was missing (`premix.top_up.completion_message`). Then each wallet that holds less
+    than it received (`spent_since`: address, balance), and why the final balance check could
+    not run (`unchecked`), if it could not."""
+    message = _sent_message(mix, mode, run)
+    for wallet, balance in spent_since:
+        message += (
+            f" (wallet {wallet} now holds {format_sol(balance)}, less than it received: "
+            "spent since it was funded)"
+        )
+    if unchecked:
+        message += (
+            f" (every transfer confirmed on chain; the final balance check could not run: "
+            f"{unchecked})"
+        )
+    return message
+
+
+def _sent_message(mix: MixResult, mode: str, run: RunRecord | None) -> str:
     if run is not None and run.top_up is not None:
         return top_ups.completion_message(run, mix, mode)
     message = (
