@@ -4,33 +4,40 @@
 One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
 as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
 second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
-arq's job record and queue entry are written by one Lua script: one Redis round trip.
-
-The Redis connection pool is created on first use and reused (one per Redis URL and event
-loop); `close_queue()` closes them.
+arq's job record and queue entry are written by one Lua script: one Redis round trip
+(`premix.enqueueing`, which also holds the shared Redis pools: `queue_pool`, `close_queue`).
 """
 
-import asyncio
 import re
 import time
-from collections.abc import Awaitable
-from dataclasses import dataclass
-from typing import Any, Final, cast
+from typing import Any
 
 from arq.connections import ArqRedis
-from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, Job, JobDef, JobResult, serialize_job
-from arq.utils import timestamp_ms
+from arq.jobs import DeserializationError, Job, JobDef, JobResult
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
-from redis.asyncio import ConnectionPool, Redis
-from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
+from premix.enqueueing import (
+    JOB_EXISTS,
+    LEDGER_UNAVAILABLE,
+    QUEUE_MISCONFIGURED,
+    QUEUE_UNAVAILABLE,
+    QUEUED_JOB_EXPIRY_SECONDS,
+    USER_BUSY,
+    close_queue,
+    job_exists_message,
+    lock_and_enqueue,
+    queue_client,
+    queue_error_message,
+    queue_pool,
+    undo_enqueue,
+    user_busy_message,
+)
 from premix.jobs import (
     JOB_ID_PATTERN,
     EnqueueResult,
@@ -42,94 +49,30 @@ from premix.ledger import Ledger
 from premix.logs import get_logger
 from premix.receipts import JobRecordUnreadable, receipt_from_arq, receipt_from_run
 from premix.retry import retry_job, retry_queued_message, retry_refusal
-from premix.serialization import job_deserializer, job_serializer
+from premix.serialization import job_deserializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
-from premix.user_lock import release_user_lock_quietly, user_lock_holder, user_lock_key
+from premix.user_lock import user_lock_holder
+
+__all__ = [  # the enqueue side's names, wherever they live
+    "LEDGER_UNAVAILABLE",
+    "QUEUED_JOB_EXPIRY_SECONDS",
+    "QUEUE_MISCONFIGURED",
+    "QUEUE_UNAVAILABLE",
+    "close_queue",
+    "enqueue_premix_funds",
+    "get_premix_result",
+    "new_job_id",
+    "queue_pool",
+    "retry_premix",
+]
 
 log = get_logger(__name__)
-
-# arq drops a job not started within this long; the user's marker lasts as long while it waits.
-QUEUED_JOB_EXPIRY_SECONDS: Final = 86_400
-# Short, so an unreachable Redis answers the bot within about a second instead of hanging it.
-CONNECT_TIMEOUT_SECONDS: Final = 1.0
-COMMAND_TIMEOUT_SECONDS: Final = 2.0
-
-QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
-# Configuration errors are logged in full; the user sees only this.
-QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
-LEDGER_UNAVAILABLE: Final = "Queue unavailable: could not read the ledger; nothing was enqueued"
-
-
-_ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
-# The user lock and arq's enqueue in one script (one round trip, atomic), writing exactly what
-# `ArqRedis.enqueue_job` writes: the job record (`arq:job:<id>`, PSETEX its expiry) and its
-# queue entry (ZADD, score = enqueue time in ms), refused like arq when the job or its result
-# exists. KEYS: lock, job, result, queue; ARGV: job id, lock ttl s, job bytes, job expiry ms,
-# score. Returns {1} (queued), {0, holder} (user busy) or {-1} (job id known). The ZADD goes
-# first: a queue key of the wrong type fails the script before anything is written.
-_ENQUEUE_SCRIPT: Final = """
-local holder = redis.call('GET', KEYS[1])
-if holder then
-    return {0, holder}
-end
-if redis.call('EXISTS', KEYS[2], KEYS[3]) > 0 then
-    return {-1}
-end
-redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
-redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
-redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
-return {1}
-"""
 
 
 def new_job_id(user_id: str) -> str:
     """Return a job id `premix-{userId}-{unix_ms}`."""
     return f"premix-{user_id}-{time.time_ns() // 1_000_000}"
-
-
-@dataclass
-class _Pool:
-    loop: asyncio.AbstractEventLoop
-    connections: ConnectionPool
-    redis: ArqRedis
-
-
-_pools: dict[str, _Pool] = {}
-
-
-def _arq_redis(connections: ConnectionPool) -> ArqRedis:
-    # Every call names its queue (`settings.queue_name`): no default queue is relied on.
-    return ArqRedis(connections, job_serializer=job_serializer, job_deserializer=job_deserializer)
-
-
-def queue_pool(redis_url: str) -> ArqRedis:
-    """Return the shared arq client for `redis_url` in this event loop (created on first use).
-
-    Creating it does not connect; the first command does.
-    """
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(redis_url)
-    if pool is None or pool.loop is not loop:
-        # A pool belongs to the loop it was created in (tests run one loop per test).
-        connections = ConnectionPool.from_url(
-            redis_url,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=COMMAND_TIMEOUT_SECONDS,
-        )
-        pool = _Pool(loop, connections, _arq_redis(connections))
-        _pools[redis_url] = pool
-    return pool.redis
-
-
-async def close_queue() -> None:
-    """Close every pool `enqueue_premix_funds` opened in this event loop (and forget others)."""
-    loop = asyncio.get_running_loop()
-    pools = list(_pools.values())
-    _pools.clear()
-    for pool in pools:
-        if pool.loop is loop:
-            await pool.connections.disconnect()
 
 
 def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
@@ -177,7 +120,7 @@ async def enqueue_premix_funds(
     job_id = new_job_id(job.user_id)
     bound_log = log.bind(job_id=job_id, user_id=job.user_id)
     try:
-        arq_redis = _queue_client(settings, redis)
+        arq_redis = queue_client(settings, redis)
     except ValueError as e:  # not a redis:// URL
         bound_log.error("enqueue_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
@@ -186,16 +129,16 @@ async def enqueue_premix_funds(
         outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
-        return EnqueueResult(False, _queue_error_message(e))
+        await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        return EnqueueResult(False, queue_error_message(e))
     except BaseException:
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         raise
-    if outcome == _USER_BUSY:
+    if outcome == USER_BUSY:
         bound_log.info("premix_refused_user_busy", running_job_id=holder)
-        return EnqueueResult(False, _user_busy_message(holder))
-    if outcome == _JOB_EXISTS:  # arq refuses a job id it already knows
-        return EnqueueResult(False, _job_exists_message(job_id))
+        return EnqueueResult(False, user_busy_message(holder))
+    if outcome == JOB_EXISTS:  # arq refuses a job id it already knows
+        return EnqueueResult(False, job_exists_message(job_id))
 
     bound_log.info(
         "premix_enqueued",
@@ -208,68 +151,18 @@ async def enqueue_premix_funds(
     )
 
 
-def _queue_client(settings: Settings, redis: Redis | None) -> ArqRedis:
-    """The arq client for `redis` (JSON serializer), or the shared pool for the settings' URL;
-    raises `ValueError` for a URL that is not a Redis URL."""
-    if redis is None:
-        return queue_pool(settings.redis_url)
-    if isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
-        return redis
-    return _arq_redis(redis.connection_pool)  # same connections, JSON serializer
-
-
-def _job_exists_message(job_id: str) -> str:
-    return f"A job with id {job_id} already exists; nothing was enqueued"
-
-
-def _user_busy_message(holder: str | None) -> str:
-    running = f" (job {holder})" if holder else ""
-    return f"A premix is already queued or running for this user{running}; wait for it to finish"
-
-
 async def _lock_and_enqueue(
     redis: Redis, queue_name: str, job: PremixFundsJob, job_id: str
 ) -> tuple[int, str | None]:
-    """Take the user lock and queue the job in one round trip; return (outcome, holder)."""
-    enqueue_time_ms = timestamp_ms()
-    payload = serialize_job(
-        JOB_FUNCTION, (job.to_wire(),), {}, None, enqueue_time_ms, serializer=job_serializer
+    """Take the user lock and queue the premix job in one round trip; return (outcome, holder)."""
+    return await lock_and_enqueue(
+        redis,
+        queue_name,
+        user_id=job.user_id,
+        job_id=job_id,
+        function=JOB_FUNCTION,
+        payload=job.to_wire(),
     )
-    keys = (user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id)
-    arguments: tuple[Any, ...] = (
-        job_id,
-        str(QUEUED_JOB_EXPIRY_SECONDS),
-        payload,
-        str(QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
-        str(enqueue_time_ms),  # the score: due now
-    )
-    reply = await cast(
-        Awaitable[list[Any]],
-        redis.eval(_ENQUEUE_SCRIPT, 4, *keys, queue_name, *arguments),
-    )
-    holder = reply[1] if len(reply) > 1 else None
-    return int(reply[0]), holder.decode() if isinstance(holder, bytes) else holder
-
-
-def _queue_error_message(error: BaseException) -> str:
-    if isinstance(error, RedisConnectionError | RedisTimeoutError | OSError):
-        return QUEUE_UNAVAILABLE
-    return (
-        f"Queue unavailable: Redis refused the job ({type(error).__name__}); nothing was enqueued"
-    )
-
-
-async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str) -> None:
-    # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
-    # written without its queue entry. Remove both, then the lock, so nothing is left behind.
-    try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(job_key_prefix + job_id)
-            pipe.zrem(queue_name, job_id)
-            await pipe.execute()
-    except (RedisError, OSError) as e:
-        log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
-    await release_user_lock_quietly(redis, user_id, job_id)
 
 
 async def get_premix_result(job_id: str, settings: Settings | None = None) -> dict[str, Any] | None:
@@ -333,7 +226,7 @@ async def retry_premix(
     if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
         return EnqueueResult(False, "Invalid job id: expected premix-<userId>-<unix ms>")
     try:
-        arq_redis = _queue_client(settings, redis)
+        arq_redis = queue_client(settings, redis)
     except ValueError as e:
         log.error("retry_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
@@ -346,7 +239,7 @@ async def retry_premix(
             await store.close()
     except (RedisError, OSError) as e:
         bound_log.warning("retry_failed", error=type(e).__name__)
-        return EnqueueResult(False, _queue_error_message(e))
+        return EnqueueResult(False, queue_error_message(e))
     except (PyMongoError, StoreConfigError) as e:
         bound_log.warning("retry_store_unavailable", error=type(e).__name__)
         return EnqueueResult(False, LEDGER_UNAVAILABLE)
@@ -363,18 +256,18 @@ async def _retry_run(
     job = retry_job(run)
     holder = await user_lock_holder(redis, job.user_id)
     if holder is not None:
-        return EnqueueResult(False, _user_busy_message(holder))
+        return EnqueueResult(False, user_busy_message(holder))
     retry_id = new_job_id(job.user_id)
     await ledger.add_retry_job(run.run_id, retry_id)  # before the job can start
     try:
         outcome, holder = await _lock_and_enqueue(redis, settings.queue_name, job, retry_id)
     except BaseException:
-        await _undo_enqueue(redis, settings.queue_name, job.user_id, retry_id)
+        await undo_enqueue(redis, settings.queue_name, job.user_id, retry_id)
         raise
-    if outcome == _USER_BUSY:
-        return EnqueueResult(False, _user_busy_message(holder))
-    if outcome == _JOB_EXISTS:
-        return EnqueueResult(False, _job_exists_message(retry_id))
+    if outcome == USER_BUSY:
+        return EnqueueResult(False, user_busy_message(holder))
+    if outcome == JOB_EXISTS:
+        return EnqueueResult(False, job_exists_message(retry_id))
     log.info("premix_retry_enqueued", job_id=retry_id, run_id=run.run_id)
     return EnqueueResult(True, retry_queued_message(run, retry_id), retry_id)
 
