@@ -157,11 +157,13 @@ class Ledger:
         mode: str,
         amount_lamports: int,
         request: dict[str, Any] | None = None,
+        kind: str = "premix",
     ) -> RunRecord:
-        """Return the run `run_id`, creating it if new (idempotent: a re-run gets the stored
-        one). An insert whose outcome is unknown is settled by reading the run back. Raises
-        `LedgerError` if the stored run belongs to another user, `TransientError` if the store
-        does not confirm the insert in `WRITE_TRIES` tries."""
+        """Return the run `run_id` (`kind` "premix" or "sweep"), creating it if new
+        (idempotent: a re-run gets the stored one). An insert whose outcome is unknown is
+        settled by reading the run back. Raises `LedgerError` if the stored run belongs to
+        another user, `TransientError` if the store does not confirm the insert in
+        `WRITE_TRIES` tries."""
         if not isinstance(user_id, str):
             raise TypeError("user_id must be a str")
         now = utc_now()
@@ -173,6 +175,7 @@ class Ledger:
             created_at=now,
             updated_at=now,
             request=request,
+            kind=kind,
         )
         failure: PyMongoError | None = None
         for _ in range(WRITE_TRIES):
@@ -199,12 +202,33 @@ class Ledger:
         amounts: Sequence[int],
         *,
         balances_before: Sequence[int] | None = None,
+        sources: Sequence[str] | None = None,
     ) -> RunRecord:
-        """Record the plan of an opened run (with the recipients' balances before, if read);
-        the first plan wins and is returned (a re-run keeps the plan it started with). Raises
-        `LedgerError` if the run was never opened."""
+        """Record the plan of an opened run (with the recipients' balances before, if read; a
+        sweep's with its sources and their balances); the first plan wins and is returned (a
+        re-run keeps the plan it started with). Raises `LedgerError` if the run was never
+        opened."""
         record = await self.require(run_id)
-        if record.set_plan(recipients, amounts, now=utc_now(), balances_before=balances_before):
+        now = utc_now()
+        if record.set_plan(
+            recipients, amounts, now=now, balances_before=balances_before, sources=sources
+        ):
+            record = await self.save(record)
+        return record
+
+    async def record_sweep_plan(
+        self,
+        run_id: str,
+        *,
+        funding: str,
+        sources: Sequence[str],
+        amounts: Sequence[int],
+        balances: Sequence[int],
+    ) -> RunRecord:
+        """Record a sweep's plan (see `RunRecord.set_sweep_plan`); the first plan wins and is
+        returned. Raises `LedgerError` if the run was never opened or is not a sweep."""
+        record = await self.require(run_id)
+        if record.set_sweep_plan(funding, sources, amounts, balances, now=utc_now()):
             record = await self.save(record)
         return record
 

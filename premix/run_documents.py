@@ -65,15 +65,7 @@ def run_to_document(record: RunRecord) -> Document:
         "amount_lamports": record.amount_lamports,
         "status": record.status.value,
         "funding": record.funding,
-        "plan": [
-            {
-                "position": e.position,
-                "recipient": e.recipient,
-                "lamports": e.lamports,
-                "balance_before": e.balance_before,
-            }
-            for e in record.plan
-        ],
+        "plan": [_plan_entry_document(e) for e in record.plan],
         "transactions": [
             {
                 "index": tx.index,
@@ -95,6 +87,7 @@ def run_to_document(record: RunRecord) -> Document:
         "updated_at": record.updated_at,
         "revision": record.revision,
         "top_up": None if record.top_up is None else [asdict(e) for e in record.top_up],
+        "kind": record.kind,
     }
 
 
@@ -115,6 +108,7 @@ def run_from_document(document: Mapping[str, Any]) -> RunRecord:
                 recipient=str(e["recipient"]),
                 lamports=int(e["lamports"]),
                 balance_before=e.get("balance_before"),
+                source=None if (source := e.get("source")) is None else str(source),
             )
             for e in document.get("plan", [])
         ],
@@ -133,7 +127,20 @@ def run_from_document(document: Mapping[str, Any]) -> RunRecord:
         top_up=None
         if (top_up := document.get("top_up")) is None
         else [_top_up_entry(e) for e in top_up],
+        kind=str(document.get("kind", "premix")),  # runs stored before sweeps: premixes
     )
+
+
+def _plan_entry_document(entry: PlanEntry) -> Document:
+    document: Document = {
+        "position": entry.position,
+        "recipient": entry.recipient,
+        "lamports": entry.lamports,
+        "balance_before": entry.balance_before,
+    }
+    if entry.source is not None:  # a sweep's (premix entries keep their earlier shape)
+        document["source"] = entry.source
+    return document
 
 
 def _top_up_entry(e: Mapping[str, Any]) -> TopUpEntry:

@@ -135,12 +135,35 @@ class LedgerTransaction:
 
 @dataclass
 class PlanEntry:
-    """One transfer of the plan: `lamports` to `recipient`."""
+    """One transfer of the plan: `lamports` to `recipient`, from `source` (a sweep's buyer
+    wallet) or, when `source` is None, from the run's funding wallet (a premix)."""
 
     position: int
     recipient: str  # base58
     lamports: int
-    balance_before: int | None = None  # recipient's balance when its first attempt was signed
+    # premix: the recipient's balance when its first attempt was signed; sweep: the source's,
+    # read when the plan was made
+    balance_before: int | None = None
+    source: str | None = None  # base58; set only in a sweep (the recipient is then the funding)
+
+    @property
+    def watched(self) -> str:
+        """The wallet whose balance shows the transfer landed: a sweep's source (it drops by
+        `lamports`), else the recipient (it grows by `lamports`)."""
+        return self.source if self.source is not None else self.recipient
+
+    @property
+    def expected_balance(self) -> int:
+        """What the watched wallet holds once the transfer landed: at most this for a sweep's
+        source, at least this for a premix's recipient."""
+        before = self.balance_before or 0
+        return before - self.lamports if self.source is not None else before + self.lamports
+
+    def shows_transfer(self, balance: int) -> bool:
+        """True when the watched wallet's `balance` shows the transfer landed."""
+        if self.source is not None:
+            return balance <= self.expected_balance
+        return balance >= self.expected_balance
 
 
 @dataclass(frozen=True)
@@ -168,7 +191,7 @@ class Totals:
 
 @dataclass
 class RunRecord:
-    """Everything the ledger knows about one run; `to_document`/`from_document` below."""
+    """Everything the ledger knows about one run (`premix.run_documents`: its stored form)."""
 
     run_id: str
     user_id: str
@@ -189,13 +212,18 @@ class RunRecord:
     retry_jobs: list[str] = field(default_factory=list)
     # a top-up: every wallet of its distribution (the plan holds only those that lacked some)
     top_up: list[TopUpEntry] | None = None
+    # "premix" (funding -> buyer wallets) or "sweep" (buyer wallets -> funding, each plan
+    # entry naming its source); runs stored before sweeps existed are premixes
+    kind: str = "premix"
 
     # --- reading ---
 
     @property
     def planned(self) -> bool:
-        """True once a plan is recorded (a top-up's may be empty: every wallet held enough)."""
-        return bool(self.plan) or self.top_up is not None
+        """True once a plan is recorded (a top-up's may be empty: every wallet held enough; a
+        sweep's too: no wallet held more than it keeps)."""
+        swept = self.kind == "sweep" and self.status is not RunStatus.OPENED
+        return bool(self.plan) or self.top_up is not None or swept
 
     @property
     def totals(self) -> Totals:
@@ -251,9 +279,11 @@ class RunRecord:
         *,
         now: datetime,
         balances_before: Sequence[int] | None = None,
+        sources: Sequence[str] | None = None,
     ) -> bool:
-        """Record the plan (with each recipient's balance before, when read) unless one is
-        recorded already (first plan wins); True if set."""
+        """Record the plan (with each recipient's balance before, when read; a sweep's with
+        each transfer's source and its balance then) unless one is recorded already (first plan
+        wins); True if set."""
         if self.planned:
             return False
         if len(recipients) != len(amounts) or not recipients:
@@ -262,15 +292,20 @@ class RunRecord:
             raise LedgerError("plan amounts must be positive integer lamports")
         if sum(amounts) > MAX_INT64:  # so every amount and total fits a BSON int64
             raise LedgerError(f"plan amounts must sum to at most {MAX_INT64} lamports")
-        if len(set(recipients)) != len(recipients):
+        if sources is None and len(set(recipients)) != len(recipients):
             raise LedgerError("a plan pays each recipient once")
         if balances_before is not None and len(balances_before) != len(recipients):
             raise LedgerError("a plan needs one balance before per recipient")
+        if sources is not None and (
+            len(sources) != len(recipients) or len(set(sources)) != len(sources)
+        ):
+            raise LedgerError("a sweep's plan moves from each source once, one per recipient")
         befores = list(balances_before) if balances_before is not None else [None] * len(amounts)
+        froms = [str(s) for s in sources] if sources is not None else [None] * len(amounts)
         self.plan = [
-            PlanEntry(position, str(recipient), int(lamports), before)
-            for position, (recipient, lamports, before) in enumerate(
-                zip(recipients, amounts, befores, strict=True)
+            PlanEntry(position, str(recipient), int(lamports), before, source)
+            for position, (recipient, lamports, before, source) in enumerate(
+                zip(recipients, amounts, befores, froms, strict=True)
             )
         ]
         self._set_status(RunStatus.PLANNED, now)
@@ -295,6 +330,30 @@ class RunRecord:
                 balances_before=[e.held_lamports for e in lacking],
             )
         self.top_up = list(entries)
+        self._set_status(RunStatus.PLANNED, now)
+        return True
+
+    def set_sweep_plan(
+        self,
+        funding: str,
+        sources: Sequence[str],
+        amounts: Sequence[int],
+        balances: Sequence[int],
+        *,
+        now: datetime,
+    ) -> bool:
+        """Record a sweep's plan: `amounts` from each of `sources` (holding `balances` when it
+        was read) to `funding`, unless a plan is recorded already (first plan wins); True if
+        set. No wallet with anything to move: an empty plan."""
+        if self.planned:
+            return False
+        if self.kind != "sweep":
+            raise LedgerError(f"run {self.run_id} is a {self.kind}, not a sweep")
+        if str(funding) in sources:
+            raise LedgerError("a sweep moves from buyer wallets, never from the funding wallet")
+        if sources:
+            recipients = [str(funding)] * len(sources)
+            self.set_plan(recipients, amounts, now=now, balances_before=balances, sources=sources)
         self._set_status(RunStatus.PLANNED, now)
         return True
 

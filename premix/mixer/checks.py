@@ -1,6 +1,7 @@
 """The balance checks of a `Sender` (a mixin, private to the mixer package): every recipient
-it funded holds at least its balance before plus its amount, read from a node that has reached
-the slot the transfer landed in."""
+it funded holds at least its balance before plus its amount (a sweep: every source holds at
+most its balance before minus its amount), read from a node that has reached the slot the
+transfer landed in."""
 
 from collections.abc import Sequence
 from typing import Final
@@ -39,19 +40,22 @@ class BalanceChecks:
         execution confirmed) the transfer is proven by its signature and a lower balance only
         means the wallet was spent since: it is noted in `spent_since`, not a failure.
         """
-        expected = {p: self.expected_balance(p) for p in positions}
+        plan = self.record.plan
+        expected = {p: plan[p].expected_balance for p in positions}
         landed = self.landed_slot(positions)  # a node behind it would show an older balance
         short: dict[int, int] = {}
         for read in range(BALANCE_CHECK_TRIES):
             keys = list(expected)
             if len(keys) == 1:
-                recipient = self._recipient(keys[0])
-                balances = [await self.rpc.balance(recipient, min_context_slot=landed)]
+                wallet = self.watched_wallet(keys[0])
+                balances = [await self.rpc.balance(wallet, min_context_slot=landed)]
             else:
-                recipients = [self._recipient(p) for p in keys]
-                balances = await self.rpc.balances(recipients, min_context_slot=landed)
+                wallets = [self.watched_wallet(p) for p in keys]
+                balances = await self.rpc.balances(wallets, min_context_slot=landed)
             self.verified.update(zip(keys, balances, strict=True))
-            short = {p: b for p, b in zip(keys, balances, strict=True) if b < expected[p]}
+            short = {
+                p: b for p, b in zip(keys, balances, strict=True) if not plan[p].shows_transfer(b)
+            }
             if not short:
                 return
             if read + 1 < BALANCE_CHECK_TRIES:
@@ -61,9 +65,10 @@ class BalanceChecks:
             self.log.warning("recipients_spent_since_funded", positions=sorted(short))
             return
         position, balance = next(iter(short.items()))
+        bound = "at most" if plan[position].source is not None else "at least"
         await self.fail(
-            f"wallet {self.record.plan[position].recipient} holds {format_sol(balance)} after its "
-            f"confirmed transfer, expected at least {format_sol(expected[position])}"
+            f"wallet {plan[position].watched} holds {format_sol(balance)} after its "
+            f"confirmed transfer, expected {bound} {format_sol(expected[position])}"
         )
 
     def landed_slot(self, positions: Sequence[int]) -> int | None:
@@ -79,9 +84,13 @@ class BalanceChecks:
         return max(slots, default=None)
 
     def expected_balance(self, position: int) -> int:
-        """What the recipient at `position` holds at least once its transfer landed."""
-        entry = self.record.plan[position]
-        return (entry.balance_before or 0) + entry.lamports
+        """What the watched wallet of `position` holds once its transfer landed (at least: a
+        premix's recipient; at most: a sweep's source)."""
+        return self.record.plan[position].expected_balance
+
+    def watched_wallet(self, position: int) -> Pubkey:
+        """The wallet whose balance shows the transfer at `position` landed (`PlanEntry`)."""
+        return Pubkey.from_string(self.record.plan[position].watched)
 
     def _recipient(self, position: int) -> Pubkey:
         return Pubkey.from_string(self.record.plan[position].recipient)

@@ -21,8 +21,10 @@ from typing import Final
 
 import structlog
 from solana.rpc.commitment import Finalized
+from solders.hash import Hash
 from solders.keypair import Keypair
 from solders.signature import Signature
+from solders.transaction import Transaction
 
 from premix.errors import TransientError
 from premix.ledger import (
@@ -38,7 +40,7 @@ from premix.ledger import (
 from premix.mixer.blockhashes import RecentBlockhash
 from premix.mixer.checks import BalanceChecks
 from premix.mixer.fees import FeePricing, PriorityFees
-from premix.mixer.packing import build_message, sign
+from premix.mixer.packing import FeePolicy, build_message, sign
 from premix.mixer.polling import HeightStall, first_poll_delay, gather_all, poll_delays
 from premix.mixer.result import MixerFailed, MixerProgress, MixResult
 from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
@@ -136,16 +138,16 @@ class Sender(BalanceChecks):
         now = utc_now()
         signed: list[tuple[LedgerTransaction, Attempt]] = []
         for (tx, positions), fees in zip(work, policies, strict=True):
-            transfers = [(self._recipient(p), record.plan[p].lamports) for p in positions]
-            message = build_message(funding.pubkey(), transfers, latest.blockhash, fees)
-            transaction = sign(message, funding)
+            transaction, fee_lamports = self.signed_transaction(
+                funding, positions, latest.blockhash, fees
+            )
             attempt = Attempt(
                 signature=str(transaction.signatures[0]),
                 blockhash=str(latest.blockhash),
                 last_valid_block_height=latest.last_valid_block_height,
                 wire=base64.b64encode(bytes(transaction)).decode("ascii"),
                 signed_at=now,
-                fee_lamports=fees.fee_lamports(len(positions)),
+                fee_lamports=fee_lamports,
                 compute_unit_price=fees.compute_unit_price if fees.has_priority_fee else 0,
                 priority_fee_lamports=fees.priority_fee_lamports(len(positions)),
             )
@@ -169,6 +171,15 @@ class Sender(BalanceChecks):
                 fee_lamports=attempt.fee_lamports,
             )
         return signed
+
+    def signed_transaction(
+        self, funding: Keypair, positions: Sequence[int], blockhash: Hash, fees: FeePolicy
+    ) -> tuple[Transaction, int]:
+        """The transaction paying plan `positions` from `funding`, signed, and its exact fee
+        (one signature); a sweep's sender signs with each source too (`mixer.sweeping`)."""
+        transfers = [(self._recipient(p), self.record.plan[p].lamports) for p in positions]
+        message = build_message(funding.pubkey(), transfers, blockhash, fees)
+        return sign(message, funding), fees.fee_lamports(len(positions))
 
     async def send(self, sends: Sequence[tuple[LedgerTransaction, Attempt]]) -> list[Refusal]:
         """Send each attempt's stored bytes concurrently; record and return the refused ones."""
@@ -409,17 +420,18 @@ class Sender(BalanceChecks):
         an attempt only some of whose recipients do."""
         transactions = {a.signature: self.record.find_attempt(a.signature)[0] for a in attempts}
         positions = sorted({p for tx in transactions.values() for p in tx.transfers})
-        recipients = [self._recipient(p) for p in positions]
-        read = await self.rpc.balances(recipients, min_context_slot=slot)
+        wallets = [self.watched_wallet(p) for p in positions]  # a sweep: its sources
+        read = await self.rpc.balances(wallets, min_context_slot=slot)
         balances = dict(zip(positions, read, strict=True))
+        plan = self.record.plan
         arrived: list[Attempt] = []
         for attempt in attempts:
             tx = transactions[attempt.signature]
-            holding = [p for p in tx.transfers if balances[p] >= self.expected_balance(p)]
+            holding = [p for p in tx.transfers if plan[p].shows_transfer(balances[p])]
             if len(holding) == len(tx.transfers):
                 arrived.append(attempt)
             elif holding:
-                missing = [self.record.plan[p].recipient for p in tx.transfers if p not in holding]
+                missing = [plan[p].watched for p in tx.transfers if p not in holding]
                 await self.fail(
                     f"needs review: transaction {tx.index + 1} is not found on chain and its "
                     "blockhash expired, yet only some of its recipients hold their amount (not: "

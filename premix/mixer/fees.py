@@ -226,7 +226,7 @@ class FeePricing:
         unless a reading of the last `READING_MAX_AGE_BLOCKS` blocks covers them."""
         funded = set(record.funded_positions())
         accounts = [funding] + [
-            Pubkey.from_string(entry.recipient)
+            Pubkey.from_string(entry.watched)  # a sweep's writable accounts are its sources
             for entry in record.plan
             if entry.position not in funded
         ]

@@ -81,7 +81,7 @@ class MixResult:
                 elif last.state is AttemptState.LANDED_FAILED or last.error is not None:
                     status = WalletStatus.FAILED  # failed on chain, or refused and expired
             wallets.append(
-                WalletOutcome(entry.recipient, entry.lamports, status, signature, error, evidence)
+                WalletOutcome(entry.watched, entry.lamports, status, signature, error, evidence)
             )
         totals = record.totals
         return cls(
