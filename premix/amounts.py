@@ -32,18 +32,20 @@ def _to_decimal(value: object) -> Decimal:
     raise AmountError(f"must be a number of SOL, got {type(value).__name__}")
 
 
-def sol_to_lamports(value: object) -> int:
+def sol_to_lamports(value: object, *, allow_zero: bool = False) -> int:
     """Return `value` (SOL) as exact integer lamports.
 
     Accepts int, float (by its shortest repr), Decimal and numeric strings. Raises `AmountError`
-    for bools, non-numbers, NaN, infinities, zero, negatives, more than 9 decimals, or more
-    lamports than a u64 holds.
+    for bools, non-numbers, NaN, infinities, zero (unless `allow_zero`: an amount to keep),
+    negatives, more than 9 decimals, or more lamports than a u64 holds.
     """
     amount = _to_decimal(value)
     if not amount.is_finite():
         raise AmountError("must be a finite number of SOL")
+    if allow_zero and amount == 0:
+        return 0
     if amount <= 0:
-        raise AmountError("must be greater than 0 SOL")
+        raise AmountError("must be 0 SOL or more" if allow_zero else "must be greater than 0 SOL")
     if amount.adjusted() > _MAX_SOL_ADJUSTED_EXPONENT:
         raise _too_large()
     _, digits, exponent = amount.as_tuple()

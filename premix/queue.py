@@ -52,6 +52,7 @@ from premix.retry import retry_job, retry_queued_message, retry_refusal
 from premix.serialization import job_deserializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
+from premix.sweep import enqueue_sweep
 from premix.user_lock import user_lock_holder
 
 __all__ = [  # the enqueue side's names, wherever they live
@@ -61,6 +62,7 @@ __all__ = [  # the enqueue side's names, wherever they live
     "QUEUE_UNAVAILABLE",
     "close_queue",
     "enqueue_premix_funds",
+    "enqueue_sweep",
     "get_premix_result",
     "new_job_id",
     "queue_pool",

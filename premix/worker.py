@@ -40,6 +40,8 @@ from premix.rpc_budget import RpcBudget
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
+from premix.sweep import SWEEP_FUNCTION
+from premix.sweep_execution import premix_sweep
 
 log = get_logger(__name__)
 
@@ -222,7 +224,10 @@ def worker_settings(settings: Settings) -> dict[str, Any]:
     the environment's settings). `on_startup` raises `WorkerStartupError` when the worker
     cannot run (see `startup`)."""
     return {
-        "functions": [func(premix_funds, name=JOB_FUNCTION)],
+        "functions": [
+            func(premix_funds, name=JOB_FUNCTION),
+            func(premix_sweep, name=SWEEP_FUNCTION),  # buyer wallets -> funding (premix.sweep)
+        ],
         "queue_name": settings.queue_name,
         # Premixes of different users at once (the user lock keeps one user's apart).
         "max_jobs": settings.worker_max_jobs,
