@@ -178,6 +178,7 @@ COMMANDS: Final = {
     "result": "premix.cli.result:result",
     "retry": "premix.cli.retry:retry",
     "status": "premix.cli.jobs:status",
+    "sweep": "premix.cli.sweep:sweep",
     "wallets": "premix.cli.wallets:wallets",
     "watch": "premix.cli.jobs:watch",
 }
