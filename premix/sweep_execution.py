@@ -257,8 +257,9 @@ class SweepExecution(JobExecution):
             transactions=mix.transactions,
             walletsSwept=len(mix.funded),
         )
+        told = message.removeprefix("Sweep complete: moved")
         await self.notifier.send(
-            self.sweep.user_chat_id, f"✅ Sweep complete\n{message}.\nJob {self.job_id}"
+            self.sweep.user_chat_id, f"✅ Sweep complete\nMoved{told}.\nJob {self.job_id}"
         )
         self.log.info(
             "job_completed",

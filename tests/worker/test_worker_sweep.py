@@ -4,6 +4,7 @@ funding wallet, packed into the fewest transactions that fit; every assertion is
 import base64
 from typing import Any
 
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
 from solders.transaction import Transaction
@@ -18,12 +19,15 @@ from premix.settings import Settings
 from premix.store import Store
 from premix.user_lock import user_lock_holder
 from tests.worker.helpers import (
+    BOT_TOKEN,
+    FakeTelegram,
     TestRpc,
     User,
     collect_events,
     create_user,
     drain,
     expire_in_progress_marker,
+    fake_telegram,
     job_result,
     run_worker,
 )
@@ -43,6 +47,12 @@ async def sweep(settings: Settings, user_id: str, options: dict[str, Any] | None
     queued = await enqueue_sweep(user_id, 42, options, settings=settings)
     assert queued.success and queued.job_id is not None, queued.message
     return queued.job_id
+
+
+def with_telegram(settings: Settings, telegram: FakeTelegram) -> Settings:
+    return settings.model_copy(
+        update={"telegram_api_url": telegram.url, "telegram_bot_token": SecretStr(BOT_TOKEN)}
+    )
 
 
 def sweep_fees(groups: list[list[int]]) -> int:
@@ -142,7 +152,11 @@ async def test_keep_sol_leaves_exactly_keep_and_skips_wallets_holding_no_more(
     funding_before = net.balance(user.funding.pubkey())
 
     job_id = await sweep(settings, "u1", {"keepSol": "0.002"})
-    assert await run_worker(settings)
+    with fake_telegram() as telegram:
+        assert await run_worker(with_telegram(settings, telegram))
+    [text] = telegram.texts
+    assert text.startswith("✅ Sweep complete\nMoved 1.002000007 SOL from 2 wallet(s) to")
+    assert text.endswith(f"3 wallet(s) skipped (holding no more than 0.002 SOL).\nJob {job_id}")
 
     assert user.buyer_balances(net) == [keep, keep, RENT_EXEMPT, 0, keep]
     moved = (SOL - keep) + (2 * keep + 7)
@@ -264,7 +278,11 @@ async def test_a_wallet_spent_between_planning_and_sending_fails_its_transaction
     funding_before = net.balance(user.funding.pubkey())
     # without preflight, so the node passes it on and it lands failed
     rpc = TestRpc(net.url, on_call=spend_first_wallet, skip_preflight=True)
-    assert await run_worker(settings, rpc=rpc)
+    with fake_telegram() as telegram:
+        assert await run_worker(with_telegram(settings, telegram), rpc=rpc)
+    [text] = telegram.texts
+    assert text.startswith("❌ Sweep failed\nMixer operation failed: sweep transaction 1 failed")
+    assert "Nothing was sent." in text
     result = (await job_result(settings, job_id)).result
     assert result["success"] is False
     assert "failed on chain" in result["message"]
