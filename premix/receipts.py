@@ -74,6 +74,7 @@ def receipt_from_run(
         "source": "ledger",
         "userId": run.user_id,
         "mode": run.mode,
+        "kind": run.kind,  # "premix" or "sweep" (buyer wallets -> funding wallet)
         "topUp": run.top_up is not None,
         "amountLamports": run.amount_lamports,
         "amountSol": sol_text(run.amount_lamports),
@@ -269,11 +270,12 @@ def _stored_message(stored: JobResult | None) -> str | None:
 def _run_message(run: RunRecord, mix: MixResult) -> str:
     if run.status is RunStatus.COMPLETED and run.top_up is not None:
         return top_up_completion_message(run, mix, run.mode)
+    what = "Sweep" if run.kind == "sweep" else "Premix"
     if run.status is RunStatus.COMPLETED:
-        return "Premix complete"
+        return f"{what} complete"
     if run.status is RunStatus.FAILED:
-        return f"Premix failed: {run.error}" if run.error else "Premix failed"
-    return f"Premix {run.status.value}; the ledger shows what has landed so far"
+        return f"{what} failed: {run.error}" if run.error else f"{what} failed"
+    return f"{what} {run.status.value}; the ledger shows what has landed so far"
 
 
 def _job_of(info: JobDef | None) -> PremixFundsJob | None:

@@ -354,6 +354,7 @@ class RunRecord:
         if sources:
             recipients = [str(funding)] * len(sources)
             self.set_plan(recipients, amounts, now=now, balances_before=balances, sources=sources)
+        self.amount_lamports = sum(amounts)  # a sweep's amount: what its wallets held to move
         self._set_status(RunStatus.PLANNED, now)
         return True
 

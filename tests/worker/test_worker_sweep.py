@@ -14,7 +14,7 @@ from premix.ledger import Ledger, RunRecord, RunStatus
 from premix.localnet import Localnet
 from premix.mixer.packing import PACKET_DATA_SIZE, FeePolicy
 from premix.mixer.sweep_packing import pack_sweep, sweep_size
-from premix.queue import enqueue_premix_funds, enqueue_sweep
+from premix.queue import enqueue_premix_funds, enqueue_sweep, get_premix_result
 from premix.settings import Settings
 from premix.store import Store
 from premix.user_lock import user_lock_holder
@@ -131,6 +131,14 @@ async def test_a_sweep_after_a_premix_empties_73_wallets_in_9_transactions(
     assert result["totals"]["fundingGainedLamports"] == 85 * SOL - fees
     assert result["totals"]["transactions"] == 9
     assert "Sweep complete: moved 85 SOL from 73 wallet(s)" in result["message"]
+
+    receipt = await get_premix_result(job_id, settings)
+    assert receipt is not None and (receipt["kind"], receipt["status"]) == ("sweep", "completed")
+    assert receipt["amountLamports"] == 85 * SOL
+    assert [(w["publicKey"], w["lamports"], w["status"]) for w in receipt["wallets"]] == [
+        (str(b.pubkey()), lamports, "funded") for b, lamports in zip(user.buyers, held, strict=True)
+    ]
+    assert receipt["totals"]["feeLamports"] == fees
 
     seen = await events.wait()
     assert [e.phase for e in seen if e.status != "in_progress" or e.phase != 5][:1] == [1]
