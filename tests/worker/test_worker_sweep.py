@@ -4,9 +4,11 @@ funding wallet, packed into the fewest transactions that fit; every assertion is
 import base64
 from typing import Any
 
+import pytest
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
+from solders.signature import Signature
 from solders.transaction import Transaction
 
 from premix.constants import QUEUE_NAME, RUNS_COLLECTION
@@ -299,3 +301,36 @@ async def test_a_wallet_spent_between_planning_and_sending_fails_its_transaction
     assert net.balance(user.funding.pubkey()) == funding_before - 5_000 * 3  # the fee was paid
     run = await Ledger(store).get(job_id)
     assert run is not None and run.status is RunStatus.FAILED
+
+
+@pytest.mark.parametrize("priority_fee", [10_000, "auto"])
+async def test_a_sweep_with_a_priority_fee_packs_eight_per_transaction_and_charges_it_exactly(
+    settings: Settings, store: Store, net: Localnet, priority_fee: int | str
+) -> None:
+    priced = settings.model_copy(update={"priority_fee": priority_fee})
+    user = await create_user(store, net, "u1", buyers=20)
+    for buyer in user.buyers:
+        net.airdrop(buyer.pubkey(), SOL)
+    funding_before = net.balance(user.funding.pubkey())
+    job_id = await sweep(priced, "u1")
+    assert await run_worker(priced)
+
+    groups = pack_sweep(
+        user.funding.pubkey(), [(b.pubkey(), SOL) for b in user.buyers], FeePolicy(1)
+    )
+    assert [len(g) for g in groups] == [8, 8, 4]
+    run = await completed_sweep(store, job_id)
+    assert [len(tx.transfers) for tx in run.transactions] == [8, 8, 4]
+    for tx in run.transactions:
+        [attempt] = tx.attempts
+        price = attempt.compute_unit_price
+        assert price >= 10_000  # the fixed price, or auto's floor
+        policy = FeePolicy(compute_unit_price=price)
+        k = len(tx.transfers)
+        assert attempt.fee_lamports == 5_000 * (1 + k) + policy.priority_fee_lamports(k)
+        assert net.transaction_log[Signature.from_string(attempt.signature)].fee_lamports == (
+            attempt.fee_lamports
+        )
+    fees = run.totals.fee_lamports
+    assert user.buyer_balances(net) == [0] * 20
+    assert net.balance(user.funding.pubkey()) == funding_before + 20 * SOL - fees
