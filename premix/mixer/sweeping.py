@@ -3,7 +3,7 @@ funding wallet, packed into as few transactions as fit (`sweep_packing`), throug
 write-ahead ledger and resume rule as a premix (`engine.Sender`).
 
     payout = await SweepPayout.resume(ledger, run, rpc=rpc, settings=settings)  # settles, once
-    payout.need(buffer_lamports)   # the fees the funding wallet (fee payer) must hold
+    payout.sweep_need(buffer_lamports)   # the fees the funding wallet (fee payer) must hold
     await payout.pay(funding, sources=buyer_keypairs, on_progress=callback)
     balances = await payout.verify()   # every swept wallet's balance on chain
     result = await payout.complete()

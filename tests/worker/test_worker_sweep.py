@@ -334,3 +334,33 @@ async def test_a_sweep_with_a_priority_fee_packs_eight_per_transaction_and_charg
     fees = run.totals.fee_lamports
     assert user.buyer_balances(net) == [0] * 20
     assert net.balance(user.funding.pubkey()) == funding_before + 20 * SOL - fees
+
+
+async def test_a_sweep_of_empty_wallets_sends_nothing_and_completes(
+    settings: Settings, store: Store, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=3)
+    funding_before = net.balance(user.funding.pubkey())
+    job_id = await sweep(settings, "u1")
+    assert await run_worker(settings)
+
+    result = (await job_result(settings, job_id)).result
+    assert result["success"] is True and result["wallets"] == []
+    assert result["totals"]["transactions"] == 0 and result["totals"]["feeLamports"] == 0
+    assert "moved 0 SOL from 0 wallet(s)" in result["message"]
+    assert "3 wallet(s) skipped" in result["message"]
+    assert net.balance(user.funding.pubkey()) == funding_before
+    run = await completed_sweep(store, job_id)
+    assert (run.plan, run.transactions) == ([], [])
+
+
+async def test_a_sweep_without_buyer_wallets_fails_with_the_premix_message(
+    settings: Settings, store: Store, redis_client: Redis
+) -> None:
+    await create_user(store, None, "u1", buyers=0)
+    job_id = await sweep(settings, "u1")
+    assert await run_worker(settings)
+    result = (await job_result(settings, job_id)).result
+    assert result["success"] is False and result["kind"] == "sweep"
+    assert result["message"].startswith("No buyer wallets found")
+    assert await user_lock_holder(redis_client, "u1") is None
