@@ -89,6 +89,17 @@ SWEEP_SCENARIOS = [
         FaultSpec("no_history", method="getSignatureStatuses"),
         FaultSpec("stale_read", probability=0.3, params={"slots": 3}),
     ),
+    # stopped (SIGSTOP) as its second send arrives, resumed once the next worker took over:
+    # it must step aside; then a dropped send with the chain expiring while no worker runs
+    sweep_scenario(
+        7_004,
+        19,
+        (
+            Kill(KillKind.STALL, 2, expire_while_down=False),
+            Kill(KillKind.DROPPED, 1, expire_while_down=True),
+        ),
+        FaultSpec("lose_response", method="sendTransaction", probability=0.2, count=2),
+    ),
 ]
 
 
