@@ -6,8 +6,9 @@ as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog ne
 second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
 arq's job record and queue entry are written by one Lua script: one Redis round trip.
 
-The Redis connection pool is created on first use and reused (one per Redis URL and event
-loop); `close_queue()` closes them.
+Before Redis, the user's stored wallets are checked (`premix.wallet_check`: one store read).
+The Redis connection pool and that store are created on first use and reused (one per URL and
+event loop); `close_queue()` closes them.
 """
 
 import asyncio
@@ -37,6 +38,8 @@ from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store
 from premix.user_lock import release_user_lock_quietly, user_lock_key
+from premix.wallet_check import STORE_UNAVAILABLE as STORE_UNAVAILABLE
+from premix.wallet_check import close_wallet_stores, wallet_check_refusal
 
 log = get_logger(__name__)
 
@@ -113,13 +116,15 @@ def queue_pool(redis_url: str) -> ArqRedis:
 
 
 async def close_queue() -> None:
-    """Close every pool `enqueue_premix_funds` opened in this event loop (and forget others)."""
+    """Close every pool and store `enqueue_premix_funds` opened in this event loop (and forget
+    others)."""
     loop = asyncio.get_running_loop()
     pools = list(_pools.values())
     _pools.clear()
     for pool in pools:
         if pool.loop is loop:
             await pool.connections.disconnect()
+    await close_wallet_stores()
 
 
 def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
@@ -145,9 +150,10 @@ async def enqueue_premix_funds(
 
     `options`: `PremixOptions` or a dict (`maxWallets`/`max_wallets`, `mode`,
     `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid parameters, an
-    amount the allowed wallets cannot hold, a premix already queued or running for the user,
-    an unreachable Redis. `settings` defaults to `get_settings()`; `redis` defaults to the
-    shared pool for `settings.redis_url`.
+    amount the allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or
+    too few for the amount (one read of the store, `premix.wallet_check`), a premix already
+    queued or running for the user, an unreachable Redis or store. `settings` defaults to
+    `get_settings()`; `redis` defaults to the shared pool for `settings.redis_url`.
     """
     try:
         settings = settings if settings is not None else get_settings()
@@ -176,6 +182,9 @@ async def enqueue_premix_funds(
         arq_redis = redis
     else:
         arq_redis = _arq_redis(redis.connection_pool)  # same connections, JSON serializer
+    refusal = await wallet_check_refusal(job, settings)  # after the checks that need no I/O
+    if refusal is not None:
+        return EnqueueResult(False, refusal)
 
     try:
         outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
