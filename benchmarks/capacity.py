@@ -29,15 +29,16 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from solders.keypair import Keypair
 
+from benchmarks.enqueue_bench import seed_wallets
 from benchmarks.measure import Progress, Spread
 from benchmarks.queue_bench import (
     JOB_TIMEOUT_SECONDS,
     THROUGHPUT_AMOUNT_SOL,
     THROUGHPUT_WALLETS,
     EventWatcher,
-    WorkerProcess,
     base_settings,
 )
+from benchmarks.worker_process import WorkerProcess
 from premix.constants import JOB_FUNCTION, LAMPORTS_PER_SOL
 from premix.distribution import plan_distribution
 from premix.jobs import PremixFundsJob
@@ -257,6 +258,13 @@ async def _concurrent_enqueues(settings: Settings, calls: int, *, before: bool) 
             latencies.append((time.perf_counter() - started) * 1000)
             refused += not ok
 
+    if not before:  # enqueue refuses users without wallets (the way before never looked)
+        store = await Store.open(settings)
+        try:
+            users = [f"bench-ce-{tag}-{i}" for i in range(calls)]
+            await seed_wallets(store, [f"bench-ce-{tag}-warm", *users], buyers=1)
+        finally:
+            await store.close()
     await enqueue_premix_funds(f"bench-ce-{tag}-warm", 1, 0.5, settings=settings)  # the pool
     started = time.perf_counter()
     await asyncio.gather(*(caller(n) for n in range(ENQUEUE_CALLERS)))
@@ -281,6 +289,7 @@ async def bench_concurrent_enqueue(
     await redis.flushdb()
     return {
         "callers": ENQUEUE_CALLERS,
+        "store": "memory:// (one buyer wallet per user)",
         "one_script": now,
         "lock_then_arq_enqueue": before,
         "before_issue_13": ENQUEUE_BEFORE,
