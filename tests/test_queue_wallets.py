@@ -17,6 +17,7 @@ from solders.keypair import Keypair
 
 import premix.store
 from premix.constants import QUEUE_NAME, USER_LOCK_PREFIX
+from premix.memory_store import MemoryCollection
 from premix.queue import (
     QUEUE_MISCONFIGURED,
     STORE_UNAVAILABLE,
@@ -27,6 +28,7 @@ from premix.servers import SecantusServer, ServerError
 from premix.settings import Settings
 from premix.store import Store
 from tests.fixtures import missing_tool
+from tests.test_store_faults import FailPoints, Fault, store_uri
 from tests.worker.helpers import create_user, make_settings, open_store
 
 
@@ -242,6 +244,68 @@ async def test_each_enqueue_is_one_store_round_trip_on_one_client(
         assert event.command["find"] == "wallets"
         assert event.command["filter"] == {"user_id": user}
         assert event.command["projection"] == {"_id": 0, "role": 1}  # no key material read
+
+
+async def test_each_enqueue_on_the_memory_store_is_one_find(
+    redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(redis_url)
+    async with open_store(settings) as store:
+        await create_user(store, None, "u1", buyers=3)
+        await create_user(store, None, "u2", buyers=0)
+        calls: list[str] = []
+        for name in [n for n in vars(MemoryCollection) if not n.startswith("_") and n != "name"]:
+            real = getattr(MemoryCollection, name)
+
+            def counted(*args: Any, _name: str = name, _real: Any = real, **kwargs: Any) -> Any:
+                calls.append(_name)
+                return _real(*args, **kwargs)
+
+            monkeypatch.setattr(MemoryCollection, name, counted)
+
+        results = [
+            await enqueue_premix_funds(user, 42, 1, settings=settings)
+            for user in ("u1", "u2", "nobody")
+        ]
+        monkeypatch.undo()
+
+    assert [r.success for r in results] == [True, False, False]
+    assert calls == ["find", "find", "find"]
+
+
+BLOCKED_FIND = Fault("blocked", {"blockConnection": True, "blockTimeMS": 6_000}, 2, "")
+
+
+@pytest.fixture
+async def fail_points(failpoint_mongodb_url: str) -> AsyncIterator[FailPoints]:
+    points = FailPoints(failpoint_mongodb_url)
+    try:
+        yield points
+    finally:
+        await points.off()
+        await points.client.close()
+
+
+async def test_a_store_that_stops_answering_is_cut_off_even_past_the_uris_own_timeout(
+    failpoint_mongodb_url: str, fail_points: FailPoints, redis_url: str, redis_client: Redis
+) -> None:
+    # the URI's 30 s socket timeout wins over enqueue's 2 s: enqueue's own deadline still holds
+    uri = store_uri(failpoint_mongodb_url, socket_timeout_ms=30_000)
+    settings = make_settings(
+        redis_url, mongodb_uri=uri, mongodb_database=f"premix_block_{uuid.uuid4().hex[:12]}"
+    )
+    async with open_store(settings) as store:
+        await create_user(store, None, "u1", buyers=3)
+        await fail_points.arm(BLOCKED_FIND, ["find"])
+
+        started = time.monotonic()
+        result = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+        elapsed = time.monotonic() - started
+        await fail_points.off()
+
+    assert (result.success, result.message, result.job_id) == (False, STORE_UNAVAILABLE, None)
+    assert elapsed < 4
+    await assert_nothing_on_redis(redis_client, "u1")
 
 
 @pytest.fixture
