@@ -6,8 +6,9 @@ as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog ne
 second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
 arq's job record and queue entry are written by one Lua script: one Redis round trip.
 
-The Redis connection pool is created on first use and reused (one per Redis URL and event
-loop); `close_queue()` closes them.
+Before Redis, the user's stored wallets are checked (`premix.wallet_check`: one store read).
+The Redis connection pool and that store are created on first use and reused (one per URL and
+event loop); `close_queue()` closes them.
 """
 
 import asyncio
@@ -46,6 +47,8 @@ from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
 from premix.user_lock import release_user_lock_quietly, user_lock_holder, user_lock_key
+from premix.wallet_check import STORE_UNAVAILABLE as STORE_UNAVAILABLE
+from premix.wallet_check import close_wallet_stores, enqueue_store, wallet_check_refusal
 
 log = get_logger(__name__)
 
@@ -123,13 +126,15 @@ def queue_pool(redis_url: str) -> ArqRedis:
 
 
 async def close_queue() -> None:
-    """Close every pool `enqueue_premix_funds` opened in this event loop (and forget others)."""
+    """Close every pool and store `enqueue_premix_funds` opened in this event loop (and forget
+    others)."""
     loop = asyncio.get_running_loop()
     pools = list(_pools.values())
     _pools.clear()
     for pool in pools:
         if pool.loop is loop:
             await pool.connections.disconnect()
+    await close_wallet_stores()
 
 
 def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
@@ -155,9 +160,10 @@ async def enqueue_premix_funds(
 
     `options`: `PremixOptions` or a dict (`maxWallets`/`max_wallets`, `mode`,
     `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid parameters, an
-    amount the allowed wallets cannot hold, a premix already queued or running for the user,
-    an unreachable Redis. `settings` defaults to `get_settings()`; `redis` defaults to the
-    shared pool for `settings.redis_url`.
+    amount the allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or
+    too few for the amount (one read of the store, `premix.wallet_check`), a premix already
+    queued or running for the user, an unreachable Redis or store. `settings` defaults to
+    `get_settings()`; `redis` defaults to the shared pool for `settings.redis_url`.
     """
     try:
         settings = settings if settings is not None else get_settings()
@@ -181,6 +187,9 @@ async def enqueue_premix_funds(
     except ValueError as e:  # not a redis:// URL
         bound_log.error("enqueue_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
+    refusal = await wallet_check_refusal(job, settings)  # after the checks that need no I/O
+    if refusal is not None:
+        return EnqueueResult(False, refusal)
 
     try:
         outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
@@ -292,11 +301,7 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
     except DeserializationError as e:  # arq's wrap of premix's: not JSON; the ledger answers
         log.warning("premix_result_job_unreadable", job_id=job_id)
         info, unreadable = None, e
-    store = await Store.open(settings)
-    try:
-        run = await Ledger(store).run_of_job(job_id)
-    finally:
-        await store.close()
+    run = await Ledger(await enqueue_store(settings)).run_of_job(job_id)  # shared, not closed
     if run is not None:
         latest = run.retry_jobs[-1] if run.retry_jobs else run.run_id
         if latest != job_id:  # the run went on in a retry job: its state and result answer
@@ -339,11 +344,8 @@ async def retry_premix(
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
     bound_log = log.bind(job_id=job_id)
     try:
-        store = await Store.open(settings)
-        try:
-            return await _retry_run(arq_redis, store, settings, job_id)
-        finally:
-            await store.close()
+        store = await enqueue_store(settings)  # shared per process, not closed here
+        return await _retry_run(arq_redis, store, settings, job_id)
     except (RedisError, OSError) as e:
         bound_log.warning("retry_failed", error=type(e).__name__)
         return EnqueueResult(False, _queue_error_message(e))
