@@ -224,7 +224,7 @@ class SecantusServer(_Process):
         command = secantus_command()
         if command is None:
             raise ServerError(
-                "SecantusDB is not installed: pip install 'premix[local]' (it provides secantusd-py)"
+                "SecantusDB is not installed: pip install 'premix[local]' (for secantusd-py)"
             )
         self.base_command = command
 

@@ -29,7 +29,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class Settings(BaseSettings):
     """premix configuration. Every field is `PREMIX_<FIELD NAME IN CAPITALS>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="PREMIX_", extra="ignore", frozen=True)
+    # `PREMIX_*` environment variables, then a `.env` file in the working directory (what
+    # docker compose also reads; see .env.example); the environment wins over the file.
+    model_config = SettingsConfigDict(
+        env_prefix="PREMIX_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # The arq queue (a sorted set in Redis); the demo uses a private one on a shared Redis.
