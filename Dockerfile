@@ -13,8 +13,8 @@ COPY premix ./premix
 RUN pip install . && useradd --system --uid 10001 premix
 USER premix
 
-# Healthy while some worker of this queue refreshed arq's health-check key in Redis (every 60 s).
-HEALTHCHECK --interval=30s --timeout=10s --start-period=30s --retries=3 \
-    CMD ["arq", "--check", "premix.worker.WorkerSettings"]
+# Healthy while Redis, MongoDB and the RPC node answer and a worker of the queue is live.
+HEALTHCHECK --interval=30s --timeout=15s --start-period=30s --retries=3 \
+    CMD ["premix", "health"]
 
 CMD ["arq", "premix.worker.WorkerSettings"]

@@ -29,6 +29,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from premix.constants import JOB_FUNCTION
 from premix.errors import PremixError, TransientError
 from premix.execution import JobExecution
+from premix.health import WorkerBeacon
 from premix.keys import KeyConfigError, KeyRing
 from premix.ledger import Ledger
 from premix.logs import configure_logging, get_logger, redact_text
@@ -77,6 +78,8 @@ async def startup(ctx: dict[str, Any]) -> None:
             budget.start_heartbeat()  # counted as live even while idle
         ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
     await _sync_slot_clock(ctx["rpc"], settings)
+    beacon = ctx["beacon"] = WorkerBeacon(ctx["redis"], settings)  # `premix health` counts it
+    beacon.start()
     log.info(
         "worker_started",
         queue=settings.queue_name,
@@ -176,6 +179,9 @@ def _redis_answers(settings: Settings) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what `startup` opened (and what was pre-set in `ctx`)."""
+    beacon: WorkerBeacon | None = ctx.get("beacon")
+    if beacon is not None:
+        await beacon.stop()
     notifier: Notifier | None = ctx.get("notifier")
     if notifier is not None:
         await notifier.aclose()

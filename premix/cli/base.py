@@ -172,6 +172,7 @@ class LazyGroup(click.Group):
 COMMANDS: Final = {
     "demo": "premix.cli.demo:demo",
     "enqueue": "premix.cli.jobs:enqueue",
+    "health": "premix.cli.health:health",
     "keys": "premix.cli.wallets:keys",
     "localnet": "premix.cli.localnet:localnet_command",
     "plan": "premix.cli.plan:plan",
