@@ -4,7 +4,8 @@ finalized slots: the lag between them; getHealth), the live workers and the queu
 
 Live workers: each worker process keeps a beacon in Redis (`WorkerBeacon`: a key per process,
 `premix:worker:<queue>:<host>:<pid>`, refreshed every `BEACON_SECONDS`, expiring after
-`BEACON_TTL_SECONDS`), so a worker that died stops counting within half a minute. arq's own
+`BEACON_TTL_SECONDS`), so a worker that died stops counting within half a minute. Each beat
+also reads the queue's depth for the worker's metrics (`premix_queue_depth`). arq's own
 health-check key is one per queue, whoever wrote it last: it cannot count workers.
 """
 
@@ -23,6 +24,7 @@ from redis.exceptions import RedisError
 from solana.rpc.commitment import Finalized, Processed
 
 from premix.logs import get_logger, redact_text
+from premix.metrics import QUEUE_DEPTH
 from premix.rpc import SolanaRpc
 from premix.settings import Settings
 from premix.store import Store
@@ -47,6 +49,7 @@ class WorkerBeacon:
 
     def __init__(self, redis: Redis, settings: Settings) -> None:
         self._redis = redis
+        self._queue_name = settings.queue_name
         host = socket.gethostname()
         self.key = f"{BEACON_PREFIX}{settings.queue_name}:{host}:{os.getpid()}"
         self._value = json.dumps(
@@ -60,9 +63,11 @@ class WorkerBeacon:
         self._task: asyncio.Task[None] | None = None
 
     async def beat(self) -> None:
-        """Write the key once (best effort: a Redis hiccup is logged, never raised)."""
+        """Write the key once, and read the queue's depth for the metrics (best effort: a Redis
+        hiccup is logged, never raised)."""
         try:
             await self._redis.set(self.key, self._value, ex=BEACON_TTL_SECONDS)
+            QUEUE_DEPTH.set(await self._redis.zcard(self._queue_name))
         except (RedisError, OSError) as e:
             log.warning("worker_beacon_not_written", error=type(e).__name__)
 

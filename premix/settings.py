@@ -109,6 +109,9 @@ class Settings(BaseSettings):
     rpc_budget_workers: int = Field(default=1, ge=1)
     # Premixes (of different users) one worker process runs at once: arq's max_jobs.
     worker_max_jobs: int = Field(default=1, ge=1, le=MAX_WORKER_JOBS)
+    # Serve Prometheus metrics from each worker on this TCP port (all interfaces); None or 0:
+    # off. Worker processes sharing a host each need their own port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_json: bool = False
 
