@@ -24,6 +24,18 @@ class PremixError(Exception):
         return str(self)
 
 
+MISCONFIGURED_USER_MESSAGE = "premix is misconfigured; nothing was sent"
+
+
+class OperatorError(PremixError):
+    """A failure of premix's own configuration (its keys, its store): the detail (key ids,
+    variable names) is for the operator's log only; the user is told `user_message`."""
+
+    @property
+    def user_message(self) -> str:
+        return f"{self.title}: {MISCONFIGURED_USER_MESSAGE}"
+
+
 class FundingWalletNotFound(PremixError):
     title = "Funding wallet not found"
 

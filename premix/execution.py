@@ -410,7 +410,9 @@ class JobExecution:
             error = MixerFailed.from_result(error.detail or error.title, mix)
         message = error.user_message
         funded = mix.funded if mix is not None else []
-        self.log.warning("job_failed", phase=int(self.phase), reason=message)
+        # The operator's detail (key ids, variable names) goes to the log, never to the user.
+        detail = str(error) if str(error) != message else None
+        self.log.warning("job_failed", phase=int(self.phase), reason=message, detail=detail)
         if self.run_opened:
             await self._finish_run_failed(message)
         await self.lock.release()

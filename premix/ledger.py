@@ -19,6 +19,7 @@ from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 from premix.constants import RUNS_COLLECTION
 from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
+from premix.metrics import LEDGER_CONFLICTS
 from premix.run_documents import run_from_document, run_to_document
 from premix.runs import (
     MAX_INT64,
@@ -260,6 +261,7 @@ class Ledger:
                 record.revision += 1
                 return record
             if stored is None or stored.get("revision") != record.revision:
+                LEDGER_CONFLICTS.inc()
                 raise LedgerConflict(
                     f"run {record.run_id} changed since revision {record.revision}"
                 )

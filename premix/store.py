@@ -14,7 +14,12 @@ from premix.constants import WALLETS_COLLECTION
 from premix.documents import Document, DocumentCollection
 from premix.errors import PremixError, TransientError
 from premix.keys import KeyRing
-from premix.memory_store import MemoryCollection, memory_database, reset_memory_stores
+from premix.memory_store import (
+    EmbeddedStoreMissing,
+    MemoryCollection,
+    memory_database,
+    reset_memory_stores,
+)
 from premix.settings import MEMORY_STORE_URI, Settings
 from premix.wallets import WalletStore
 
@@ -81,7 +86,12 @@ class Store:
             key_ring = KeyRing.from_settings(settings)
         uri = settings.mongodb_uri
         if settings.uses_memory_store:
-            return cls(database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri)
+            try:
+                return cls(
+                    database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri
+                )
+            except EmbeddedStoreMissing as e:
+                raise StoreConfigError(str(e)) from None
         seconds = settings.mongodb_timeout_seconds if timeout_seconds is None else timeout_seconds
         timeouts = _timeouts(uri, round(seconds * 1000))
         try:

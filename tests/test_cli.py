@@ -7,6 +7,7 @@ Commands whose state lives in the store (wallets, keys) run in-process through
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -187,6 +188,14 @@ def test_usage_mistakes_exit_2_with_one_line() -> None:
     )
 
 
+def test_version_prints_the_installed_version() -> None:
+    result = premix("--version")
+
+    assert result.status == 0, result
+    assert result.stdout == f"premix {importlib.metadata.version('premix')}\n"
+    assert re.fullmatch(r"premix \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
 def test_help_lists_every_command() -> None:
     result = premix("--help")
 
@@ -198,6 +207,7 @@ def test_help_lists_every_command() -> None:
         "localnet",
         "plan",
         "result",
+        "retry",
         "status",
         "wallets",
         "watch",
@@ -783,6 +793,22 @@ async def test_status_prints_the_latest_progress_event(
     )
     assert ProgressEvent.model_validate(machine.json()) == latest
     assert machine.json()["socketUserId"] == "sock-9"
+
+
+async def test_status_of_a_failed_job_prints_it_and_exits_1(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-8", progress_job)
+    await emitter.started()
+    await emitter.failed(Phase.CHECKING_BALANCES, "Insufficient balance: needs 2 SOL")
+
+    human = premix("status", "job-8", env={"PREMIX_REDIS_URL": redis_url})
+    machine = premix("status", "job-8", "--json", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert human.stdout.startswith("job job-8: phase 4/6 Checking Balances: ")
+    assert "(failed) - Insufficient balance: needs 2 SOL" in human.stdout
+    assert_one_error_line(human, "job job-8 failed: Insufficient balance: needs 2 SOL")
+    assert machine.status == 1 and machine.json()["status"] == "failed"
 
 
 async def start_watch(redis_url: str, *args: str) -> asyncio.subprocess.Process:

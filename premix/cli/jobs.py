@@ -141,7 +141,10 @@ def unknown_job(job_id: str, settings: Settings) -> CommandFailed:
 @json_option
 @pass_state
 def status(state: CliState, job_id: str, as_json: bool) -> None:
-    """Show the latest progress of job JOB (its last progress event, kept in Redis)."""
+    """Show the latest progress of job JOB (its last progress event, kept in Redis).
+
+    Exit 0 while the job is queued, running or completed; 1 when it failed or is unknown.
+    """
     settings = state.settings
 
     async def read() -> tuple[ProgressEvent | None, str]:
@@ -166,6 +169,8 @@ def status(state: CliState, job_id: str, as_json: bool) -> None:
         print_json(event.model_dump(mode="json", by_alias=True))
     else:
         click.echo(f"job {job_id}: {describe_event(event)}")
+    if event.status is ProgressStatus.FAILED:  # like `watch`: a failed job is exit 1
+        raise CommandFailed(f"job {job_id} failed: {event.description}")
 
 
 class JobElapsedColumn(ProgressColumn):

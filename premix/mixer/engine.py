@@ -24,6 +24,7 @@ from solana.rpc.commitment import Finalized
 from solders.keypair import Keypair
 from solders.signature import Signature
 
+from premix import metrics
 from premix.errors import TransientError
 from premix.ledger import (
     Attempt,
@@ -299,6 +300,7 @@ class Sender(BalanceChecks):
         """Record what `statuses` (read after `height`, if given) prove; save once."""
         now = utc_now()
         landed_ok: list[LedgerTransaction] = []
+        landed_now: list[tuple[LedgerTransaction, Attempt]] = []  # ok or failed: fee paid
         unseen_past_validity: list[Attempt] = []
         changed = False
         done_before = len(self.record.funded_positions())
@@ -309,7 +311,7 @@ class Sender(BalanceChecks):
                 state = (
                     AttemptState.LANDED_OK if status.error is None else AttemptState.LANDED_FAILED
                 )
-                self.record.settle(
+                settled = self.record.settle(
                     attempt.signature,
                     state,
                     now=now,
@@ -317,6 +319,7 @@ class Sender(BalanceChecks):
                     fee_lamports=attempt.fee_lamports,
                     slot=status.slot,
                 )
+                landed_now.append((tx, settled))
                 changed = True
                 if state is AttemptState.LANDED_OK:
                     landed_ok.append(tx)
@@ -339,13 +342,14 @@ class Sender(BalanceChecks):
             self.log.info("transaction_expired", transaction=tx.index, signature=attempt.signature)
         for attempt in arrived:  # no node knew the signature, but the balances show it landed
             tx, _ = self.record.find_attempt(attempt.signature)
-            self.record.settle(
+            settled = self.record.settle(
                 attempt.signature,
                 AttemptState.LANDED_OK,
                 now=now,
                 fee_lamports=attempt.fee_lamports,
                 evidence=BALANCE_EVIDENCE,
             )
+            landed_now.append((tx, settled))
             changed = True
             landed_ok.append(tx)
             self.log.warning(
@@ -356,6 +360,7 @@ class Sender(BalanceChecks):
             )
         if changed:
             await self.save()
+            metrics.settled(self.record, landed_now, expired)
         if any(count >= MAX_EXPIRIES_PER_EXECUTION for count in self.expiries.values()):
             raise TransientError(
                 f"transactions keep expiring without landing ({max(self.expiries.values())} "
