@@ -171,6 +171,7 @@ class LazyGroup(click.Group):
 
 COMMANDS: Final = {
     "demo": "premix.cli.demo:demo",
+    "dev": "premix.cli.dev:dev",
     "enqueue": "premix.cli.jobs:enqueue",
     "health": "premix.cli.health:health",
     "keys": "premix.cli.wallets:keys",
