@@ -27,17 +27,10 @@ from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from solders.keypair import Keypair
 
 from premix import top_up as top_ups
 from premix.earlier_runs import settle_earlier_runs
-from premix.errors import (
-    FundingWalletNotFound,
-    InsufficientBalance,
-    NoBuyerWallets,
-    PremixError,
-    TransientError,
-)
+from premix.errors import PremixError, TransientError
 from premix.jobs import PremixFundsJob
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TopUpEntry
 from premix.logs import get_logger, redact_text
@@ -48,7 +41,13 @@ from premix.mixer import (
     Payout,
 )
 from premix.notify import Notifier
-from premix.planning import balance_check_description, planning_description, record_plan
+from premix.planning import (
+    balance_check_description,
+    check_balances,
+    load_wallets,
+    planning_description,
+    record_plan,
+)
 from premix.progress import Phase, ProgressEmitter
 from premix.results import build_result, completion_message
 from premix.rpc import RpcRequestError, SolanaRpc
@@ -157,7 +156,7 @@ class JobExecution:
             return await self._complete(await self._payout(run))
 
         await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
-        funding, buyers = await self._load_wallets()
+        funding, buyers = await load_wallets(self.store, self.settings, self.job)
 
         await self._enter(Phase.CALCULATING_DISTRIBUTION, planning_description(self.job))
         if not run.planned:  # a re-run keeps the plan it started with
@@ -182,7 +181,7 @@ class JobExecution:
         await self._enter(Phase.CHECKING_BALANCES, balance_check_description(self.job, run))
         payout = await self._payout(run)  # settles what an earlier execution left open
         await self._settle_earlier_runs()
-        await self._check_balances(funding, payout)
+        await check_balances(self.rpc, self.settings, funding, payout, self.log)
         if not run.plan:  # a top-up whose every wallet holds its planned amount: nothing to send
             return await self._complete(payout)
 
@@ -208,42 +207,7 @@ class JobExecution:
             raise PremixError(f"premix {self.run_id}, which this job retries, cannot be continued")
         return run
 
-    # --- phases 2 and 3 ---
-
-    async def _load_wallets(self) -> tuple[Keypair, list[Keypair]]:
-        wallets = self.store.wallets
-        funding = await wallets.funding_wallet(self.job.user_id)
-        if funding is None:
-            raise FundingWalletNotFound(self.job.user_id)
-        limit = self.settings.wallet_limit(self.job.max_wallets)
-        buyers = await wallets.buyer_wallets(self.job.user_id, limit=limit)
-        if not buyers:
-            raise NoBuyerWallets(self.job.user_id)
-        return funding, buyers
-
     # --- phase 4 ---
-
-    async def _check_balances(self, funding: Keypair, payout: Payout) -> None:
-        """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
-        its fees and the buffer. A resumed run needs only what did not go out yet (what an
-        earlier execution sent was settled when the payout resumed)."""
-        need = payout.need(self.settings.fee_buffer_lamports)
-        if need.total_lamports == 0:
-            self.log.info("nothing_left_to_send")
-            return
-        available = await self.rpc.balance(funding.pubkey(), min_context_slot=payout.landed_slot)
-        self.log.info(
-            "funding_balance_checked",
-            needed_lamports=need.total_lamports,
-            available_lamports=available,
-            already_sent_lamports=need.already_sent_lamports,
-        )
-        if available < need.total_lamports:
-            raise InsufficientBalance(
-                needed_lamports=need.total_lamports,
-                available_lamports=available,
-                breakdown=need.describe(),
-            )
 
     async def _settle_earlier_runs(self, phase: Phase = Phase.CHECKING_BALANCES) -> None:
         """Settle the open attempts of the user's earlier runs, waiting (in `phase`) while any
