@@ -21,6 +21,7 @@ from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
 from premix.run_documents import run_from_document, run_to_document
 from premix.runs import (
+    FINISHED_STATUSES,
     MAX_INT64,
     OPEN_ATTEMPT_STATES,
     Attempt,
@@ -37,6 +38,7 @@ from premix.runs import (
 )
 
 __all__ = [
+    "FINISHED_STATUSES",
     "MAX_INT64",
     "OPEN_ATTEMPT_STATES",
     "Attempt",
@@ -271,7 +273,7 @@ class Ledger:
     async def finish(
         self, run_id: str, status: RunStatus, *, error: str | None = None
     ) -> RunRecord:
-        """Mark the run completed or failed (with the reason) and return it."""
+        """Mark the run completed, failed or cancelled (with the reason) and return it."""
         record = await self.require(run_id)
         record.finish(status, now=utc_now(), error=error)
         return await self.save(record)

@@ -232,7 +232,8 @@ def update_bar(bar: Progress, task: TaskID, event: ProgressEvent) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print each progress event as a JSON line.")
 @pass_state
 def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) -> None:
-    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed.
+    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed or was
+    cancelled.
 
     With --json, prints each progress event as one JSON line instead of a progress bar.
     """
@@ -267,6 +268,8 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
         return last
 
     final = run_async(follow())
+    if final is not None and final.status is ProgressStatus.CANCELLED:
+        raise CommandFailed(f"job {job_id} cancelled: {final.description}")
     if final is None or final.status is not ProgressStatus.COMPLETED:
         reason = final.description if final is not None else "no final event"
         raise CommandFailed(f"job {job_id} failed: {reason}")
