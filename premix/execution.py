@@ -29,8 +29,9 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from premix import top_up as top_ups
+from premix.cancellation import cancel_requested, settle_cancelled_run
 from premix.earlier_runs import settle_earlier_runs
-from premix.errors import PremixError, TransientError
+from premix.errors import Cancelled, PremixError, TransientError
 from premix.jobs import PremixFundsJob
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TopUpEntry
 from premix.logs import get_logger, redact_text
@@ -105,6 +106,8 @@ class JobExecution:
             return await self._retry(
                 TransientError(f"{type(e).__name__} while taking the user lock")
             )
+        if not holds_lock and await self._stopping():
+            return await self._cancelled()  # cancelled while it waited for the user's premix
         if not holds_lock:
             holder = await user_lock_holder(self.redis, self.job.user_id)
             self.log.info("user_busy_job_deferred", running_job_id=holder)
@@ -133,6 +136,8 @@ class JobExecution:
         except RpcRequestError as e:
             detail = f"the Solana RPC endpoint refused a request ({redact_text(str(e))})"
             return await self._fail(PremixError(detail))
+        except Cancelled:
+            return await self._cancelled()
         except Exception as e:
             self.log.exception("job_crashed", phase=int(self.phase))
             return await self._fail(PremixError(f"internal error ({type(e).__name__})"))
@@ -188,7 +193,7 @@ class JobExecution:
         self.phase = Phase.INITIALIZING_MIXER
         funded = len(payout.record.funded_positions())  # a resumed run counts what it funded
         await self.progress.mixer_progress(funded, len(run.plan), f"{self.job.mode} mode")
-        await payout.pay(funding, on_progress=self._mixer_progress)
+        await payout.pay(funding, on_progress=self._mixer_progress, should_stop=self._stopping)
         return await self._complete(payout)
 
     async def _open_run(self) -> RunRecord:
@@ -353,6 +358,31 @@ class JobExecution:
         )
         raise Retry(defer=delay) from error
 
+    async def _cancelled(self) -> dict[str, Any]:
+        """End a job `cancel_premix` stopped at a safe point: what its run left open settled,
+        the run marked cancelled, the user told exactly what was sent (`premix.cancellation`)."""
+        if await self._superseded():
+            return await self.step_aside()
+        try:
+            mix, message = await settle_cancelled_run(
+                self.ledger, self.run_id, self.payout, rpc=self.rpc, settings=self.settings
+            )
+        except (PremixError, RpcRequestError, PyMongoError, RedisError, OSError) as e:
+            # what it sent is not settled yet: the next try settles it, then stops again
+            return await self._retry(TransientError(f"{type(e).__name__} while stopping"))
+        self.log.info("job_cancelled", phase=int(self.phase), reason=message)
+        await self.lock.release()
+        sent = mix.sent_lamports if mix is not None else 0
+        funded = len(mix.funded) if mix is not None else 0
+        await self.progress.cancelled(self.phase, message, sentLamports=sent, walletsFunded=funded)
+        await self.notifier.notify_cancelled(
+            self.job.user_chat_id, job_id=self.job_id, message=message
+        )
+        result = build_result(
+            self.job_id, message, success=False, job=self.job, mix=mix, top_up=self.top_up
+        )
+        return {**result, "status": "cancelled"}
+
     async def _fail(self, error: PremixError) -> dict[str, Any]:
         if await self._superseded():
             return await self.step_aside()
@@ -397,9 +427,15 @@ class JobExecution:
         )
 
     async def _enter(self, phase: Phase, description: str) -> None:
-        """Start `phase`: its progress event (`Superseded` once a newer execution took over)."""
+        """Start `phase`: its progress event (`Superseded` once a newer execution took over);
+        `Cancelled` instead when `cancel_premix` asked the job to stop (a phase boundary)."""
+        if await self._stopping():
+            raise Cancelled(self.job_id)
         self.phase = phase
         await self.progress.phase(phase, description=description)
+
+    async def _stopping(self) -> bool:
+        return await cancel_requested(self.redis, self.job_id)
 
     async def _check_not_superseded(self) -> None:
         if await self._superseded():
