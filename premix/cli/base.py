@@ -170,6 +170,7 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: Final = {
+    "cancel": "premix.cli.cancel:cancel",
     "demo": "premix.cli.demo:demo",
     "enqueue": "premix.cli.jobs:enqueue",
     "keys": "premix.cli.wallets:keys",
