@@ -39,6 +39,11 @@ async def test_cancel_of_a_queued_premix_prints_the_message_and_nothing_is_sent(
         "state": "cancelled",
         "jobId": queued.job_id,
     }
+    watched = premix("watch", queued.job_id, env=env_of(settings))
+    assert_one_error_line(
+        watched,
+        f"job {queued.job_id} cancelled: Premix cancelled before it started: nothing was sent",
+    )
 
 
 def test_cancel_of_an_unknown_job_is_one_error_line(

@@ -9,6 +9,7 @@ from typing import Any
 
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
+from pydantic import SecretStr
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
 
@@ -23,11 +24,13 @@ from premix.settings import Settings
 from premix.store import Store
 from premix.user_lock import user_lock_holder
 from tests.worker.helpers import (
+    BOT_TOKEN,
     TestRpc,
     User,
     assert_paid_exactly_once,
     collect_events,
     create_user,
+    fake_telegram,
     job_result,
     run_worker,
 )
@@ -231,10 +234,16 @@ async def test_standard_mode_cancelled_mid_payout_stops_after_the_transfer_in_fl
     assert len(plan) == 6
     rpc = cancelling(settings, net, job_id, "send", 3)  # the third transfer is in flight
 
-    await run_worker(settings, rpc=rpc)
+    with fake_telegram() as telegram:
+        told = {"telegram_api_url": telegram.url, "telegram_bot_token": SecretStr(BOT_TOKEN)}
+        await run_worker(settings.model_copy(update=told), rpc=rpc)
 
     [answer] = rpc.outcomes
     assert (answer.success, answer.state) == (True, "cancelling")
+    assert telegram.texts == [
+        f"⏹ Premix cancelled\nS{cancelled_message(plan, 3, 3).removeprefix('Premix cancelled: s')}"
+        f".\nJob {job_id}"
+    ]
     await assert_cancelled_after(
         settings,
         store,
