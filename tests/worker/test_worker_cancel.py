@@ -30,6 +30,7 @@ from tests.worker.helpers import (
     assert_paid_exactly_once,
     collect_events,
     create_user,
+    expire_in_progress_marker,
     fake_telegram,
     job_result,
     run_worker,
@@ -473,3 +474,63 @@ async def test_a_cancelled_run_retried_funds_the_rest_exactly_once(
     assert retried.job_id is not None
     assert (await job_result(settings, retried.job_id)).result["success"] is True
     await assert_paid_exactly_once(store, net, user, job_id, 3 * SOL, len(plan))
+
+
+async def test_a_cancel_after_the_worker_died_mid_send_settles_what_it_sent_and_pays_nothing_twice(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    plan = user.plan(3 * SOL)
+    # the worker dies right after its second send reached the node: that transfer is open
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=2)) is False
+    await expire_in_progress_marker(redis_client, job_id)  # queued again, its run open
+
+    answer = await cancel_premix(job_id, settings=settings)
+
+    # only a worker can settle the open transfer: the job is made due and stops there
+    assert (answer.success, answer.state) == (True, "cancelling")
+    await run_worker(settings)
+    await assert_cancelled_after(
+        settings,
+        store,
+        redis_client,
+        net,
+        user,
+        job_id,
+        plan,
+        2,
+        2,
+        cancelled_message(plan, 2, 2),
+    )
+
+
+async def test_a_cancel_while_a_dead_workers_job_is_in_progress_stops_its_rerun(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    plan = user.plan(3 * SOL)
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=3)) is False
+
+    answer = await cancel_premix(job_id, settings=settings)  # arq still holds it in progress
+
+    assert (answer.success, answer.state) == (True, "cancelling")
+    await expire_in_progress_marker(redis_client, job_id)
+    await run_worker(settings)
+    await assert_cancelled_after(
+        settings,
+        store,
+        redis_client,
+        net,
+        user,
+        job_id,
+        plan,
+        3,
+        3,
+        cancelled_message(plan, 3, 3),
+    )
