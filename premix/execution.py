@@ -8,7 +8,8 @@ event, and the retry resumes the same ledger run (run id = job id); on the last 
 job like a permanent one. A worker that dies leaves the job in the queue: arq runs it again once
 its in-progress marker expires, and the ledger makes that re-run settle what was sent before it
 sends anything (nothing is paid twice). arq delivers a job once more than `job_max_tries`: that
-delivery sends nothing; it reports what the run sent and fails the job.
+delivery sends nothing; it reports what the run sent and fails the job. A cancel request
+(`premix.cancellation`) ends it `cancelled` at its next phase boundary or engine safe point.
 
 arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
 starts the job again while the first execution still holds it. Money stays exact (every ledger
