@@ -35,13 +35,15 @@ from arq.constants import (
 from arq.jobs import DeserializationError, Job, JobDef
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
+from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from premix.amounts import format_sol
 from premix.constants import CANCEL_REQUEST_PREFIX, CANCELLED_JOB_PREFIX
+from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
-from premix.ledger import FINISHED_STATUSES, Ledger, RunRecord, RunStatus
+from premix.ledger import FINISHED_STATUSES, Ledger, LedgerError, RunRecord, RunStatus
 from premix.logs import get_logger
 from premix.mixer import MixResult, Payout
 from premix.progress import ProgressEmitter
@@ -255,7 +257,11 @@ async def _answer(
         mix = MixResult.from_record(run) if run is not None and run.planned else None
         if run is not None and run.status not in FINISHED_STATUSES:
             # an earlier try stopped (transiently) with nothing left open: the run ends here
-            await Ledger(store).finish(run.run_id, RunStatus.CANCELLED, error=message)
+            try:
+                await Ledger(store).finish(run.run_id, RunStatus.CANCELLED, error=message)
+            except (PremixError, LedgerError, PyMongoError, OSError) as e:
+                # the job is out of the queue either way; the run stays resumable by a retry
+                bound_log.warning("cancelled_run_not_marked", error=type(e).__name__)
         bound_log.info("premix_cancelled_in_queue")
         job = _job_of(info)
         if job is not None:
