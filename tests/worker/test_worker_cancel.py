@@ -4,6 +4,7 @@ fast: after the round, earlier: at the next phase boundary) and reports exactly 
 asserted per wallet on the chain; a finished one is left alone; a cancelled run may be retried
 and then funds only the rest, once. On both stores."""
 
+import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
@@ -534,3 +535,40 @@ async def test_a_cancel_while_a_dead_workers_job_is_in_progress_stops_its_rerun(
         3,
         cancelled_message(plan, 3, 3),
     )
+
+
+async def test_cancels_racing_a_running_worker_leave_every_report_equal_to_the_chain(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    users = [await create_user(store, net, f"u{i}", buyers=4) for i in range(5)]
+    job_ids = []
+    for user in users:
+        queued = await enqueue_premix_funds(user.user_id, 42, 2, settings=settings)
+        assert queued.job_id is not None
+        job_ids.append(queued.job_id)
+    worker = asyncio.create_task(run_worker(settings))
+    answers: dict[str, CancelResult] = {}
+    for index in (0, 4, 3, 1, 2):  # the first while it runs, later ones mostly still queued
+        await asyncio.sleep(0.02)
+        answers[job_ids[index]] = await cancel_premix(job_ids[index], settings=settings)
+    await asyncio.wait_for(worker, 60)
+
+    assert all(answer.success for answer in answers.values()), answers
+    for user, job_id in zip(users, job_ids, strict=True):
+        answer = answers[job_id]
+        receipt = await get_premix_result(job_id, settings=settings)
+        assert receipt is not None
+        balances = user.buyer_balances(net)
+        funded = [w["lamports"] for w in receipt["wallets"] if w["status"] == "funded"]
+        assert balances == funded + [0] * (4 - len(funded))
+        landed = receipt["totals"]["transactions"]
+        assert net.balance(user.funding.pubkey()) == (
+            user.funding_lamports - sum(funded) - FEE * landed
+        )
+        if answer.state == "cancelled":  # taken out of the queue: never ran
+            assert funded == [] and await Ledger(store).get(job_id) is None
+        assert receipt["status"] in ("cancelled", "completed")
+        latest = await latest_progress(redis_client, job_id)
+        assert latest is not None and latest.is_terminal
+        assert await user_lock_holder(redis_client, user.user_id) is None
+    assert await redis_client.zcard(settings.queue_name) == 0
