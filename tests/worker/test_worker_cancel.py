@@ -464,6 +464,18 @@ async def test_a_cancelled_run_retried_funds_the_rest_exactly_once(
     assert run is not None and run.status is RunStatus.CANCELLED
     assert len(run.funded_positions()) == 2
 
+    # a retry cancelled while queued leaves the run as it was
+    dropped = await retry_premix(job_id, settings=settings)
+    assert dropped.job_id is not None
+    assert await cancel_premix(dropped.job_id, settings=settings) == CancelResult(
+        True,
+        f"Premix cancelled before it started: nothing more was sent for {job_id}",
+        "cancelled",
+    )
+    unchanged = await Ledger(store).get(job_id)
+    assert unchanged is not None and unchanged.status is RunStatus.CANCELLED
+    assert unchanged.totals == run.totals
+
     retried = await retry_premix(job_id, settings=settings)
 
     assert retried.success is True, retried.message
