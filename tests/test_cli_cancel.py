@@ -39,6 +39,9 @@ async def test_cancel_of_a_queued_premix_prints_the_message_and_nothing_is_sent(
         "state": "cancelled",
         "jobId": queued.job_id,
     }
+    receipt = premix("result", queued.job_id, "--json", env=env_of(settings))
+    assert receipt.status == 0, receipt
+    assert (receipt.json()["status"], receipt.json()["wallets"]) == ("cancelled", [])
     watched = premix("watch", queued.job_id, env=env_of(settings))
     assert_one_error_line(
         watched,
