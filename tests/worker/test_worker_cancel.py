@@ -584,3 +584,34 @@ async def test_cancels_racing_a_running_worker_leave_every_report_equal_to_the_c
         assert latest is not None and latest.is_terminal
         assert await user_lock_holder(redis_client, user.user_id) is None
     assert await redis_client.zcard(settings.queue_name) == 0
+
+
+async def test_a_job_queued_again_with_nothing_open_is_removed_and_its_run_marked_cancelled(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    plan = user.plan(3 * SOL)
+    # the worker dies as it checks the first transfer's recipient: that transfer is settled
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="balance", kill_at=2)) is False
+    await expire_in_progress_marker(redis_client, job_id)  # queued again, nothing open
+    events = await collect_events(redis_client, job_id)
+
+    answer = await cancel_premix(job_id, settings=settings)
+
+    message = cancelled_message(plan, 1, 1)
+    assert answer == CancelResult(True, message, "cancelled")
+    [*_, last] = await events.wait()
+    assert (last.status, last.description) == (ProgressStatus.CANCELLED, message)
+    assert last.details == {"sentLamports": plan[0], "walletsFunded": 1}
+    await run_worker(settings)  # nothing left to run
+    assert user.buyer_balances(net) == plan[:1] + [0] * 5
+    assert net.balance(user.funding.pubkey()) == user.funding_lamports - plan[0] - FEE
+    run = await Ledger(store).get(job_id)
+    assert run is not None and (run.status, run.error) == (RunStatus.CANCELLED, message)
+    receipt = await get_premix_result(job_id, settings=settings)
+    assert receipt is not None
+    assert (receipt["status"], receipt["message"]) == ("cancelled", message)
+    assert await user_lock_holder(redis_client, "u1") is None
