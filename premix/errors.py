@@ -8,6 +8,12 @@ transfer engine's own failure, `MixerFailed`, lives with its report in `premix.m
 from premix.amounts import format_sol
 
 
+class Cancelled(Exception):
+    """`cancel_premix` asked a running job to stop and it reached a safe point: nothing it
+    signed can still land unaccounted. Not a `PremixError`: the job ends cancelled, not
+    failed."""
+
+
 class PremixError(Exception):
     """Base of every failure reported to the user. The message never holds secret material."""
 

@@ -22,6 +22,7 @@ from premix.errors import TransientError
 from premix.metrics import LEDGER_CONFLICTS
 from premix.run_documents import run_from_document, run_to_document
 from premix.runs import (
+    FINISHED_STATUSES,
     MAX_INT64,
     OPEN_ATTEMPT_STATES,
     Attempt,
@@ -38,6 +39,7 @@ from premix.runs import (
 )
 
 __all__ = [
+    "FINISHED_STATUSES",
     "MAX_INT64",
     "OPEN_ATTEMPT_STATES",
     "Attempt",
@@ -273,7 +275,7 @@ class Ledger:
     async def finish(
         self, run_id: str, status: RunStatus, *, error: str | None = None
     ) -> RunRecord:
-        """Mark the run completed or failed (with the reason) and return it."""
+        """Mark the run completed, failed or cancelled (with the reason) and return it."""
         record = await self.require(run_id)
         record.finish(status, now=utc_now(), error=error)
         return await self.save(record)

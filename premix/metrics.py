@@ -23,14 +23,14 @@ REGISTRY: Final = CollectorRegistry(auto_describe=True)
 
 JOBS: Final = Counter(
     "premix_jobs_total",
-    "Executions of premix jobs by how they ended: completed, failed, retrying (arq tries "
-    "again), superseded (a newer execution took over), error (premix could not report)",
+    "Executions of premix jobs by how they ended: completed, failed, cancelled, retrying (arq "
+    "tries again), superseded (a newer execution took over), error (premix could not report)",
     ["outcome"],
     registry=REGISTRY,
 )
 JOB_DURATION: Final = Histogram(
     "premix_job_duration_seconds",
-    "Wall time of job executions that completed or failed",
+    "Wall time of job executions that completed, failed or were cancelled",
     registry=REGISTRY,
     buckets=(0.5, 1, 2.5, 5, 10, 20, 30, 60, 120, 300, 600, 1800),
 )
@@ -120,10 +120,13 @@ def serve_metrics(port: int | None) -> MetricsServer | None:
 class _Outcome:
     """What `counted_execution` learns of the result (set by `record`)."""
 
-    success: bool | None = None
+    outcome: str | None = None
 
     def record(self, result: dict[str, Any]) -> dict[str, Any]:
-        self.success = bool(result.get("success"))
+        if result.get("status") == "cancelled":
+            self.outcome = "cancelled"
+        else:
+            self.outcome = "completed" if result.get("success") else "failed"
         return result
 
 
@@ -145,8 +148,8 @@ def counted_execution() -> Iterator[_Outcome]:
     except BaseException:
         JOBS.labels(outcome="error").inc()
         raise
-    if outcome.success is None:
+    if outcome.outcome is None:
         JOBS.labels(outcome="error").inc()
         return
-    JOBS.labels(outcome="completed" if outcome.success else "failed").inc()
+    JOBS.labels(outcome=outcome.outcome).inc()
     JOB_DURATION.observe(time.perf_counter() - started)

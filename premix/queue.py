@@ -30,6 +30,7 @@ from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
+from premix.cancellation import CancelResult, CancelState, cancelled_receipt, request_cancel
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
 from premix.jobs import (
@@ -62,6 +63,11 @@ QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing wa
 # Configuration errors are logged in full; the user sees only this.
 QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
 LEDGER_UNAVAILABLE: Final = "Queue unavailable: could not read the ledger; nothing was enqueued"
+CANCEL_UNAVAILABLE: Final = "Cancel unavailable: could not reach Redis; nothing was cancelled"
+CANCEL_MISCONFIGURED: Final = "Cancel unavailable: premix is misconfigured; nothing was cancelled"
+CANCEL_LEDGER_UNAVAILABLE: Final = (
+    "Cancel unavailable: could not read the ledger; nothing was cancelled"
+)
 
 
 _ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
@@ -312,6 +318,9 @@ async def get_premix_result(job_id: str, settings: Settings | None = None) -> di
             info = await _job_info_or_none(job)
         stored = info if isinstance(info, JobResult) else None
         return receipt_from_run(job_id, run, job_status, stored)
+    cancelled = await cancelled_receipt(redis, job_id)
+    if cancelled is not None:  # taken out of the queue by `cancel_premix` before it ran
+        return cancelled
     if unreadable is not None:
         raise JobRecordUnreadable(
             f"job {job_id} has no ledger run and its record in Redis is not premix JSON"
@@ -387,3 +396,46 @@ async def _job_info_or_none(job: Job) -> JobDef | None:
     except DeserializationError:
         log.warning("premix_result_job_unreadable", job_id=job.job_id)
         return None
+
+
+async def cancel_premix(
+    job_id: str, *, settings: Settings | None = None, redis: Redis | None = None
+) -> CancelResult:
+    """Cancel premix `job_id`; report the outcome (`CancelResult(success, message, state)`),
+    never raise (`premix.cancellation` has the rules).
+
+    A queued or deferred job is taken out of the queue (state `cancelled`; its user may enqueue
+    at once); a running one is asked to stop at its next safe point and this returns at once
+    (state `cancelling`; the job then ends `cancelled`, reporting exactly what was sent). A
+    finished job is not changed (success False, state `completed`, `failed` or `cancelled`);
+    an unknown id is state `unknown`, an invalid one `invalid`, an unreachable Redis or store
+    `unavailable`.
+    """
+    try:
+        settings = settings if settings is not None else get_settings()
+    except SettingsInvalid as e:
+        log.error("cancel_settings_invalid", error=describe_settings_error(e))
+        return CancelResult(False, CANCEL_MISCONFIGURED, CancelState.UNAVAILABLE)
+    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+        return CancelResult(
+            False,
+            "Invalid job id: expected premix-<userId>-<unix ms>; nothing was cancelled",
+            CancelState.INVALID,
+        )
+    bound_log = log.bind(job_id=job_id)
+    try:
+        arq_redis = _queue_client(settings, redis)
+        store = await Store.open(settings)
+        try:
+            return await request_cancel(arq_redis, store, settings, job_id)
+        finally:
+            await store.close()
+    except ValueError as e:  # not a redis:// URL
+        bound_log.error("cancel_redis_url_invalid", error=str(e))
+        return CancelResult(False, CANCEL_MISCONFIGURED, CancelState.UNAVAILABLE)
+    except (RedisError, OSError) as e:
+        bound_log.warning("cancel_failed", error=type(e).__name__)
+        return CancelResult(False, CANCEL_UNAVAILABLE, CancelState.UNAVAILABLE)
+    except (PyMongoError, StoreConfigError) as e:
+        bound_log.warning("cancel_store_unavailable", error=type(e).__name__)
+        return CancelResult(False, CANCEL_LEDGER_UNAVAILABLE, CancelState.UNAVAILABLE)

@@ -273,6 +273,8 @@ def _run_message(run: RunRecord, mix: MixResult) -> str:
         return "Premix complete"
     if run.status is RunStatus.FAILED:
         return f"Premix failed: {run.error}" if run.error else "Premix failed"
+    if run.status is RunStatus.CANCELLED:
+        return run.error or "Premix cancelled"
     return f"Premix {run.status.value}; the ledger shows what has landed so far"
 
 

@@ -170,6 +170,7 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: Final = {
+    "cancel": "premix.cli.cancel:cancel",
     "demo": "premix.cli.demo:demo",
     "dev": "premix.cli.dev:dev",
     "enqueue": "premix.cli.jobs:enqueue",

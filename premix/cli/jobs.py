@@ -143,7 +143,8 @@ def unknown_job(job_id: str, settings: Settings) -> CommandFailed:
 def status(state: CliState, job_id: str, as_json: bool) -> None:
     """Show the latest progress of job JOB (its last progress event, kept in Redis).
 
-    Exit 0 while the job is queued, running or completed; 1 when it failed or is unknown.
+    Exit 0 while the job is queued, running or completed; 1 when it failed, was cancelled or
+    is unknown.
     """
     settings = state.settings
 
@@ -169,8 +170,8 @@ def status(state: CliState, job_id: str, as_json: bool) -> None:
         print_json(event.model_dump(mode="json", by_alias=True))
     else:
         click.echo(f"job {job_id}: {describe_event(event)}")
-    if event.status is ProgressStatus.FAILED:  # like `watch`: a failed job is exit 1
-        raise CommandFailed(f"job {job_id} failed: {event.description}")
+    if event.status in (ProgressStatus.FAILED, ProgressStatus.CANCELLED):  # like `watch`: exit 1
+        raise CommandFailed(f"job {job_id} {event.status.value}: {event.description}")
 
 
 class JobElapsedColumn(ProgressColumn):
@@ -237,7 +238,8 @@ def update_bar(bar: Progress, task: TaskID, event: ProgressEvent) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print each progress event as a JSON line.")
 @pass_state
 def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) -> None:
-    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed.
+    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed or was
+    cancelled.
 
     With --json, prints each progress event as one JSON line instead of a progress bar.
     """
@@ -272,6 +274,8 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
         return last
 
     final = run_async(follow())
+    if final is not None and final.status is ProgressStatus.CANCELLED:
+        raise CommandFailed(f"job {job_id} cancelled: {final.description}")
     if final is None or final.status is not ProgressStatus.COMPLETED:
         reason = final.description if final is not None else "no final event"
         raise CommandFailed(f"job {job_id} failed: {reason}")

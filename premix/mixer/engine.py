@@ -17,7 +17,7 @@ import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 import structlog
 from solana.rpc.commitment import Finalized
@@ -25,7 +25,7 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 
 from premix import metrics
-from premix.errors import TransientError
+from premix.errors import Cancelled, TransientError
 from premix.ledger import (
     Attempt,
     AttemptState,
@@ -47,6 +47,7 @@ from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
+StopCheck = Callable[[], Awaitable[bool]]  # True once the run is to stop (a cancel request)
 
 BALANCE_EVIDENCE: Final = "balances"  # how a landing unseen by any node was proven
 EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
@@ -90,6 +91,7 @@ class Sender(BalanceChecks):
         self.sent_at: dict[str, float] = {}  # signature -> when its bytes were last sent
         self.last_sent_at: float | None = None
         self.on_progress: ProgressCallback | None = None
+        self.should_stop: StopCheck | None = None  # asked before each new attempt is signed
         self.funded_here: list[int] = []  # plan positions funded by this execution
         self.verified: dict[int, int] = {}  # plan position -> its balance, checked on chain
         self.spent_since: dict[int, int] = {}  # funded earlier, now holding less than received
@@ -104,6 +106,16 @@ class Sender(BalanceChecks):
         self.record = await self.ledger.save(self.record)
 
     # --- sign and send ---
+
+    async def stop_requested(self) -> bool:
+        """True once the run is to stop (`should_stop`): asked right before signing."""
+        return self.should_stop is not None and await self.should_stop()
+
+    def stop(self) -> NoReturn:
+        """Raise `Cancelled`; call it only where every attempt signed so far is settled
+        (landed or expired): nothing of the run can land unaccounted after it."""
+        self.log.info("payout_stopped", funded_here=len(self.funded_here))
+        raise Cancelled(self.record.run_id)
 
     async def sign_attempts(
         self, work: Sequence[tuple[LedgerTransaction | None, list[int]]]
