@@ -19,6 +19,8 @@ JOB_TYPE: Final = "premix_funds"
 
 # Redis key prefixes (suffix: user id or job id)
 USER_LOCK_PREFIX: Final = "premix:user-lock:"
+# `idempotencyKey` (suffix: user id, ":", SHA-256 of the key; value: job id, " ", fingerprint)
+IDEMPOTENCY_PREFIX: Final = "premix:idempotency:"
 PROGRESS_CHANNEL_PREFIX: Final = "premix:progress:"
 PROGRESS_ALL_CHANNEL: Final = "premix:progress"
 PROGRESS_STATE_PREFIX: Final = "premix:progress-state:"

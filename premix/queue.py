@@ -2,9 +2,10 @@
 `get_premix_result`, the receipt of a job (built in `premix.receipts`).
 
 One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
-as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
-second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
-arq's job record and queue entry are written by one Lua script: one Redis round trip.
+as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`, plus a scheduled job's wait), so a
+long backlog never lets a second premix in; the worker's execution shortens, keeps alive and
+releases it. The lock, arq's job record and queue entry (and an idempotency key,
+`premix.idempotency`) are written by one Lua script: one Redis round trip.
 
 Before Redis, the user's stored wallets are checked (`premix.wallet_check`: one store read).
 The Redis connection pool and that store are created on first use and reused (one per URL and
@@ -32,6 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
+from premix.idempotency import IDEMPOTENCY_KEY_SECONDS, IdempotencyClaim, earlier_answer
 from premix.jobs import (
     JOB_ID_PATTERN,
     EnqueueResult,
@@ -43,6 +45,7 @@ from premix.ledger import Ledger
 from premix.logs import get_logger
 from premix.receipts import JobRecordUnreadable, receipt_from_arq, receipt_from_run
 from premix.retry import retry_job, retry_queued_message, retry_refusal
+from premix.scheduling import format_run_time, run_time_ms, schedule_refusal
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
@@ -64,14 +67,22 @@ QUEUE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothin
 LEDGER_UNAVAILABLE: Final = "Queue unavailable: could not read the ledger; nothing was enqueued"
 
 
-_ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
+_ENQUEUED, _USER_BUSY, _JOB_EXISTS, _KEY_USED = 1, 0, -1, 2
 # The user lock and arq's enqueue in one script (one round trip, atomic), writing exactly what
 # `ArqRedis.enqueue_job` writes: the job record (`arq:job:<id>`, PSETEX its expiry) and its
-# queue entry (ZADD, score = enqueue time in ms), refused like arq when the job or its result
-# exists. KEYS: lock, job, result, queue; ARGV: job id, lock ttl s, job bytes, job expiry ms,
-# score. Returns {1} (queued), {0, holder} (user busy) or {-1} (job id known). The ZADD goes
-# first: a queue key of the wrong type fails the script before anything is written.
+# queue entry (ZADD, score = the time it is due in ms), refused like arq when the job or its
+# result exists. KEYS: lock, job, result, queue[, idempotency key]; ARGV: job id, lock ttl s,
+# job bytes, job expiry ms, score[, idempotency value, its ttl s]. Returns {2, stored} (the
+# idempotency key is taken: checked first, `premix.idempotency`), {0, holder} (user busy), {-1}
+# (job id known) or {1} (queued). The ZADD goes first: a queue key of the wrong type fails the
+# script before anything is written.
 _ENQUEUE_SCRIPT: Final = """
+if KEYS[5] then
+    local accepted = redis.call('GET', KEYS[5])
+    if accepted then
+        return {2, accepted}
+    end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder then
     return {0, holder}
@@ -82,6 +93,9 @@ end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[5] then
+    redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7])
+end
 return {1}
 """
 
@@ -159,11 +173,15 @@ async def enqueue_premix_funds(
     """Queue a premix of `mix_amount` SOL for `user_id`; report the outcome, never raise.
 
     `options`: `PremixOptions` or a dict (`maxWallets`/`max_wallets`, `mode`,
-    `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid parameters, an
-    amount the allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or
-    too few for the amount (one read of the store, `premix.wallet_check`), a premix already
-    queued or running for the user, an unreachable Redis or store. `settings` defaults to
-    `get_settings()`; `redis` defaults to the shared pool for `settings.redis_url`.
+    `socketUserId`/`socket_user_id`, `topUp`, `runAt` or `delaySeconds`: start no earlier,
+    `premix.scheduling`; `idempotencyKey`: `premix.idempotency`). Refused, with nothing
+    enqueued: invalid parameters, a runAt in the past or more than 30 days ahead, an amount the
+    allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or too few for
+    the amount (one read of the store, `premix.wallet_check`), a premix already queued or
+    running for the user, an unreachable Redis or store. An idempotency key already used by
+    the user in the last 24 h answers first: the first call's job id (success, nothing new
+    queued), or a refusal when the parameters differ. `settings` defaults to `get_settings()`;
+    `redis` defaults to the shared pool for `settings.redis_url`.
     """
     try:
         settings = settings if settings is not None else get_settings()
@@ -187,12 +205,28 @@ async def enqueue_premix_funds(
     except ValueError as e:  # not a redis:// URL
         bound_log.error("enqueue_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
+    claim = IdempotencyClaim.of(job)
+    if claim is not None:  # a retried call is answered as the first was, before anything else
+        try:
+            answer = await earlier_answer(arq_redis, claim)
+        except (RedisError, OSError) as e:
+            bound_log.warning("enqueue_failed", error=type(e).__name__)
+            return EnqueueResult(False, _queue_error_message(e))
+        if answer is not None:
+            return answer
+    now_ms = timestamp_ms()
+    problem = schedule_refusal(job.run_at, now_ms)
+    if problem is not None:
+        return EnqueueResult(False, f"Invalid parameters: {problem}")
+    run_at_ms = run_time_ms(job.run_at, job.delay_seconds, now_ms)
     refusal = await wallet_check_refusal(job, settings)  # after the checks that need no I/O
     if refusal is not None:
         return EnqueueResult(False, refusal)
 
     try:
-        outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
+        outcome, holder = await _lock_and_enqueue(
+            arq_redis, settings.queue_name, job, job_id, run_at_ms=run_at_ms, claim=claim
+        )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
         await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
@@ -200,6 +234,8 @@ async def enqueue_premix_funds(
     except BaseException:
         await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         raise
+    if outcome == _KEY_USED and claim is not None and holder is not None:
+        return claim.answer(holder)  # a call with the same key queued its job meanwhile
     if outcome == _USER_BUSY:
         bound_log.info("premix_refused_user_busy", running_job_id=holder)
         return EnqueueResult(False, _user_busy_message(holder))
@@ -211,9 +247,11 @@ async def enqueue_premix_funds(
         amount_lamports=job.amount_lamports,
         mode=job.mode,
         max_wallets=job.max_wallets,
+        run_at_ms=run_at_ms,
     )
+    when = "queued" if run_at_ms is None else f"scheduled for {format_run_time(run_at_ms)}"
     return EnqueueResult(
-        True, f"Premix of {format_sol(job.amount_lamports)} queued as job {job_id}", job_id
+        True, f"Premix of {format_sol(job.amount_lamports)} {when} as job {job_id}", job_id
     )
 
 
@@ -237,24 +275,37 @@ def _user_busy_message(holder: str | None) -> str:
 
 
 async def _lock_and_enqueue(
-    redis: Redis, queue_name: str, job: PremixFundsJob, job_id: str
+    redis: Redis,
+    queue_name: str,
+    job: PremixFundsJob,
+    job_id: str,
+    *,
+    run_at_ms: int | None = None,
+    claim: IdempotencyClaim | None = None,
 ) -> tuple[int, str | None]:
-    """Take the user lock and queue the job in one round trip; return (outcome, holder)."""
+    """Take the user lock and queue the job in one round trip; return (outcome, holder or the
+    idempotency key's value). `run_at_ms`: defer the job until then (as arq's `_defer_until`:
+    the job record, the lock and `claim` last the wait longer); `claim`: check and set it."""
     enqueue_time_ms = timestamp_ms()
+    score = max(run_at_ms or enqueue_time_ms, enqueue_time_ms)
+    wait_seconds = -(-(score - enqueue_time_ms) // 1000)
     payload = serialize_job(
         JOB_FUNCTION, (job.to_wire(),), {}, None, enqueue_time_ms, serializer=job_serializer
     )
-    keys = (user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id)
-    arguments: tuple[Any, ...] = (
+    keys = [user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id]
+    arguments: list[Any] = [
         job_id,
-        str(QUEUED_JOB_EXPIRY_SECONDS),
+        str(wait_seconds + QUEUED_JOB_EXPIRY_SECONDS),
         payload,
-        str(QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
-        str(enqueue_time_ms),  # the score: due now
-    )
+        str(score - enqueue_time_ms + QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
+        str(score),
+    ]
+    if claim is not None:
+        keys.append(claim.redis_key)
+        arguments += [claim.value(job_id), str(wait_seconds + IDEMPOTENCY_KEY_SECONDS)]
     reply = await cast(
         Awaitable[list[Any]],
-        redis.eval(_ENQUEUE_SCRIPT, 4, *keys, queue_name, *arguments),
+        redis.eval(_ENQUEUE_SCRIPT, len(keys) + 1, *keys[:3], queue_name, *keys[3:], *arguments),
     )
     holder = reply[1] if len(reply) > 1 else None
     return int(reply[0]), holder.decode() if isinstance(holder, bytes) else holder
