@@ -23,12 +23,20 @@ from dataclasses import dataclass
 from typing import Final
 
 from redis.asyncio import Redis
+from redis.asyncio.client import Pipeline
 
 from premix.constants import IDEMPOTENCY_PREFIX
 from premix.jobs import EnqueueResult, PremixFundsJob
 from premix.scheduling import delay_ms
 
 IDEMPOTENCY_KEY_SECONDS: Final = 86_400
+# Delete the key only if it still names this job (KEYS[1] = the key, ARGV[1] = its value).
+_RELEASE_SCRIPT: Final = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+    return redis.call('DEL', KEYS[1])
+end
+return 0
+"""
 _SHOWN_JOB_ID_CHARS: Final = 160  # a stored value is ours; cut anyway before it is shown
 
 
@@ -46,6 +54,11 @@ class IdempotencyClaim:
             return None
         digest = hashlib.sha256(job.idempotency_key.encode("ascii")).hexdigest()
         return cls(f"{IDEMPOTENCY_PREFIX}{job.user_id}:{digest}", request_fingerprint(job))
+
+    @staticmethod
+    def ttl_seconds(wait_seconds: int) -> int:
+        """How long the key lasts: 24 h from when its job is due (`wait_seconds` from now)."""
+        return wait_seconds + IDEMPOTENCY_KEY_SECONDS
 
     def value(self, job_id: str) -> str:
         """What the key holds once `job_id` is queued for it."""
@@ -86,3 +99,9 @@ async def earlier_answer(redis: Redis, claim: IdempotencyClaim) -> EnqueueResult
     `RedisError` and `OSError`."""
     stored = await redis.get(claim.redis_key)
     return None if stored is None else claim.answer(stored)
+
+
+def release_in(pipe: Pipeline, claim: IdempotencyClaim, job_id: str) -> None:
+    """Add to `pipe` (a MULTI undoing an enqueue) the deletion of the key if it names `job_id`:
+    a retried call must then queue the premix, not be told it was accepted."""
+    pipe.eval(_RELEASE_SCRIPT, 1, claim.redis_key, claim.value(job_id))

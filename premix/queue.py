@@ -33,7 +33,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from premix.amounts import format_sol
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
-from premix.idempotency import IDEMPOTENCY_KEY_SECONDS, IdempotencyClaim, earlier_answer
+from premix.idempotency import IdempotencyClaim, earlier_answer, release_in
 from premix.jobs import (
     JOB_ID_PATTERN,
     EnqueueResult,
@@ -229,13 +229,13 @@ async def enqueue_premix_funds(
         )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
         return EnqueueResult(False, _queue_error_message(e))
     except BaseException:
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
         raise
-    if outcome == _KEY_USED and claim is not None and holder is not None:
-        return claim.answer(holder)  # a call with the same key queued its job meanwhile
+    if outcome == _KEY_USED and claim is not None:
+        return claim.answer(holder or "")  # a call with the same key queued its job meanwhile
     if outcome == _USER_BUSY:
         bound_log.info("premix_refused_user_busy", running_job_id=holder)
         return EnqueueResult(False, _user_busy_message(holder))
@@ -302,7 +302,7 @@ async def _lock_and_enqueue(
     ]
     if claim is not None:
         keys.append(claim.redis_key)
-        arguments += [claim.value(job_id), str(wait_seconds + IDEMPOTENCY_KEY_SECONDS)]
+        arguments += [claim.value(job_id), str(claim.ttl_seconds(wait_seconds))]
     reply = await cast(
         Awaitable[list[Any]],
         redis.eval(_ENQUEUE_SCRIPT, len(keys) + 1, *keys[:3], queue_name, *keys[3:], *arguments),
@@ -319,13 +319,22 @@ def _queue_error_message(error: BaseException) -> str:
     )
 
 
-async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str) -> None:
+async def _undo_enqueue(
+    redis: Redis,
+    queue_name: str,
+    user_id: str,
+    job_id: str,
+    claim: IdempotencyClaim | None = None,
+) -> None:
     # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
-    # written without its queue entry. Remove both, then the lock, so nothing is left behind.
+    # written without its queue entry. Remove both, then the lock (and the idempotency key, if
+    # it names this job), so nothing is left behind.
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key_prefix + job_id)
             pipe.zrem(queue_name, job_id)
+            if claim is not None:
+                release_in(pipe, claim, job_id)
             await pipe.execute()
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)

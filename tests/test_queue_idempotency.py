@@ -10,9 +10,11 @@ import hashlib
 import json
 import uuid
 from collections.abc import AsyncIterator
+from typing import Any
 
 import pytest
-from redis.asyncio import Redis
+from redis.asyncio import ConnectionPool, Redis
+from redis.exceptions import ConnectionError as RedisConnectionError
 
 import premix.queue
 from premix.constants import QUEUE_NAME, USER_LOCK_PREFIX
@@ -21,6 +23,7 @@ from premix.jobs import EnqueueResult
 from premix.queue import close_queue, enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
+from tests.test_queue import CountingConnection
 from tests.worker.helpers import create_user, delete_wallets, make_settings, open_store
 
 
@@ -47,6 +50,19 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
         for user_id in ("u1", "u2"):
             await create_user(opened, None, user_id, buyers=5)
         yield opened
+
+
+@pytest.fixture
+async def counting_redis(redis_url: str) -> AsyncIterator[Redis]:
+    """A client counting its round trips (`CountingConnection.sent`), the handshake not counted."""
+    pool = ConnectionPool.from_url(redis_url, connection_class=CountingConnection)
+    client: Redis = Redis(connection_pool=pool)
+    await client.ping()
+    CountingConnection.sent = 0
+    try:
+        yield client
+    finally:
+        await client.aclose()
 
 
 def idempotency_key(user_id: str, key: str) -> str:
@@ -217,3 +233,47 @@ async def test_a_refused_call_takes_no_key_and_a_later_one_with_it_is_queued(
         later.success is True and later.message == f"Premix of 1 SOL queued as job {later.job_id}"
     )
     assert await queued_jobs(redis_client) == [later.job_id]
+
+
+async def test_an_enqueue_undone_after_a_lost_reply_frees_its_key_for_the_retry(
+    settings: Settings, store: Store, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    real = premix.queue._lock_and_enqueue
+
+    async def reply_lost(*args: Any, **kwargs: Any) -> tuple[int, str | None]:
+        await real(*args, **kwargs)  # the script ran; its answer never arrives
+        raise RedisConnectionError("connection lost")
+
+    monkeypatch.setattr(premix.queue, "_lock_and_enqueue", reply_lost)
+    lost = await enqueue_premix_funds("u1", 42, 2.5, {"idempotencyKey": "k"}, settings=settings)
+    monkeypatch.undo()
+
+    assert (lost.success, lost.message) == (
+        False,
+        "Queue unavailable: could not reach Redis; nothing was enqueued",
+    )
+    assert [key async for key in redis_client.scan_iter("premix:*")] == []  # no key, no lock
+    assert await queued_jobs(redis_client) == []
+    retried = await enqueue_premix_funds("u1", 42, 2.5, {"idempotencyKey": "k"}, settings=settings)
+    assert retried.success is True
+    assert retried.message == f"Premix of 2.5 SOL queued as job {retried.job_id}"
+    assert await queued_jobs(redis_client) == [retried.job_id]
+
+
+async def test_an_idempotent_enqueue_costs_one_read_more_and_a_repeat_only_that_read(
+    settings: Settings, store: Store, counting_redis: Redis
+) -> None:
+    options = {"idempotencyKey": "k"}
+    first = await enqueue_premix_funds(
+        "u1", 42, 2.5, options, settings=settings, redis=counting_redis
+    )
+    assert first.success is True
+    assert CountingConnection.sent <= 3  # the GET, then the script (EVAL) as without a key
+    CountingConnection.sent = 0
+
+    again = await enqueue_premix_funds(
+        "u1", 42, 2.5, options, settings=settings, redis=counting_redis
+    )
+
+    assert again.job_id == first.job_id
+    assert CountingConnection.sent == 1  # answered from the GET: no script, no store read
