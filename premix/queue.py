@@ -1,38 +1,40 @@
-"""The enqueue side: `enqueue_premix_funds`, called by the bot backend, and
-`get_premix_result`, the receipt of a job (built in `premix.receipts`).
+"""The bot's face: `enqueue_premix_funds`, `retry_premix`, `cancel_premix`, and (re-exported)
+`get_premix_result` (`premix.job_results`), `queue_pool` and `close_queue`
+(`premix.queue_pool`).
 
 One premix per user at a time: enqueueing takes the user lock (`premix.user_lock`) for as long
-as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`), so a long backlog never lets a
-second premix in; the worker's execution shortens, keeps alive and releases it. The lock and
-arq's job record and queue entry are written by one Lua script: one Redis round trip.
+as arq keeps the job waiting (`QUEUED_JOB_EXPIRY_SECONDS`, plus a scheduled job's wait), so a
+long backlog never lets a second premix in; the worker's execution shortens, keeps alive and
+releases it. The lock, arq's job record and queue entry (and an idempotency key,
+`premix.idempotency`) are written by one Lua script: one Redis round trip.
 
 Before Redis, the user's stored wallets are checked (`premix.wallet_check`: one store read).
-The Redis connection pool and that store are created on first use and reused (one per URL and
-event loop); `close_queue()` closes them.
+The Redis pool (`premix.queue_pool`) and that store are created on first use and reused (one
+per URL and event loop); `close_queue()` closes them.
 """
 
-import asyncio
 import re
 import time
 from collections.abc import Awaitable
-from dataclasses import dataclass
 from typing import Any, Final, cast
 
 from arq.connections import ArqRedis
 from arq.constants import job_key_prefix, result_key_prefix
-from arq.jobs import DeserializationError, Job, JobDef, JobResult, serialize_job
+from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
-from redis.asyncio import ConnectionPool, Redis
+from redis.asyncio import Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from premix.amounts import format_sol
-from premix.cancellation import CancelResult, CancelState, cancelled_receipt, request_cancel
+from premix.cancellation import CancelResult, CancelState, request_cancel
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
+from premix.idempotency import IdempotencyClaim, earlier_answer, release_in
+from premix.job_results import get_premix_result as get_premix_result
 from premix.jobs import (
     JOB_ID_PATTERN,
     EnqueueResult,
@@ -42,22 +44,22 @@ from premix.jobs import (
 )
 from premix.ledger import Ledger
 from premix.logs import get_logger
-from premix.receipts import JobRecordUnreadable, receipt_from_arq, receipt_from_run
+from premix.queue_pool import close_queue as close_queue
+from premix.queue_pool import queue_client
+from premix.queue_pool import queue_pool as queue_pool
 from premix.retry import retry_job, retry_queued_message, retry_refusal
-from premix.serialization import job_deserializer, job_serializer
+from premix.scheduling import format_run_time, run_time_ms, schedule_refusal
+from premix.serialization import job_serializer
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
 from premix.user_lock import release_user_lock_quietly, user_lock_holder, user_lock_key
 from premix.wallet_check import STORE_UNAVAILABLE as STORE_UNAVAILABLE
-from premix.wallet_check import close_wallet_stores, enqueue_store, wallet_check_refusal
+from premix.wallet_check import enqueue_store, wallet_check_refusal
 
 log = get_logger(__name__)
 
 # arq drops a job not started within this long; the user's marker lasts as long while it waits.
 QUEUED_JOB_EXPIRY_SECONDS: Final = 86_400
-# Short, so an unreachable Redis answers the bot within about a second instead of hanging it.
-CONNECT_TIMEOUT_SECONDS: Final = 1.0
-COMMAND_TIMEOUT_SECONDS: Final = 2.0
 
 QUEUE_UNAVAILABLE: Final = "Queue unavailable: could not reach Redis; nothing was enqueued"
 # Configuration errors are logged in full; the user sees only this.
@@ -70,14 +72,22 @@ CANCEL_LEDGER_UNAVAILABLE: Final = (
 )
 
 
-_ENQUEUED, _USER_BUSY, _JOB_EXISTS = 1, 0, -1
+_ENQUEUED, _USER_BUSY, _JOB_EXISTS, _KEY_USED = 1, 0, -1, 2
 # The user lock and arq's enqueue in one script (one round trip, atomic), writing exactly what
 # `ArqRedis.enqueue_job` writes: the job record (`arq:job:<id>`, PSETEX its expiry) and its
-# queue entry (ZADD, score = enqueue time in ms), refused like arq when the job or its result
-# exists. KEYS: lock, job, result, queue; ARGV: job id, lock ttl s, job bytes, job expiry ms,
-# score. Returns {1} (queued), {0, holder} (user busy) or {-1} (job id known). The ZADD goes
-# first: a queue key of the wrong type fails the script before anything is written.
+# queue entry (ZADD, score = the time it is due in ms), refused like arq when the job or its
+# result exists. KEYS: lock, job, result, queue[, idempotency key]; ARGV: job id, lock ttl s,
+# job bytes, job expiry ms, score[, idempotency value, its ttl s]. Returns {2, stored} (the
+# idempotency key is taken: checked first, `premix.idempotency`), {0, holder} (user busy), {-1}
+# (job id known) or {1} (queued). The ZADD goes first: a queue key of the wrong type fails the
+# script before anything is written.
 _ENQUEUE_SCRIPT: Final = """
+if KEYS[5] then
+    local accepted = redis.call('GET', KEYS[5])
+    if accepted then
+        return {2, accepted}
+    end
+end
 local holder = redis.call('GET', KEYS[1])
 if holder then
     return {0, holder}
@@ -88,6 +98,9 @@ end
 redis.call('ZADD', KEYS[4], ARGV[5], ARGV[1])
 redis.call('PSETEX', KEYS[2], ARGV[4], ARGV[3])
 redis.call('SET', KEYS[1], ARGV[1], 'EX', ARGV[2])
+if KEYS[5] then
+    redis.call('SET', KEYS[5], ARGV[6], 'EX', ARGV[7])
+end
 return {1}
 """
 
@@ -95,52 +108,6 @@ return {1}
 def new_job_id(user_id: str) -> str:
     """Return a job id `premix-{userId}-{unix_ms}`."""
     return f"premix-{user_id}-{time.time_ns() // 1_000_000}"
-
-
-@dataclass
-class _Pool:
-    loop: asyncio.AbstractEventLoop
-    connections: ConnectionPool
-    redis: ArqRedis
-
-
-_pools: dict[str, _Pool] = {}
-
-
-def _arq_redis(connections: ConnectionPool) -> ArqRedis:
-    # Every call names its queue (`settings.queue_name`): no default queue is relied on.
-    return ArqRedis(connections, job_serializer=job_serializer, job_deserializer=job_deserializer)
-
-
-def queue_pool(redis_url: str) -> ArqRedis:
-    """Return the shared arq client for `redis_url` in this event loop (created on first use).
-
-    Creating it does not connect; the first command does.
-    """
-    loop = asyncio.get_running_loop()
-    pool = _pools.get(redis_url)
-    if pool is None or pool.loop is not loop:
-        # A pool belongs to the loop it was created in (tests run one loop per test).
-        connections = ConnectionPool.from_url(
-            redis_url,
-            socket_connect_timeout=CONNECT_TIMEOUT_SECONDS,
-            socket_timeout=COMMAND_TIMEOUT_SECONDS,
-        )
-        pool = _Pool(loop, connections, _arq_redis(connections))
-        _pools[redis_url] = pool
-    return pool.redis
-
-
-async def close_queue() -> None:
-    """Close every pool and store `enqueue_premix_funds` opened in this event loop (and forget
-    others)."""
-    loop = asyncio.get_running_loop()
-    pools = list(_pools.values())
-    _pools.clear()
-    for pool in pools:
-        if pool.loop is loop:
-            await pool.connections.disconnect()
-    await close_wallet_stores()
 
 
 def _wallets_needed_error(job: PremixFundsJob, settings: Settings) -> str | None:
@@ -165,11 +132,15 @@ async def enqueue_premix_funds(
     """Queue a premix of `mix_amount` SOL for `user_id`; report the outcome, never raise.
 
     `options`: `PremixOptions` or a dict (`maxWallets`/`max_wallets`, `mode`,
-    `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid parameters, an
-    amount the allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or
-    too few for the amount (one read of the store, `premix.wallet_check`), a premix already
-    queued or running for the user, an unreachable Redis or store. `settings` defaults to
-    `get_settings()`; `redis` defaults to the shared pool for `settings.redis_url`.
+    `socketUserId`/`socket_user_id`, `topUp`, `runAt` or `delaySeconds`: start no earlier,
+    `premix.scheduling`; `idempotencyKey`: `premix.idempotency`). Refused, with nothing
+    enqueued: invalid parameters, a runAt in the past or more than 30 days ahead, an amount the
+    allowed wallets cannot hold, a user with no funding wallet, no buyer wallets or too few for
+    the amount (one read of the store, `premix.wallet_check`), a premix already queued or
+    running for the user, an unreachable Redis or store. An idempotency key already used by
+    the user in the last 24 h answers first: the first call's job id (success, nothing new
+    queued), or a refusal when the parameters differ. `settings` defaults to `get_settings()`;
+    `redis` defaults to the shared pool for `settings.redis_url`.
     """
     try:
         settings = settings if settings is not None else get_settings()
@@ -189,23 +160,41 @@ async def enqueue_premix_funds(
     job_id = new_job_id(job.user_id)
     bound_log = log.bind(job_id=job_id, user_id=job.user_id)
     try:
-        arq_redis = _queue_client(settings, redis)
+        arq_redis = queue_client(settings, redis)
     except ValueError as e:  # not a redis:// URL
         bound_log.error("enqueue_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
+    claim = IdempotencyClaim.of(job)
+    if claim is not None:  # a retried call is answered as the first was, before anything else
+        try:
+            answer = await earlier_answer(arq_redis, claim)
+        except (RedisError, OSError) as e:
+            bound_log.warning("enqueue_failed", error=type(e).__name__)
+            return EnqueueResult(False, _queue_error_message(e))
+        if answer is not None:
+            return answer
+    now_ms = timestamp_ms()
+    problem = schedule_refusal(job.run_at, now_ms)
+    if problem is not None:
+        return EnqueueResult(False, f"Invalid parameters: {problem}")
+    run_at_ms = run_time_ms(job.run_at, job.delay_seconds, now_ms)
     refusal = await wallet_check_refusal(job, settings)  # after the checks that need no I/O
     if refusal is not None:
         return EnqueueResult(False, refusal)
 
     try:
-        outcome, holder = await _lock_and_enqueue(arq_redis, settings.queue_name, job, job_id)
+        outcome, holder = await _lock_and_enqueue(
+            arq_redis, settings.queue_name, job, job_id, run_at_ms=run_at_ms, claim=claim
+        )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
         return EnqueueResult(False, _queue_error_message(e))
     except BaseException:
-        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
+        await _undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
         raise
+    if outcome == _KEY_USED and claim is not None:
+        return claim.answer(holder or "")  # a call with the same key queued its job meanwhile
     if outcome == _USER_BUSY:
         bound_log.info("premix_refused_user_busy", running_job_id=holder)
         return EnqueueResult(False, _user_busy_message(holder))
@@ -217,20 +206,12 @@ async def enqueue_premix_funds(
         amount_lamports=job.amount_lamports,
         mode=job.mode,
         max_wallets=job.max_wallets,
+        run_at_ms=run_at_ms,
     )
+    when = "queued" if run_at_ms is None else f"scheduled for {format_run_time(run_at_ms)}"
     return EnqueueResult(
-        True, f"Premix of {format_sol(job.amount_lamports)} queued as job {job_id}", job_id
+        True, f"Premix of {format_sol(job.amount_lamports)} {when} as job {job_id}", job_id
     )
-
-
-def _queue_client(settings: Settings, redis: Redis | None) -> ArqRedis:
-    """The arq client for `redis` (JSON serializer), or the shared pool for the settings' URL;
-    raises `ValueError` for a URL that is not a Redis URL."""
-    if redis is None:
-        return queue_pool(settings.redis_url)
-    if isinstance(redis, ArqRedis) and redis.job_serializer is job_serializer:
-        return redis
-    return _arq_redis(redis.connection_pool)  # same connections, JSON serializer
 
 
 def _job_exists_message(job_id: str) -> str:
@@ -243,24 +224,37 @@ def _user_busy_message(holder: str | None) -> str:
 
 
 async def _lock_and_enqueue(
-    redis: Redis, queue_name: str, job: PremixFundsJob, job_id: str
+    redis: Redis,
+    queue_name: str,
+    job: PremixFundsJob,
+    job_id: str,
+    *,
+    run_at_ms: int | None = None,
+    claim: IdempotencyClaim | None = None,
 ) -> tuple[int, str | None]:
-    """Take the user lock and queue the job in one round trip; return (outcome, holder)."""
+    """Take the user lock and queue the job in one round trip; return (outcome, holder or the
+    idempotency key's value). `run_at_ms`: defer the job until then (as arq's `_defer_until`:
+    the job record, the lock and `claim` last the wait longer); `claim`: check and set it."""
     enqueue_time_ms = timestamp_ms()
+    score = max(run_at_ms or enqueue_time_ms, enqueue_time_ms)
+    wait_seconds = -(-(score - enqueue_time_ms) // 1000)
     payload = serialize_job(
         JOB_FUNCTION, (job.to_wire(),), {}, None, enqueue_time_ms, serializer=job_serializer
     )
-    keys = (user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id)
-    arguments: tuple[Any, ...] = (
+    keys = [user_lock_key(job.user_id), job_key_prefix + job_id, result_key_prefix + job_id]
+    arguments: list[Any] = [
         job_id,
-        str(QUEUED_JOB_EXPIRY_SECONDS),
+        str(wait_seconds + QUEUED_JOB_EXPIRY_SECONDS),
         payload,
-        str(QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
-        str(enqueue_time_ms),  # the score: due now
-    )
+        str(score - enqueue_time_ms + QUEUED_JOB_EXPIRY_SECONDS * 1000),  # arq's `_expires`
+        str(score),
+    ]
+    if claim is not None:
+        keys.append(claim.redis_key)
+        arguments += [claim.value(job_id), str(claim.ttl_seconds(wait_seconds))]
     reply = await cast(
         Awaitable[list[Any]],
-        redis.eval(_ENQUEUE_SCRIPT, 4, *keys, queue_name, *arguments),
+        redis.eval(_ENQUEUE_SCRIPT, len(keys) + 1, *keys[:3], queue_name, *keys[3:], *arguments),
     )
     holder = reply[1] if len(reply) > 1 else None
     return int(reply[0]), holder.decode() if isinstance(holder, bytes) else holder
@@ -274,58 +268,26 @@ def _queue_error_message(error: BaseException) -> str:
     )
 
 
-async def _undo_enqueue(redis: Redis, queue_name: str, user_id: str, job_id: str) -> None:
+async def _undo_enqueue(
+    redis: Redis,
+    queue_name: str,
+    user_id: str,
+    job_id: str,
+    claim: IdempotencyClaim | None = None,
+) -> None:
     # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
-    # written without its queue entry. Remove both, then the lock, so nothing is left behind.
+    # written without its queue entry. Remove both, then the lock (and the idempotency key, if
+    # it names this job), so nothing is left behind.
     try:
         async with redis.pipeline(transaction=True) as pipe:
             pipe.delete(job_key_prefix + job_id)
             pipe.zrem(queue_name, job_id)
+            if claim is not None:
+                release_in(pipe, claim, job_id)
             await pipe.execute()
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
     await release_user_lock_quietly(redis, user_id, job_id)
-
-
-async def get_premix_result(job_id: str, settings: Settings | None = None) -> dict[str, Any] | None:
-    """Return the receipt of job `job_id` (`premix.receipts`: every planned wallet with its
-    position, address, lamports, signature, slot and status, and the totals), or None when
-    neither the ledger nor arq knows the job.
-
-    Read from the ledger run (what equals the chain), with arq's state of the job; a job with
-    no run yet is answered from arq (`status` `queued`, no wallets). `settings` defaults to
-    `get_settings()`. Raises `JobRecordUnreadable` when there is no run and arq's record of the
-    job is not premix JSON; Redis or PyMongo errors when a store is unreachable.
-    """
-    settings = settings if settings is not None else get_settings()
-    redis = queue_pool(settings.redis_url)
-    job = Job(job_id, redis, _queue_name=settings.queue_name, _deserializer=job_deserializer)
-    job_status = str((await job.status()).value)
-    unreadable: DeserializationError | None = None
-    try:
-        info = await job.info()
-    except DeserializationError as e:  # arq's wrap of premix's: not JSON; the ledger answers
-        log.warning("premix_result_job_unreadable", job_id=job_id)
-        info, unreadable = None, e
-    run = await Ledger(await enqueue_store(settings)).run_of_job(job_id)  # shared, not closed
-    if run is not None:
-        latest = run.retry_jobs[-1] if run.retry_jobs else run.run_id
-        if latest != job_id:  # the run went on in a retry job: its state and result answer
-            job = Job(
-                latest, redis, _queue_name=settings.queue_name, _deserializer=job_deserializer
-            )
-            job_status = str((await job.status()).value)
-            info = await _job_info_or_none(job)
-        stored = info if isinstance(info, JobResult) else None
-        return receipt_from_run(job_id, run, job_status, stored)
-    cancelled = await cancelled_receipt(redis, job_id)
-    if cancelled is not None:  # taken out of the queue by `cancel_premix` before it ran
-        return cancelled
-    if unreadable is not None:
-        raise JobRecordUnreadable(
-            f"job {job_id} has no ledger run and its record in Redis is not premix JSON"
-        ) from unreadable
-    return receipt_from_arq(job_id, job_status, info)
 
 
 async def retry_premix(
@@ -347,7 +309,7 @@ async def retry_premix(
     if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
         return EnqueueResult(False, "Invalid job id: expected premix-<userId>-<unix ms>")
     try:
-        arq_redis = _queue_client(settings, redis)
+        arq_redis = queue_client(settings, redis)
     except ValueError as e:
         log.error("retry_redis_url_invalid", error=str(e))
         return EnqueueResult(False, QUEUE_MISCONFIGURED)
@@ -390,14 +352,6 @@ async def _retry_run(
     return EnqueueResult(True, retry_queued_message(run, retry_id), retry_id)
 
 
-async def _job_info_or_none(job: Job) -> JobDef | None:
-    try:
-        return await job.info()
-    except DeserializationError:
-        log.warning("premix_result_job_unreadable", job_id=job.job_id)
-        return None
-
-
 async def cancel_premix(
     job_id: str, *, settings: Settings | None = None, redis: Redis | None = None
 ) -> CancelResult:
@@ -424,7 +378,7 @@ async def cancel_premix(
         )
     bound_log = log.bind(job_id=job_id)
     try:
-        arq_redis = _queue_client(settings, redis)
+        arq_redis = queue_client(settings, redis)
         store = await Store.open(settings)
         try:
             return await request_cancel(arq_redis, store, settings, job_id)

@@ -21,6 +21,7 @@ from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
 from premix.mixer.result import MixResult, WalletStatus
 from premix.runs import AttemptState, RunRecord, RunStatus
+from premix.scheduling import format_run_time
 from premix.top_up import completion_message as top_up_completion_message
 from premix.top_up import top_up_wallets
 
@@ -176,7 +177,10 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
         return base
     if info is None or job_status not in QUEUE_MESSAGES:
         return None
-    base["message"] = f"Job {job_id} is {QUEUE_MESSAGES[job_status]}"
+    state = QUEUE_MESSAGES[job_status]
+    if job_status == "deferred" and info.score is not None:  # the queue score: when it is due
+        state = f"scheduled for {format_run_time(info.score)}; nothing sent yet"
+    base["message"] = f"Job {job_id} is {state}"
     return base
 
 

@@ -42,6 +42,7 @@ from premix.constants import (
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
 from premix.progress import Phase, ProgressEmitter, ProgressEvent, ProgressStatus
+from premix.scheduling import format_run_time
 from premix.settings import Settings
 from premix.store import Store
 from premix.worker import worker_settings
@@ -771,6 +772,55 @@ def test_status_of_a_queued_job_without_progress_says_so(enqueue_env: dict[str, 
 
     assert human.stdout == f"job {job_id_text}: queued, no progress yet (is a worker running?)\n"
     assert machine.json() == {"jobId": job_id_text, "status": "queued"}
+
+
+def test_enqueue_with_a_delay_and_status_says_when_the_job_is_scheduled(
+    redis_url: str, enqueue_env: dict[str, str]
+) -> None:
+    env = enqueue_env
+    before_ms = int(time.time() * 1000)
+    queued = premix(
+        "enqueue", "--user", "u1", "--chat-id", "1", "--amount", "2.5", "--delay", "60", "--json",
+        env=env,
+    )  # fmt: skip
+
+    assert queued.status == 0, queued
+    job_id = queued.json()["jobId"]
+    client = redis_sync.Redis.from_url(redis_url)
+    score = int(client.zscore("premix:queue", job_id))
+    stored = json.loads(client.get(f"arq:job:{job_id}"))
+    client.close()
+    assert before_ms + 60_000 <= score <= int(time.time() * 1000) + 60_000
+    assert stored["a"][0]["delaySeconds"] == 60  # an int, as given
+    due = format_run_time(score)
+    assert queued.json()["message"] == f"Premix of 2.5 SOL scheduled for {due} as job {job_id}"
+
+    human = premix("status", job_id, env=env)
+    machine = premix("status", job_id, "--json", env=env)
+
+    assert human.stdout == f"job {job_id}: scheduled for {due}, no progress yet\n"
+    assert machine.json() == {"jobId": job_id, "status": "deferred", "scheduledFor": due}
+
+
+def test_enqueue_run_at_and_idempotency_key_options(enqueue_env: dict[str, str]) -> None:
+    args = (
+        "enqueue", "--user", "u1", "--chat-id", "1", "--amount", "1",
+        "--run-at", "2099-12-24T18:00:00Z", "--idempotency-key", "cli-1",
+    )  # fmt: skip
+    too_late = premix(*args, env=enqueue_env)
+    assert too_late.status == 1, too_late
+    assert too_late.error_lines[0].startswith(
+        "premix: error: Invalid parameters: runAt: must be at most 30 days ahead ("
+    )
+
+    soon = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    first = premix(*args[:-3], soon, *args[-2:], env=enqueue_env)
+    again = premix(*args[:-3], soon, *args[-2:], env=enqueue_env)
+
+    assert first.status == 0 and again.status == 0, (first, again)
+    job_id = first.stdout.split()[-1]
+    assert first.stdout.startswith(f"Premix of 1 SOL scheduled for {soon[:19]}Z as job")
+    assert again.stdout == f"Premix already accepted as job {job_id}; nothing new was queued\n"
 
 
 @pytest.fixture
