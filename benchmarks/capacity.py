@@ -29,15 +29,16 @@ from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from solders.keypair import Keypair
 
+from benchmarks.enqueue_bench import SEEDING_TIMEOUT_SECONDS, seed_wallets
 from benchmarks.measure import Progress, Spread
 from benchmarks.queue_bench import (
     JOB_TIMEOUT_SECONDS,
     THROUGHPUT_AMOUNT_SOL,
     THROUGHPUT_WALLETS,
     EventWatcher,
-    WorkerProcess,
     base_settings,
 )
+from benchmarks.worker_process import WorkerProcess
 from premix.constants import JOB_FUNCTION, LAMPORTS_PER_SOL
 from premix.distribution import plan_distribution
 from premix.jobs import PremixFundsJob
@@ -257,6 +258,14 @@ async def _concurrent_enqueues(settings: Settings, calls: int, *, before: bool) 
             latencies.append((time.perf_counter() - started) * 1000)
             refused += not ok
 
+    if not before:  # enqueue refuses users without wallets (the way before never looked)
+        store = await Store.open(settings, timeout_seconds=SEEDING_TIMEOUT_SECONDS)
+        try:
+            await store.ensure_indexes()  # as a worker's start-up does: the read uses them
+            users = [f"bench-ce-{tag}-{i}" for i in range(calls)]
+            await seed_wallets(store, [f"bench-ce-{tag}-warm", *users], buyers=1)
+        finally:
+            await store.close()
     await enqueue_premix_funds(f"bench-ce-{tag}-warm", 1, 0.5, settings=settings)  # the pool
     started = time.perf_counter()
     await asyncio.gather(*(caller(n) for n in range(ENQUEUE_CALLERS)))
@@ -270,17 +279,32 @@ async def _concurrent_enqueues(settings: Settings, calls: int, *, before: bool) 
 
 
 async def bench_concurrent_enqueue(
-    settings: Settings, redis: Redis, *, calls: int, progress: Progress
+    settings: Settings, redis: Redis, *, calls: int, mongodb_uri: str | None, progress: Progress
 ) -> dict[str, Any]:
-    """`calls` enqueues from 50 concurrent callers: premix's one script, and the way before."""
+    """`calls` enqueues from 50 concurrent callers: premix's one script (with its wallet check,
+    on a fresh database at `mongodb_uri`, else the memory store), and the way before."""
     if progress is not None:
         progress(f"capacity: {calls} enqueues from {ENQUEUE_CALLERS} concurrent callers")
-    now = await _concurrent_enqueues(settings, calls, before=False)
+    store = "memory://"
+    if mongodb_uri is not None:
+        store = "the shared MongoDB-wire store"
+        database = f"bench_enqueue_{uuid.uuid4().hex[:12]}"
+        settings = settings.model_copy(
+            update={"mongodb_uri": mongodb_uri, "mongodb_database": database}
+        )
+    try:
+        now = await _concurrent_enqueues(settings, calls, before=False)
+    finally:
+        if mongodb_uri is not None:
+            dropping = await Store.open(settings, timeout_seconds=SEEDING_TIMEOUT_SECONDS)
+            await dropping.drop_database()
+            await dropping.close()
     await redis.flushdb()
     before = await _concurrent_enqueues(settings, calls, before=True)
     await redis.flushdb()
     return {
         "callers": ENQUEUE_CALLERS,
+        "store": f"{store}, one buyer wallet per user",
         "one_script": now,
         "lock_then_arq_enqueue": before,
         "before_issue_13": ENQUEUE_BEFORE,
@@ -306,7 +330,7 @@ async def bench_capacity(
         with Localnet(slot_ms=slot_ms, seed=0) as net:
             settings = base_settings(redis_url, net.url)
             enqueue = await bench_concurrent_enqueue(
-                settings, redis, calls=enqueue_calls, progress=progress
+                settings, redis, calls=enqueue_calls, mongodb_uri=mongodb_uri, progress=progress
             )
             budget = concurrency = None
             if mongodb_uri is not None:

@@ -3,12 +3,16 @@
 Everything runs against a private Valkey (see `premix.servers`), flushed between
 sections; the machine's Redis is never touched.
 
-- enqueue: `enqueue_premix_funds` for distinct users, one after another, no worker running
-  (after a few warm-up calls that open the connection pool); milliseconds per call.
+- enqueue (`benchmarks.enqueue_bench`): `enqueue_premix_funds` for distinct users, one after
+  another, no worker running, each user's 74 wallets in a fresh database on the SecantusDB
+  started here (the one the throughput processes share): every call includes enqueue's store
+  read; milliseconds per call.
 - pickup: a stand-alone worker process (`benchmarks.worker_process`, memory store) is idle;
   the benchmark enqueues one job, times from the enqueue call until the job's phase-1 event
   arrives on the all-jobs progress channel, waits for the job to end, and enqueues the next.
-  These users have no wallets, so each job ends in phase 2: pickup is all that is timed.
+  Enqueue accepts these users (the benchmark's own memory store holds wallets for them), but
+  the worker's store has none, so each job ends in the worker's phase-2 check: pickup is all
+  that is timed. The RSS user's wallets are in both stores (the worker's are the funded ones).
 - worker RSS: the same worker process then runs a 73-wallet fast premix and a 21-wallet
   standard premix for a user it stored wallets for; its peak RSS is read when it stops. The
   localnet runs in the benchmark process, so the figure is the worker alone.
@@ -27,13 +31,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import os
-import sys
 import time
 import uuid
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 from arq.worker import Worker
@@ -42,7 +43,9 @@ from redis.asyncio import Redis
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
+from benchmarks.enqueue_bench import bench_enqueue, seed_wallets
 from benchmarks.measure import Progress, Spread
+from benchmarks.worker_process import WorkerProcess
 from premix.constants import LAMPORTS_PER_SOL, PROGRESS_ALL_CHANNEL
 from premix.keys import KeyRing
 from premix.localnet import Localnet
@@ -54,8 +57,6 @@ from premix.store import Store, reset_memory_stores
 from premix.user_lock import user_lock_holder
 from premix.worker import worker_settings
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-ENQUEUE_WARMUP = 10
 PICKUP_WARMUP = 3
 PICKUP_OFFSETS = 10  # distinct arrival offsets within one poll period
 JOB_TIMEOUT_SECONDS = 180.0
@@ -145,95 +146,16 @@ def _is_terminal(event: ProgressEvent) -> bool:
     return event.is_terminal
 
 
-async def bench_enqueue(settings: Settings, count: int) -> dict[str, Any]:
-    """Milliseconds per `enqueue_premix_funds` call over `count` distinct users."""
-    latencies: list[float] = []
-    refused = 0
-    for i in range(ENQUEUE_WARMUP + count):
-        started = time.perf_counter()
-        result = await enqueue_premix_funds(f"bench-enqueue-{i}", 1_000 + i, 0.5, settings=settings)
-        elapsed = (time.perf_counter() - started) * 1000
-        if i >= ENQUEUE_WARMUP:
-            latencies.append(elapsed)
-            refused += not result.success
-    return {"count": count, "refused": refused, "milliseconds": Spread.of(latencies).to_dict()}
-
-
-class WorkerProcess:
-    """`benchmarks.worker_process` as a child process with premix settings in its environment."""
-
-    def __init__(self, settings: Settings, users: list[str], buyers: int) -> None:
-        self.settings = settings
-        self.users = users
-        self.buyers = buyers
-        self.process: asyncio.subprocess.Process | None = None
-        self.ready: dict[str, Any] = {}
-
-    async def start(self) -> dict[str, Any]:
-        """Start the process; return its ready line (`funding`: user -> funding public key)."""
-        env = dict(os.environ)
-        env.update(
-            {
-                "PREMIX_REDIS_URL": self.settings.redis_url,
-                "PREMIX_RPC_URL": self.settings.rpc_url,
-                "PREMIX_MONGODB_URI": self.settings.mongodb_uri,
-                "PREMIX_MONGODB_DATABASE": self.settings.mongodb_database,
-                "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
-                "PREMIX_ALLOW_MEMORY_STORE": str(self.settings.allow_memory_store),
-                "PREMIX_RPC_MAX_REQUESTS_PER_SECOND": str(
-                    self.settings.rpc_max_requests_per_second
-                ),
-                "PREMIX_WORKER_MAX_JOBS": str(self.settings.worker_max_jobs),
-                "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
-                "PYTHONPATH": os.pathsep.join(
-                    filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
-                ),
-            }
-        )
-        arguments = [f"--user={user}" for user in self.users] + [f"--buyers={self.buyers}"]
-        self.process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "benchmarks.worker_process",
-            *arguments,
-            cwd=REPO_ROOT,
-            env=env,
-            stdout=asyncio.subprocess.PIPE,
-        )
-        self.ready = await self._read_json()
-        return self.ready
-
-    async def stop(self) -> dict[str, Any]:
-        """SIGTERM the process; return its last line (`peak_rss_bytes`, `baseline_rss_bytes`)."""
-        assert self.process is not None
-        self.process.terminate()
-        report = await self._read_json()
-        await self.process.wait()
-        return report
-
-    async def kill(self) -> None:
-        if self.process is not None and self.process.returncode is None:
-            self.process.kill()
-            await self.process.wait()
-
-    async def _read_json(self) -> dict[str, Any]:
-        assert self.process is not None and self.process.stdout is not None
-        async with asyncio.timeout(60):
-            while True:
-                line = await self.process.stdout.readline()
-                if not line:
-                    raise RuntimeError("the benchmark worker process ended unexpectedly")
-                if line.startswith(b"{"):
-                    report: dict[str, Any] = json.loads(line)
-                    return report
-
-
 async def bench_pickup_and_rss(
     settings: Settings, net: Localnet, watcher: EventWatcher, pickups: int, progress: Progress
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Pickup latency over `pickups` jobs, then the worker's peak RSS after two real premixes."""
     worker = WorkerProcess(settings, [RSS_USER], buyers=73)
+    enqueue_side = await Store.open(settings)  # wallets enqueue sees; the worker has its own
     try:
+        pickup_users = [f"bench-pickup-{i}" for i in range(PICKUP_WARMUP + pickups)]
+        await seed_wallets(enqueue_side, pickup_users, buyers=1)
+        await seed_wallets(enqueue_side, [RSS_USER], buyers=73)
         ready = await worker.start()
         net.airdrop(Pubkey.from_string(ready["funding"][RSS_USER]), RSS_FUNDING_LAMPORTS)
         if progress is not None:
@@ -245,9 +167,7 @@ async def bench_pickup_and_rss(
             # from users are; back to back, every job would land just after a poll
             await asyncio.sleep(poll_seconds * (i % PICKUP_OFFSETS) / PICKUP_OFFSETS)
             started = time.perf_counter()
-            result = await enqueue_premix_funds(
-                f"bench-pickup-{i}", 2_000 + i, 0.5, settings=settings
-            )
+            result = await enqueue_premix_funds(pickup_users[i], 2_000 + i, 0.5, settings=settings)
             if result.job_id is None:
                 raise RuntimeError(f"pickup job refused: {result.message}")
             picked, _ = await watcher.wait_for(result.job_id, _is_phase_1, JOB_TIMEOUT_SECONDS)
@@ -279,6 +199,7 @@ async def bench_pickup_and_rss(
         report = await worker.stop()
     finally:
         await worker.kill()
+        await enqueue_side.close()
     rss = {
         "measured_in": "a separate worker process (benchmarks.worker_process), memory store",
         "jobs": jobs,
@@ -492,7 +413,11 @@ async def bench_queue(
             settings = base_settings(redis_url, net.url)
             if progress is not None:
                 progress(f"queue: enqueue latency over {enqueues} enqueues")
-            enqueue = await bench_enqueue(settings, enqueues)
+            if mongodb is not None:
+                on_mongodb = settings.model_copy(update={"mongodb_uri": mongodb[0]})
+                enqueue = await bench_enqueue(on_mongodb, enqueues, mongodb[1])
+            else:
+                enqueue = await bench_enqueue(settings, enqueues, "memory:// (no MongoDB-wire)")
             await redis.flushdb()
             async with EventWatcher(redis) as watcher:
                 pickup, rss = await bench_pickup_and_rss(settings, net, watcher, pickups, progress)

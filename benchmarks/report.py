@@ -247,7 +247,17 @@ def _queue_section(queue: dict[str, Any]) -> Section:
         for run in runs
     )
     jobs = "; ".join(f"{j['mode']} {j['amount_sol']} SOL: {j['status']}" for j in rss["jobs"])
+    enqueue = queue["enqueue"]
     section.notes = [
+        f"Enqueue: distinct users, one call at a time, each user's funding and "
+        f"{enqueue.get('buyer_wallets_per_user', '?')} buyer wallets in "
+        f"{enqueue.get('store', 'the store')}; every call includes enqueue's one store read "
+        + (
+            f"(alone: median {enqueue['store_read_milliseconds']['median']:.2f} ms, "
+            f"p99 {enqueue['store_read_milliseconds']['p99']:.2f} ms)."
+            if "store_read_milliseconds" in enqueue
+            else "."
+        ),
         f"Throughput: {throughput['wallets_per_job']}-wallet {throughput['mode']} premixes for "
         f"distinct users. Speed-up over one worker: {speedups}.",
         f"Pickup: an idle worker process polling every {queue['worker_poll_delay_seconds']} s "

@@ -9,6 +9,8 @@ store, starts a real arq `Worker` with `premix.worker`'s settings, and prints on
 when the worker polls: `{"ready": true, "funding": {user: public key}}` (the benchmark funds
 those). On SIGTERM or SIGINT it stops the worker and prints `{"peak_rss_bytes": ...}`: the
 process's peak resident set size (VmHWM on Linux, else `resource.getrusage`).
+
+`WorkerProcess` is the benchmarks' side of it: starts it as a child and reads those lines.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import resource
 import signal
 import sys
@@ -31,6 +34,7 @@ from premix.store import Store
 from premix.worker import worker_settings
 
 STARTUP_TIMEOUT_SECONDS = 30.0
+REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 def peak_rss_bytes() -> int:
@@ -108,6 +112,75 @@ async def main(argv: list[str] | None = None) -> None:
         await task
     await worker.close()
     emit({"peak_rss_bytes": peak_rss_bytes(), "baseline_rss_bytes": baseline})
+
+
+class WorkerProcess:
+    """`benchmarks.worker_process` as a child process with premix settings in its environment."""
+
+    def __init__(self, settings: Settings, users: list[str], buyers: int) -> None:
+        self.settings = settings
+        self.users = users
+        self.buyers = buyers
+        self.process: asyncio.subprocess.Process | None = None
+        self.ready: dict[str, Any] = {}
+
+    async def start(self) -> dict[str, Any]:
+        """Start the process; return its ready line (`funding`: user -> funding public key)."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREMIX_REDIS_URL": self.settings.redis_url,
+                "PREMIX_RPC_URL": self.settings.rpc_url,
+                "PREMIX_MONGODB_URI": self.settings.mongodb_uri,
+                "PREMIX_MONGODB_DATABASE": self.settings.mongodb_database,
+                "PREMIX_ENCRYPTION_KEYS": self.settings.encryption_keys.get_secret_value(),
+                "PREMIX_ALLOW_MEMORY_STORE": str(self.settings.allow_memory_store),
+                "PREMIX_RPC_MAX_REQUESTS_PER_SECOND": str(
+                    self.settings.rpc_max_requests_per_second
+                ),
+                "PREMIX_WORKER_MAX_JOBS": str(self.settings.worker_max_jobs),
+                "PREMIX_LOG_LEVEL": "ERROR",  # pickup jobs fail in phase 2 by design
+                "PYTHONPATH": os.pathsep.join(
+                    filter(None, [str(REPO_ROOT), env.get("PYTHONPATH")])
+                ),
+            }
+        )
+        arguments = [f"--user={user}" for user in self.users] + [f"--buyers={self.buyers}"]
+        self.process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "benchmarks.worker_process",
+            *arguments,
+            cwd=REPO_ROOT,
+            env=env,
+            stdout=asyncio.subprocess.PIPE,
+        )
+        self.ready = await self._read_json()
+        return self.ready
+
+    async def stop(self) -> dict[str, Any]:
+        """SIGTERM the process; return its last line (`peak_rss_bytes`, `baseline_rss_bytes`)."""
+        assert self.process is not None
+        self.process.terminate()
+        report = await self._read_json()
+        await self.process.wait()
+        return report
+
+    async def kill(self) -> None:
+        if self.process is not None and self.process.returncode is None:
+            self.process.kill()
+            await self.process.wait()
+
+    async def _read_json(self) -> dict[str, Any]:
+        assert self.process is not None and self.process.stdout is not None
+        async with asyncio.timeout(60):
+            while True:
+                line = await self.process.stdout.readline()
+                if not line:
+                    raise RuntimeError("the benchmark worker process ended unexpectedly")
+                if line.startswith(b"{"):
+                    report: dict[str, Any] = json.loads(line)
+                    return report
 
 
 if __name__ == "__main__":

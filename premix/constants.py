@@ -19,6 +19,10 @@ JOB_TYPE: Final = "premix_funds"
 
 # Redis key prefixes (suffix: user id or job id)
 USER_LOCK_PREFIX: Final = "premix:user-lock:"
+CANCEL_REQUEST_PREFIX: Final = "premix:cancel:"  # a running job stops at its next safe point
+CANCELLED_JOB_PREFIX: Final = "premix:cancelled:"  # the receipt of a job cancelled while queued
+# `idempotencyKey` (suffix: user id, ":", SHA-256 of the key; value: job id, " ", fingerprint)
+IDEMPOTENCY_PREFIX: Final = "premix:idempotency:"
 PROGRESS_CHANNEL_PREFIX: Final = "premix:progress:"
 PROGRESS_ALL_CHANNEL: Final = "premix:progress"
 PROGRESS_STATE_PREFIX: Final = "premix:progress-state:"

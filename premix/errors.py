@@ -8,6 +8,12 @@ transfer engine's own failure, `MixerFailed`, lives with its report in `premix.m
 from premix.amounts import format_sol
 
 
+class Cancelled(Exception):
+    """`cancel_premix` asked a running job to stop and it reached a safe point: nothing it
+    signed can still land unaccounted. Not a `PremixError`: the job ends cancelled, not
+    failed."""
+
+
 class PremixError(Exception):
     """Base of every failure reported to the user. The message never holds secret material."""
 
@@ -22,6 +28,18 @@ class PremixError(Exception):
     def user_message(self) -> str:
         """The one-paragraph message shown to the user (Telegram, result, progress event)."""
         return str(self)
+
+
+MISCONFIGURED_USER_MESSAGE = "premix is misconfigured; nothing was sent"
+
+
+class OperatorError(PremixError):
+    """A failure of premix's own configuration (its keys, its store): the detail (key ids,
+    variable names) is for the operator's log only; the user is told `user_message`."""
+
+    @property
+    def user_message(self) -> str:
+        return f"{self.title}: {MISCONFIGURED_USER_MESSAGE}"
 
 
 class FundingWalletNotFound(PremixError):

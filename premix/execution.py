@@ -8,7 +8,8 @@ event, and the retry resumes the same ledger run (run id = job id); on the last 
 job like a permanent one. A worker that dies leaves the job in the queue: arq runs it again once
 its in-progress marker expires, and the ledger makes that re-run settle what was sent before it
 sends anything (nothing is paid twice). arq delivers a job once more than `job_max_tries`: that
-delivery sends nothing; it reports what the run sent and fails the job.
+delivery sends nothing; it reports what the run sent and fails the job. A cancel request
+(`premix.cancellation`) ends it `cancelled` at its next phase boundary or engine safe point.
 
 arq delivers a job at least once: if a stalled process outlives the job's in-progress marker, arq
 starts the job again while the first execution still holds it. Money stays exact (every ledger
@@ -27,17 +28,11 @@ from arq.worker import Retry, RetryJob
 from pymongo.errors import PyMongoError
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
-from solders.keypair import Keypair
 
 from premix import top_up as top_ups
+from premix.cancellation import cancel_requested, settle_cancelled_run
 from premix.earlier_runs import settle_earlier_runs
-from premix.errors import (
-    FundingWalletNotFound,
-    InsufficientBalance,
-    NoBuyerWallets,
-    PremixError,
-    TransientError,
-)
+from premix.errors import Cancelled, PremixError, TransientError
 from premix.jobs import PremixFundsJob
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TopUpEntry
 from premix.logs import get_logger, redact_text
@@ -48,7 +43,13 @@ from premix.mixer import (
     Payout,
 )
 from premix.notify import Notifier
-from premix.planning import balance_check_description, planning_description, record_plan
+from premix.planning import (
+    balance_check_description,
+    check_balances,
+    load_wallets,
+    planning_description,
+    record_plan,
+)
 from premix.progress import Phase, ProgressEmitter
 from premix.results import build_result, completion_message
 from premix.rpc import RpcRequestError, SolanaRpc
@@ -106,6 +107,8 @@ class JobExecution:
             return await self._retry(
                 TransientError(f"{type(e).__name__} while taking the user lock")
             )
+        if not holds_lock and await self._stopping():
+            return await self._cancelled()  # cancelled while it waited for the user's premix
         if not holds_lock:
             holder = await user_lock_holder(self.redis, self.job.user_id)
             self.log.info("user_busy_job_deferred", running_job_id=holder)
@@ -134,6 +137,8 @@ class JobExecution:
         except RpcRequestError as e:
             detail = f"the Solana RPC endpoint refused a request ({redact_text(str(e))})"
             return await self._fail(PremixError(detail))
+        except Cancelled:
+            return await self._cancelled()
         except Exception as e:
             self.log.exception("job_crashed", phase=int(self.phase))
             return await self._fail(PremixError(f"internal error ({type(e).__name__})"))
@@ -157,7 +162,7 @@ class JobExecution:
             return await self._complete(await self._payout(run))
 
         await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
-        funding, buyers = await self._load_wallets()
+        funding, buyers = await load_wallets(self.store, self.settings, self.job)
 
         await self._enter(Phase.CALCULATING_DISTRIBUTION, planning_description(self.job))
         if not run.planned:  # a re-run keeps the plan it started with
@@ -182,14 +187,14 @@ class JobExecution:
         await self._enter(Phase.CHECKING_BALANCES, balance_check_description(self.job, run))
         payout = await self._payout(run)  # settles what an earlier execution left open
         await self._settle_earlier_runs()
-        await self._check_balances(funding, payout)
+        await check_balances(self.rpc, self.settings, funding, payout, self.log)
         if not run.plan:  # a top-up whose every wallet holds its planned amount: nothing to send
             return await self._complete(payout)
 
         self.phase = Phase.INITIALIZING_MIXER
         funded = len(payout.record.funded_positions())  # a resumed run counts what it funded
         await self.progress.mixer_progress(funded, len(run.plan), f"{self.job.mode} mode")
-        await payout.pay(funding, on_progress=self._mixer_progress)
+        await payout.pay(funding, on_progress=self._mixer_progress, should_stop=self._stopping)
         return await self._complete(payout)
 
     async def _open_run(self) -> RunRecord:
@@ -208,42 +213,7 @@ class JobExecution:
             raise PremixError(f"premix {self.run_id}, which this job retries, cannot be continued")
         return run
 
-    # --- phases 2 and 3 ---
-
-    async def _load_wallets(self) -> tuple[Keypair, list[Keypair]]:
-        wallets = self.store.wallets
-        funding = await wallets.funding_wallet(self.job.user_id)
-        if funding is None:
-            raise FundingWalletNotFound(self.job.user_id)
-        limit = self.settings.wallet_limit(self.job.max_wallets)
-        buyers = await wallets.buyer_wallets(self.job.user_id, limit=limit)
-        if not buyers:
-            raise NoBuyerWallets(self.job.user_id)
-        return funding, buyers
-
     # --- phase 4 ---
-
-    async def _check_balances(self, funding: Keypair, payout: Payout) -> None:
-        """Raise `InsufficientBalance` unless the funding wallet holds what is still to send,
-        its fees and the buffer. A resumed run needs only what did not go out yet (what an
-        earlier execution sent was settled when the payout resumed)."""
-        need = payout.need(self.settings.fee_buffer_lamports)
-        if need.total_lamports == 0:
-            self.log.info("nothing_left_to_send")
-            return
-        available = await self.rpc.balance(funding.pubkey(), min_context_slot=payout.landed_slot)
-        self.log.info(
-            "funding_balance_checked",
-            needed_lamports=need.total_lamports,
-            available_lamports=available,
-            already_sent_lamports=need.already_sent_lamports,
-        )
-        if available < need.total_lamports:
-            raise InsufficientBalance(
-                needed_lamports=need.total_lamports,
-                available_lamports=available,
-                breakdown=need.describe(),
-            )
 
     async def _settle_earlier_runs(self, phase: Phase = Phase.CHECKING_BALANCES) -> None:
         """Settle the open attempts of the user's earlier runs, waiting (in `phase`) while any
@@ -389,6 +359,31 @@ class JobExecution:
         )
         raise Retry(defer=delay) from error
 
+    async def _cancelled(self) -> dict[str, Any]:
+        """End a job `cancel_premix` stopped at a safe point: what its run left open settled,
+        the run marked cancelled, the user told exactly what was sent (`premix.cancellation`)."""
+        if await self._superseded():
+            return await self.step_aside()
+        try:
+            mix, message = await settle_cancelled_run(
+                self.ledger, self.run_id, self.payout, rpc=self.rpc, settings=self.settings
+            )
+        except (PremixError, RpcRequestError, PyMongoError, RedisError, OSError) as e:
+            # what it sent is not settled yet: the next try settles it, then stops again
+            return await self._retry(TransientError(f"{type(e).__name__} while stopping"))
+        self.log.info("job_cancelled", phase=int(self.phase), reason=message)
+        await self.lock.release()
+        sent = mix.sent_lamports if mix is not None else 0
+        funded = len(mix.funded) if mix is not None else 0
+        await self.progress.cancelled(self.phase, message, sentLamports=sent, walletsFunded=funded)
+        await self.notifier.notify_cancelled(
+            self.job.user_chat_id, job_id=self.job_id, message=message
+        )
+        result = build_result(
+            self.job_id, message, success=False, job=self.job, mix=mix, top_up=self.top_up
+        )
+        return {**result, "status": "cancelled"}
+
     async def _fail(self, error: PremixError) -> dict[str, Any]:
         if await self._superseded():
             return await self.step_aside()
@@ -410,7 +405,9 @@ class JobExecution:
             error = MixerFailed.from_result(error.detail or error.title, mix)
         message = error.user_message
         funded = mix.funded if mix is not None else []
-        self.log.warning("job_failed", phase=int(self.phase), reason=message)
+        # The operator's detail (key ids, variable names) goes to the log, never to the user.
+        detail = str(error) if str(error) != message else None
+        self.log.warning("job_failed", phase=int(self.phase), reason=message, detail=detail)
         if self.run_opened:
             await self._finish_run_failed(message)
         await self.lock.release()
@@ -433,9 +430,15 @@ class JobExecution:
         )
 
     async def _enter(self, phase: Phase, description: str) -> None:
-        """Start `phase`: its progress event (`Superseded` once a newer execution took over)."""
+        """Start `phase`: its progress event (`Superseded` once a newer execution took over);
+        `Cancelled` instead when `cancel_premix` asked the job to stop (a phase boundary)."""
+        if await self._stopping():
+            raise Cancelled(self.job_id)
         self.phase = phase
         await self.progress.phase(phase, description=description)
+
+    async def _stopping(self) -> bool:
+        return await cancel_requested(self.redis, self.job_id)
 
     async def _check_not_superseded(self) -> None:
         if await self._superseded():

@@ -16,11 +16,14 @@ from pydantic import (
     Field,
     PlainSerializer,
     ValidationError,
+    ValidationInfo,
+    field_validator,
 )
 from pydantic.alias_generators import to_camel
 
 from premix.amounts import parse_sol, sol_to_lamports
 from premix.constants import MAX_BUYER_WALLETS
+from premix.scheduling import check_delay_seconds, format_run_time, parse_run_at
 
 Mode = Literal["standard", "fast"]
 
@@ -29,6 +32,8 @@ USER_ID_RULE = "must be 1 to 128 letters, digits or _.:@- characters"  # USER_ID
 _USER_ID_RE = re.compile(USER_ID_PATTERN)
 _FIELD_NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,23}")  # how an unknown key may be echoed
 JOB_ID_PATTERN = r"^premix-[A-Za-z0-9_.:@-]{1,128}-[0-9]{1,16}$"  # `premix.queue.new_job_id`
+IDEMPOTENCY_KEY_RULE = "must be 1 to 128 printable ASCII characters, not only spaces"
+_IDEMPOTENCY_KEY_RE = re.compile(r"[\x20-\x7e]{1,128}")
 _CHAT_ID_MIN, _CHAT_ID_MAX = -(2**63), 2**63 - 1  # stored as a BSON int64
 
 
@@ -70,6 +75,21 @@ def _check_top_up(value: object) -> bool:
     return value
 
 
+def _check_idempotency_key(value: object) -> str | None:
+    if value is None:
+        return None
+    if not isinstance(value, str) or not _IDEMPOTENCY_KEY_RE.fullmatch(value) or value.isspace():
+        raise ValueError(IDEMPOTENCY_KEY_RULE)
+    return value
+
+
+def _only_one_schedule(value: object, info: ValidationInfo) -> object:
+    # delaySeconds is validated after runAt (field order): both given is refused here.
+    if value is not None and info.data.get("run_at") is not None:
+        raise ValueError("cannot be combined with runAt; give at most one of them")
+    return value
+
+
 SolAmount = Annotated[
     Decimal,
     BeforeValidator(_parse_amount),
@@ -81,6 +101,16 @@ WalletCount = Annotated[int | None, BeforeValidator(_check_wallet_count)]
 SocketUserId = Annotated[str | None, Field(min_length=1, max_length=128, strict=True)]
 RunId = Annotated[str | None, Field(pattern=JOB_ID_PATTERN, strict=True)]
 TopUp = Annotated[bool, BeforeValidator(_check_top_up)]
+# Epoch milliseconds; UTC ISO-8601 on the wire (`premix.scheduling`).
+RunAt = Annotated[
+    int | None,
+    BeforeValidator(parse_run_at),
+    PlainSerializer(lambda ms: None if ms is None else format_run_time(ms), when_used="json"),
+]
+DelaySeconds = Annotated[int | float | None, BeforeValidator(check_delay_seconds)]
+IdempotencyKey = Annotated[str | None, BeforeValidator(_check_idempotency_key)]
+# Set only when given, so payloads without them stay as they were.
+_WIRE_IF_SET = ("run_at", "delay_seconds", "idempotency_key")
 
 _MODEL_CONFIG = ConfigDict(
     alias_generator=to_camel,
@@ -100,6 +130,11 @@ class PremixOptions(BaseModel):
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
     top_up: TopUp = False  # send each wallet only what it lacks of its planned amount
+    run_at: RunAt = None  # do not start before (at most one of run_at, delay_seconds)
+    delay_seconds: DelaySeconds = None  # do not start before this many seconds from enqueue
+    idempotency_key: IdempotencyKey = None  # the same key within 24 h queues nothing new
+
+    _one_schedule = field_validator("delay_seconds")(_only_one_schedule)
 
 
 class PremixFundsJob(BaseModel):
@@ -114,8 +149,13 @@ class PremixFundsJob(BaseModel):
     mode: Mode = "standard"
     socket_user_id: SocketUserId = None
     top_up: TopUp = False  # send each wallet only what it lacks of its planned amount
+    run_at: RunAt = None  # do not start before (enqueue checks the time, `premix.scheduling`)
+    delay_seconds: DelaySeconds = None  # do not start before this many seconds from enqueue
+    idempotency_key: IdempotencyKey = None  # `premix.idempotency`
     # Set only by `retry_premix`: the ledger run this job continues (default: its own job id).
     run_id: RunId = None
+
+    _one_schedule = field_validator("delay_seconds")(_only_one_schedule)
 
     @property
     def amount_lamports(self) -> int:
@@ -154,11 +194,12 @@ class PremixFundsJob(BaseModel):
 
     def to_wire(self) -> dict[str, Any]:
         """Return the JSON-safe camelCase payload put on the queue (`runId` only for retries,
-        `topUp` only when true, so a worker that predates the option still reads every other
-        job)."""
+        `topUp` only when true, `runAt`, `delaySeconds` and `idempotencyKey` only when set, so a
+        worker that predates the options still reads every other job)."""
         exclude = {"run_id"} if self.run_id is None else set()  # only retries carry `runId`
         if not self.top_up:
             exclude.add("top_up")
+        exclude.update(name for name in _WIRE_IF_SET if getattr(self, name) is None)
         return self.model_dump(mode="json", by_alias=True, exclude=exclude)
 
 

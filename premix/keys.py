@@ -24,7 +24,7 @@ from cryptography.hazmat.primitives.ciphers.aead import AESGCM
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
-from premix.errors import PremixError
+from premix.errors import OperatorError, PremixError
 from premix.settings import Settings
 
 ENVELOPE_VERSION: Final = 1
@@ -35,13 +35,13 @@ KEY_ID_PATTERN: Final = re.compile(r"^[A-Za-z0-9_.-]{1,32}$")
 ENV_NAME: Final = "PREMIX_ENCRYPTION_KEYS"
 
 
-class KeyConfigError(PremixError):
+class KeyConfigError(OperatorError):
     """`PREMIX_ENCRYPTION_KEYS` is missing or malformed. The message names key ids, never keys."""
 
     title = "Encryption keys misconfigured"
 
 
-class KeyDecryptionError(PremixError):
+class KeyDecryptionError(OperatorError):
     """An envelope could not be decrypted: altered, moved to another wallet, or key not configured.
 
     The message names the wallet's public key (and, from the store, its owner), never a secret.

@@ -19,8 +19,10 @@ from pymongo.errors import DuplicateKeyError, PyMongoError, WriteError
 from premix.constants import RUNS_COLLECTION
 from premix.documents import DocumentCollection, as_server_sees_it
 from premix.errors import TransientError
+from premix.metrics import LEDGER_CONFLICTS
 from premix.run_documents import run_from_document, run_to_document
 from premix.runs import (
+    FINISHED_STATUSES,
     MAX_INT64,
     OPEN_ATTEMPT_STATES,
     Attempt,
@@ -37,6 +39,7 @@ from premix.runs import (
 )
 
 __all__ = [
+    "FINISHED_STATUSES",
     "MAX_INT64",
     "OPEN_ATTEMPT_STATES",
     "Attempt",
@@ -284,6 +287,7 @@ class Ledger:
                 record.revision += 1
                 return record
             if stored is None or stored.get("revision") != record.revision:
+                LEDGER_CONFLICTS.inc()
                 raise LedgerConflict(
                     f"run {record.run_id} changed since revision {record.revision}"
                 )
@@ -295,7 +299,7 @@ class Ledger:
     async def finish(
         self, run_id: str, status: RunStatus, *, error: str | None = None
     ) -> RunRecord:
-        """Mark the run completed or failed (with the reason) and return it."""
+        """Mark the run completed, failed or cancelled (with the reason) and return it."""
         record = await self.require(run_id)
         record.finish(status, now=utc_now(), error=error)
         return await self.save(record)

@@ -11,7 +11,6 @@ import itertools
 from collections.abc import Iterable, Iterator, Mapping
 from typing import Any, Self
 
-import mongomock
 from bson import ObjectId
 from pymongo import ReturnDocument
 from pymongo.common import validate_ok_for_replace, validate_ok_for_update
@@ -188,6 +187,24 @@ def reset_memory_stores(uri: str | None = None) -> None:
         _memory_clients.pop(uri, None)
 
 
+class EmbeddedStoreMissing(RuntimeError):
+    """`memory://` was asked for, but mongomock (the `local` extra) is not installed."""
+
+
+MISSING_MESSAGE = (
+    "PREMIX_MONGODB_URI=memory:// needs the embedded store, which production installs leave "
+    "out: pip install 'premix[local]' (tests and the demo only)"
+)
+
+
 def memory_database(uri: str, name: str) -> Any:
-    """The mongomock database `name` of the embedded store at `uri` (created on first use)."""
-    return _memory_clients.setdefault(uri, mongomock.MongoClient()).get_database(name)
+    """The mongomock database `name` of the embedded store at `uri` (created on first use).
+    Raises `EmbeddedStoreMissing` when mongomock is not installed."""
+    client = _memory_clients.get(uri)
+    if client is None:
+        try:
+            import mongomock  # the `local` extra: not in a production install
+        except ImportError as e:
+            raise EmbeddedStoreMissing(MISSING_MESSAGE) from e
+        client = _memory_clients.setdefault(uri, mongomock.MongoClient())
+    return client.get_database(name)

@@ -72,6 +72,12 @@ def failure_message(
     return "\n".join(lines)
 
 
+def cancelled_message(*, job_id: str, message: str) -> str:
+    """Return the message of a premix `cancel_premix` stopped: exactly what was sent."""
+    detail = message.removeprefix("Premix cancelled").lstrip(": ")
+    return f"⏹ Premix cancelled\n{detail[:1].upper()}{detail[1:]}.\nJob {job_id}"
+
+
 def _fit(text: str) -> str:
     if len(text) <= TELEGRAM_MESSAGE_LIMIT:
         return text
@@ -174,6 +180,10 @@ class Notifier:
                 pending=pending,
             ),
         )
+
+    async def notify_cancelled(self, chat_id: int, *, job_id: str, message: str) -> bool:
+        """Send the cancellation message (see `cancelled_message`)."""
+        return await self.send(chat_id, cancelled_message(job_id=job_id, message=message))
 
     async def aclose(self) -> None:
         """Close the HTTP client if this notifier created it."""

@@ -1,10 +1,12 @@
-"""Phase 3 of a premix (SPEC sections 3 and 4): the distribution of the job's amount over its
-buyer wallets, checked and recorded as the ledger run's plan (the first plan wins: a re-run
-keeps it), and what phases 3 and 4 tell the user about it. A top-up (`premix.top_up`) records
-only what each wallet lacks of its planned amount.
+"""Phases 2 to 4 of a premix (SPEC sections 3 and 4): the user's wallets loaded (phase 2), the
+distribution of the job's amount over its buyer wallets, checked and recorded as the ledger
+run's plan (the first plan wins: a re-run keeps it), the funding balance checked against what
+is still to send (phase 4), and what phases 3 and 4 tell the user. A top-up (`premix.top_up`)
+records only what each wallet lacks of its planned amount.
 """
 
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 from solders.keypair import Keypair
 from solders.pubkey import Pubkey
@@ -12,12 +14,58 @@ from solders.pubkey import Pubkey
 from premix import top_up as top_ups
 from premix.amounts import format_sol
 from premix.distribution import DistributionError, plan_distribution
-from premix.errors import InvalidParameters
+from premix.errors import (
+    FundingWalletNotFound,
+    InsufficientBalance,
+    InvalidParameters,
+    NoBuyerWallets,
+)
 from premix.jobs import PremixFundsJob
 from premix.ledger import Ledger, RunRecord
-from premix.mixer import check_recipient_accounts, check_recipients
+from premix.mixer import Payout, check_recipient_accounts, check_recipients
 from premix.rpc import SolanaRpc
 from premix.settings import Settings
+from premix.store import Store
+
+
+async def load_wallets(
+    store: Store, settings: Settings, job: PremixFundsJob
+) -> tuple[Keypair, list[Keypair]]:
+    """Phase 2: the user's funding wallet and the buyer wallets the job may use, decrypted.
+    Raises `FundingWalletNotFound` or `NoBuyerWallets`."""
+    funding = await store.wallets.funding_wallet(job.user_id)
+    if funding is None:
+        raise FundingWalletNotFound(job.user_id)
+    limit = settings.wallet_limit(job.max_wallets)
+    buyers = await store.wallets.buyer_wallets(job.user_id, limit=limit)
+    if not buyers:
+        raise NoBuyerWallets(job.user_id)
+    return funding, buyers
+
+
+async def check_balances(
+    rpc: SolanaRpc, settings: Settings, funding: Keypair, payout: Payout, log: Any
+) -> None:
+    """Phase 4: raise `InsufficientBalance` unless the funding wallet holds what is still to
+    send, its fees and the buffer. A resumed run needs only what did not go out yet (what an
+    earlier execution sent was settled when the payout resumed)."""
+    need = payout.need(settings.fee_buffer_lamports)
+    if need.total_lamports == 0:
+        log.info("nothing_left_to_send")
+        return
+    available = await rpc.balance(funding.pubkey(), min_context_slot=payout.landed_slot)
+    log.info(
+        "funding_balance_checked",
+        needed_lamports=need.total_lamports,
+        available_lamports=available,
+        already_sent_lamports=need.already_sent_lamports,
+    )
+    if available < need.total_lamports:
+        raise InsufficientBalance(
+            needed_lamports=need.total_lamports,
+            available_lamports=available,
+            breakdown=need.describe(),
+        )
 
 
 async def record_plan(

@@ -85,9 +85,12 @@ class ProgressStatus(StrEnum):
     RETRYING = "retrying"  # a try ended with a transient failure; arq runs the job again
     COMPLETED = "completed"  # terminal: the premix finished (phase 6)
     FAILED = "failed"  # terminal: the job ended with an error and will not be retried
+    CANCELLED = "cancelled"  # terminal: `cancel_premix` stopped it (queued, or at a safe point)
 
 
-TERMINAL_STATUSES: Final = frozenset({ProgressStatus.COMPLETED, ProgressStatus.FAILED})
+TERMINAL_STATUSES: Final = frozenset(
+    {ProgressStatus.COMPLETED, ProgressStatus.FAILED, ProgressStatus.CANCELLED}
+)
 
 
 class ProgressEvent(BaseModel):
@@ -121,7 +124,7 @@ class ProgressEvent(BaseModel):
 
     @property
     def is_terminal(self) -> bool:
-        """True for `completed` and `failed`: no further event follows for this job."""
+        """True for `completed`, `failed` and `cancelled`: no further event follows."""
         return self.status in TERMINAL_STATUSES
 
     def to_json(self) -> str:
@@ -274,6 +277,20 @@ class ProgressEmitter:
         return await self.phase(
             self._last_phase if phase is None else phase,
             ProgressStatus.FAILED,
+            message,
+            percent=self._last_percent,
+            details=details or None,
+        )
+
+    async def cancelled(
+        self, phase: Phase | int | None, message: str, **details: Any
+    ) -> ProgressEvent:
+        """Emit the terminal `cancelled` event for `phase` (default: the last phase reached);
+        the percentage stays where the job stopped."""
+        await self._continue_previous_try()
+        return await self.phase(
+            self._last_phase if phase is None else phase,
+            ProgressStatus.CANCELLED,
             message,
             percent=self._last_percent,
             details=details or None,

@@ -21,6 +21,7 @@ from premix.errors import PremixError
 from premix.jobs import PremixFundsJob
 from premix.mixer.result import MixResult, WalletStatus
 from premix.runs import AttemptState, RunRecord, RunStatus
+from premix.scheduling import format_run_time
 from premix.top_up import completion_message as top_up_completion_message
 from premix.top_up import top_up_wallets
 
@@ -177,7 +178,10 @@ def receipt_from_arq(job_id: str, job_status: str, info: JobDef | None) -> dict[
         return base
     if info is None or job_status not in QUEUE_MESSAGES:
         return None
-    base["message"] = f"Job {job_id} is {QUEUE_MESSAGES[job_status]}"
+    state = QUEUE_MESSAGES[job_status]
+    if job_status == "deferred" and info.score is not None:  # the queue score: when it is due
+        state = f"scheduled for {format_run_time(info.score)}; nothing sent yet"
+    base["message"] = f"Job {job_id} is {state}"
     return base
 
 
@@ -275,6 +279,8 @@ def _run_message(run: RunRecord, mix: MixResult) -> str:
         return f"{what} complete"
     if run.status is RunStatus.FAILED:
         return f"{what} failed: {run.error}" if run.error else f"{what} failed"
+    if run.status is RunStatus.CANCELLED:
+        return run.error or f"{what} cancelled"
     return f"{what} {run.status.value}; the ledger shows what has landed so far"
 
 

@@ -11,6 +11,7 @@ from premix.amounts import format_sol
 from premix.jobs import PremixFundsJob
 from premix.runs import RunRecord, RunStatus
 
+_NOT_RETRIED = ("runAt", "delaySeconds", "idempotencyKey")
 NEEDS_REVIEW = "needs review"  # what the engine says when only a person can settle a transfer
 
 
@@ -46,10 +47,12 @@ def retry_refusal(job_id: str, run: RunRecord | None) -> str | None:
 
 
 def retry_job(run: RunRecord) -> PremixFundsJob:
-    """The job that continues `run` (its request as queued, naming the run)."""
+    """The job that continues `run` (its request as queued, naming the run; due now, and not
+    the request its idempotency key stands for: no `runAt`, `delaySeconds`, `idempotencyKey`)."""
     if run.request is None:
         raise ValueError(f"run {run.run_id} holds no request")
-    return PremixFundsJob.model_validate({**run.request, "runId": run.run_id})
+    request = {k: v for k, v in run.request.items() if k not in _NOT_RETRIED}
+    return PremixFundsJob.model_validate({**request, "runId": run.run_id})
 
 
 def retry_queued_message(run: RunRecord, retry_id: str) -> str:

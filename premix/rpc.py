@@ -64,6 +64,7 @@ from solders.signature import Signature
 from solders.transaction_status import TransactionConfirmationStatus
 
 from premix.errors import TransientError
+from premix.metrics import RPC_REQUESTS
 from premix.rpc_budget import RequestLimiter
 from premix.rpc_types import (
     AccountInfo as AccountInfo,
@@ -389,22 +390,31 @@ class SolanaRpc:
             if self.limiter is not None:  # each HTTP request, retries included, costs one
                 await self.limiter.acquire()
             self.calls[method] += 1
+            outcome = RPC_REQUESTS.labels(method=method, outcome="error")  # until proven else
             try:
-                return await request()
+                answer = await request()
+                RPC_REQUESTS.labels(method=method, outcome="ok").inc()
+                return answer
             except SolanaRpcException as e:
                 retry_after = _transient_http(e)
                 last_error = _describe_http(e)
             except RPCException as e:
                 error = e.args[0] if e.args else None
                 if not isinstance(error, _TRANSIENT_RPC_ERRORS):
+                    outcome.inc()
                     raise RpcRequestError(f"{method}: {error}") from e
                 retry_after, last_error = None, type(error).__name__
             except SolanaJsonRpcError as e:
                 if e.code not in _TRANSIENT_RPC_CODES:
+                    outcome.inc()
                     raise
                 retry_after, last_error = None, f"JSON-RPC error {e.code}"
             except (ValidationError, ValueError) as e:  # a body that is not a JSON-RPC answer
                 retry_after, last_error = None, f"unreadable response ({type(e).__name__})"
+            except BaseException:
+                outcome.inc()
+                raise
+            RPC_REQUESTS.labels(method=method, outcome="transient").inc()
             if retry + 1 < self.retry.tries:
                 delay = self.retry.delay(retry, retry_after)
                 log.info("rpc_retry", method=method, error=last_error, delay_seconds=delay)

@@ -23,6 +23,7 @@ class RunStatus(StrEnum):
     SENDING = "sending"  # at least one attempt signed; a re-run resumes from here
     COMPLETED = "completed"  # every transfer landed (terminal)
     FAILED = "failed"  # stopped by a permanent failure; a re-run may resume it
+    CANCELLED = "cancelled"  # stopped by `cancel_premix` at a safe point; a retry may resume it
 
 
 class AttemptState(StrEnum):
@@ -40,6 +41,8 @@ class TransactionState(StrEnum):
     FAILED = "failed"  # last attempt failed on chain; a re-run signs a new one
 
 
+# How a run ends; the two that are not `completed` may be resumed by `retry_premix`.
+FINISHED_STATUSES = frozenset({RunStatus.COMPLETED, RunStatus.FAILED, RunStatus.CANCELLED})
 OPEN_ATTEMPT_STATES = frozenset({AttemptState.SIGNED, AttemptState.REJECTED})
 _ALLOWED = {
     AttemptState.SIGNED: frozenset(AttemptState) - {AttemptState.SIGNED},
@@ -407,9 +410,9 @@ class RunRecord:
         return attempt
 
     def finish(self, status: RunStatus, *, now: datetime, error: str | None = None) -> None:
-        """End the run as completed or failed."""
-        if status not in (RunStatus.COMPLETED, RunStatus.FAILED):
-            raise LedgerError(f"a run finishes as completed or failed, not {status}")
+        """End the run as completed, failed or cancelled (`error`: why it stopped)."""
+        if status not in FINISHED_STATUSES:
+            raise LedgerError(f"a run finishes as completed, failed or cancelled, not {status}")
         if status is RunStatus.COMPLETED and len(self.funded_positions()) != len(self.plan):
             raise LedgerError(f"run {self.run_id} cannot complete: not every transfer landed")
         self._set_status(status, now)
@@ -419,6 +422,6 @@ class RunRecord:
         if self.status is RunStatus.COMPLETED and status is not RunStatus.COMPLETED:
             raise LedgerError(f"run {self.run_id} is completed: it cannot become {status}")
         self.status = status
-        if status is not RunStatus.FAILED:
+        if status not in (RunStatus.FAILED, RunStatus.CANCELLED):
             self.error = None
         self.updated_at = now

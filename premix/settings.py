@@ -29,7 +29,15 @@ LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL")
 class Settings(BaseSettings):
     """premix configuration. Every field is `PREMIX_<FIELD NAME IN CAPITALS>` in the environment."""
 
-    model_config = SettingsConfigDict(env_prefix="PREMIX_", extra="ignore", frozen=True)
+    # `PREMIX_*` environment variables, then a `.env` file in the working directory (what
+    # docker compose also reads; see .env.example); the environment wins over the file.
+    model_config = SettingsConfigDict(
+        env_prefix="PREMIX_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="ignore",
+        frozen=True,
+    )
 
     redis_url: str = "redis://127.0.0.1:6379/0"
     # The arq queue (a sorted set in Redis); the demo uses a private one on a shared Redis.
@@ -101,6 +109,9 @@ class Settings(BaseSettings):
     rpc_budget_workers: int = Field(default=1, ge=1)
     # Premixes (of different users) one worker process runs at once: arq's max_jobs.
     worker_max_jobs: int = Field(default=1, ge=1, le=MAX_WORKER_JOBS)
+    # Serve Prometheus metrics from each worker on this TCP port (all interfaces); None or 0:
+    # off. Worker processes sharing a host each need their own port.
+    metrics_port: int | None = Field(default=None, ge=0, le=65_535)
     log_level: str = "INFO"  # DEBUG, INFO, WARNING, ERROR or CRITICAL
     log_json: bool = False
 

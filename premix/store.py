@@ -14,7 +14,12 @@ from premix.constants import WALLETS_COLLECTION
 from premix.documents import Document, DocumentCollection
 from premix.errors import PremixError, TransientError
 from premix.keys import KeyRing
-from premix.memory_store import MemoryCollection, memory_database, reset_memory_stores
+from premix.memory_store import (
+    EmbeddedStoreMissing,
+    MemoryCollection,
+    memory_database,
+    reset_memory_stores,
+)
 from premix.settings import MEMORY_STORE_URI, Settings
 from premix.wallets import WalletStore
 
@@ -57,24 +62,38 @@ class Store:
         self.wallets = WalletStore(self.collection(WALLETS_COLLECTION), key_ring)
 
     @classmethod
-    async def open(cls, settings: Settings, key_ring: KeyRing | None = None) -> "Store":
+    async def open(
+        cls,
+        settings: Settings,
+        key_ring: KeyRing | None = None,
+        *,
+        decrypts: bool = True,
+        timeout_seconds: float | None = None,
+    ) -> "Store":
         """Open the store `settings` configure (`PREMIX_MONGODB_URI`, `PREMIX_MONGODB_DATABASE`).
 
         `memory://` or `memory://<name>` selects an embedded store shared by every `Store`
         opened in this process with the same URI. Without `key_ring`, one is built from
-        `PREMIX_ENCRYPTION_KEYS` when that is set (wallet reads and writes need it).
+        `PREMIX_ENCRYPTION_KEYS` when that is set (wallet reads and writes need it);
+        `decrypts=False` builds none (a store that only counts wallets, as enqueue does).
         Raises `StoreConfigError` for an unusable URI and `KeyConfigError` for malformed keys.
         Does not connect: MongoDB is reached on first use (see `ping`). An operation waits at
-        most `mongodb_timeout_seconds` for a reachable server and as long again for its answer
-        (unless the URI sets its own timeouts): then it fails with PyMongo's
-        `ServerSelectionTimeoutError` or `NetworkTimeout`, never hangs.
+        most `timeout_seconds` (default `mongodb_timeout_seconds`) for a reachable server and as
+        long again for its answer (unless the URI sets its own timeouts): then it fails with
+        PyMongo's `ServerSelectionTimeoutError` or `NetworkTimeout`, never hangs.
         """
-        if key_ring is None and settings.encryption_keys.get_secret_value().strip():
+        if key_ring is None and decrypts and settings.encryption_keys.get_secret_value().strip():
             key_ring = KeyRing.from_settings(settings)
         uri = settings.mongodb_uri
         if settings.uses_memory_store:
-            return cls(database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri)
-        timeouts = _timeouts(uri, round(settings.mongodb_timeout_seconds * 1000))
+            try:
+                return cls(
+                    database_name=settings.mongodb_database, key_ring=key_ring, memory_uri=uri
+                )
+            except EmbeddedStoreMissing as e:
+                raise StoreConfigError(str(e)) from None
+        seconds = settings.mongodb_timeout_seconds if timeout_seconds is None else timeout_seconds
+        timeouts = _timeouts(uri, round(seconds * 1000))
         try:
             client: AsyncMongoClient[Document] = AsyncMongoClient(
                 uri, tz_aware=True, tzinfo=UTC, appname="premix", **timeouts

@@ -37,13 +37,21 @@ from premix.enqueueing import (
     USER_BUSY,
     job_exists_message,
     lock_and_enqueue,
-    queue_client,
     queue_error_message,
     undo_enqueue,
 )
-from premix.jobs import ChatId, EnqueueResult, SocketUserId, UserId, describe_validation_error
+from premix.jobs import (
+    ChatId,
+    EnqueueResult,
+    PremixFundsJob,
+    SocketUserId,
+    UserId,
+    describe_validation_error,
+)
 from premix.logs import get_logger
+from premix.queue_pool import queue_client
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
+from premix.wallet_check import wallet_check_refusal
 
 log = get_logger(__name__)
 
@@ -119,6 +127,28 @@ class SweepJob(BaseModel):
         """The JSON-safe camelCase payload put on the queue."""
         return self.model_dump(mode="json", by_alias=True)
 
+    def as_premix_job(self) -> PremixFundsJob:
+        """What the machinery a sweep shares with a premix reads of a job (user, chat, socket;
+        every buyer wallet); its amount is 0: a sweep moves what the wallets hold."""
+        return _SweepStandIn.model_construct(
+            user_id=self.user_id,
+            user_chat_id=self.user_chat_id,
+            mix_amount=Decimal(0),
+            max_wallets=None,
+            mode="fast",
+            socket_user_id=self.socket_user_id,
+            top_up=False,
+            run_id=None,
+        )
+
+
+class _SweepStandIn(PremixFundsJob):
+    """A `PremixFundsJob` standing for a sweep (never queued): it has no mix amount."""
+
+    @property
+    def amount_lamports(self) -> int:
+        return 0
+
 
 def keep_refusal(
     keep_lamports: int, rent_exempt_lamports: int = RENT_EXEMPT_MINIMUM_LAMPORTS
@@ -168,8 +198,9 @@ async def enqueue_sweep(
 
     `options`: `SweepOptions` or a dict (`keepSol`/`keep_sol`: SOL left in each wallet,
     default 0; `socketUserId`/`socket_user_id`). Refused, with nothing enqueued: invalid
-    parameters (a `keepSol` between 0 and the rent-exempt minimum among them), a premix or
-    sweep already queued or running for the user, an unreachable Redis. `settings` defaults to
+    parameters (a `keepSol` between 0 and the rent-exempt minimum among them), a user with no
+    funding or no buyer wallets, a premix or sweep already queued or running for the user, an
+    unreachable Redis or store. `settings` defaults to
     `get_settings()`; `redis` to the shared pool for `settings.redis_url`.
     """
     try:
@@ -186,6 +217,9 @@ async def enqueue_sweep(
     problem = keep_refusal(job.keep_lamports)
     if problem is not None:
         return EnqueueResult(False, f"Invalid parameters: {problem}")
+    refusal = await wallet_check_refusal(job.as_premix_job(), settings)  # one store read
+    if refusal is not None:  # no funding wallet, no buyer wallets, or the store unreachable
+        return EnqueueResult(False, refusal)
 
     job_id = new_sweep_job_id(job.user_id)
     bound_log = log.bind(job_id=job_id, user_id=job.user_id)

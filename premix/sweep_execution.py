@@ -11,7 +11,6 @@ Balances: the funding wallet, every transaction's fee payer, holds their fees an
 wallet's balance verified on chain, the user told.
 """
 
-from decimal import Decimal
 from typing import Any
 
 from pydantic import ValidationError
@@ -21,12 +20,13 @@ from solders.pubkey import Pubkey
 from premix.amounts import format_sol
 from premix.errors import InsufficientBalance, InvalidParameters, PremixError
 from premix.execution import JobExecution
-from premix.jobs import PremixFundsJob, describe_validation_error
+from premix.jobs import describe_validation_error
 from premix.ledger import RunRecord, RunStatus
 from premix.mixer import MixResult, Payout, check_recipient_accounts, check_recipients
 from premix.mixer.sweeping import SWEEP, SweepPayout
 from premix.notify import Notifier, failure_message
 from premix.payloads import refuse_payload
+from premix.planning import load_wallets
 from premix.progress import Phase, ProgressEmitter, ProgressEvent
 from premix.results import build_result
 from premix.sweep import SWEEP_JOB_TYPE, SweepJob, keep_refusal, plan_sweep
@@ -72,28 +72,6 @@ class SweepNotifier(Notifier):
         return None  # the worker's notifier is closed by the worker
 
 
-class _SweepStandIn(PremixFundsJob):
-    """What the shared machinery reads of a job (user, chat, socket); a sweep has no mix
-    amount: what it moves is read from the wallets."""
-
-    @property
-    def amount_lamports(self) -> int:
-        return 0
-
-
-def _stand_in(job: SweepJob) -> PremixFundsJob:
-    return _SweepStandIn.model_construct(
-        user_id=job.user_id,
-        user_chat_id=job.user_chat_id,
-        mix_amount=Decimal(0),
-        max_wallets=None,
-        mode="fast",
-        socket_user_id=job.socket_user_id,
-        top_up=False,
-        run_id=None,
-    )
-
-
 def sweep_message(mix: MixResult, skipped: int, keep_lamports: int) -> str:
     """'Sweep complete: moved 2 SOL from 4 wallet(s) to the funding wallet in 1 transaction(s),
     fees 0.000025 SOL; the funding wallet gained 1.999975 SOL'."""
@@ -116,7 +94,7 @@ class SweepExecution(JobExecution):
     """One execution (try) of one sweep job."""
 
     def __init__(self, ctx: dict[str, Any], job_id: str, sweep: SweepJob) -> None:
-        super().__init__(ctx, job_id, _stand_in(sweep))
+        super().__init__(ctx, job_id, sweep.as_premix_job())
         self.sweep = sweep
         self.notifier = SweepNotifier(ctx["notifier"])
         self.progress = SweepProgress(self.redis, self.settings, job_id, self.job, guard=self.guard)
@@ -137,7 +115,7 @@ class SweepExecution(JobExecution):
             return await self._complete(await self._payout(run))
 
         await self._enter(Phase.VALIDATING_PARAMETERS, "Checking funding and buyer wallets")
-        funding, self.buyers = await self._load_wallets()
+        funding, self.buyers = await load_wallets(self.store, self.settings, self.job)
 
         keep = format_sol(self.sweep.keep_lamports)
         await self._enter(
@@ -165,7 +143,12 @@ class SweepExecution(JobExecution):
             funded, wallets, f"sweeping {wallets} wallet(s) in {transactions} transaction(s)"
         )
         assert isinstance(payout, SweepPayout)
-        await payout.pay(funding, on_progress=self._mixer_progress, sources=self.buyers)
+        await payout.pay(
+            funding,
+            on_progress=self._mixer_progress,
+            should_stop=self._stopping,
+            sources=self.buyers,
+        )
         return await self._complete(payout)
 
     async def _open_run(self) -> RunRecord:

@@ -2,6 +2,7 @@
 (`premix.keys`), in the store's `wallets` collection."""
 
 from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
 
@@ -36,6 +37,15 @@ FUNDING: Final = "funding"
 BUYER: Final = "buyer"
 ENCRYPTED_KEY_FIELD: Final = "encrypted_secret_key"
 _PUBLIC_KEY_ONLY: Final = {"_id": 0, "public_key": 1}
+_ROLE_ONLY: Final = {"_id": 0, "role": 1}
+
+
+@dataclass(frozen=True, slots=True)
+class WalletCounts:
+    """What a user has stored, without a key: a funding wallet or not, and how many buyers."""
+
+    has_funding: bool
+    buyer_count: int
 
 
 def checked_user_id(user_id: object) -> str:
@@ -182,6 +192,15 @@ class WalletStore:
         """How many buyer wallets the user has."""
         user_id = checked_user_id(user_id)
         return await self.collection.count_documents({"user_id": user_id, "role": BUYER})
+
+    async def wallet_counts(self, user_id: str) -> WalletCounts:
+        """Whether the user has a funding wallet and how many buyer wallets, in one query that
+        reads only each wallet's role (no key material; at most 74 small documents, one batch).
+        """
+        user_id = checked_user_id(user_id)
+        cursor = self.collection.find({"user_id": user_id}, _ROLE_ONLY)
+        roles = [document.get("role") for document in await cursor.to_list()]
+        return WalletCounts(has_funding=FUNDING in roles, buyer_count=roles.count(BUYER))
 
     async def delete_user(self, user_id: str) -> int:
         """Delete every wallet of the user; returns how many were deleted."""

@@ -29,9 +29,11 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from premix.constants import JOB_FUNCTION
 from premix.errors import PremixError, TransientError
 from premix.execution import JobExecution
+from premix.health import WorkerBeacon
 from premix.keys import KeyConfigError, KeyRing
 from premix.ledger import Ledger
 from premix.logs import configure_logging, get_logger, redact_text
+from premix.metrics import MetricsServer, counted_execution, serve_metrics
 from premix.mixer import PriorityFees
 from premix.notify import Notifier
 from premix.payloads import job_of, refuse_payload
@@ -79,6 +81,15 @@ async def startup(ctx: dict[str, Any]) -> None:
             budget.start_heartbeat()  # counted as live even while idle
         ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
     await _sync_slot_clock(ctx["rpc"], settings)
+    beacon = ctx["beacon"] = WorkerBeacon(ctx["redis"], settings)  # `premix health` counts it
+    beacon.start()
+    try:
+        ctx["metrics_server"] = serve_metrics(settings.metrics_port)
+    except OSError as e:
+        raise WorkerStartupError(
+            f"PREMIX_METRICS_PORT {settings.metrics_port} cannot be served ({e.strerror or e}); "
+            "each worker process on a host needs its own port"
+        ) from None
     log.info(
         "worker_started",
         queue=settings.queue_name,
@@ -178,6 +189,12 @@ def _redis_answers(settings: Settings) -> None:
 
 async def shutdown(ctx: dict[str, Any]) -> None:
     """Close what `startup` opened (and what was pre-set in `ctx`)."""
+    beacon: WorkerBeacon | None = ctx.get("beacon")
+    if beacon is not None:
+        await beacon.stop()
+    metrics_server: MetricsServer | None = ctx.get("metrics_server")
+    if metrics_server is not None:
+        metrics_server.close()
     notifier: Notifier | None = ctx.get("notifier")
     if notifier is not None:
         await notifier.aclose()
@@ -202,7 +219,8 @@ async def premix_funds(ctx: dict[str, Any], *args: object, **kwargs: object) -> 
     job = job_of(job_id, args, kwargs)
     if isinstance(job, str):
         return await refuse_payload(ctx, job_id, args[0] if args else None, job)
-    return await JobExecution(ctx, job_id, job).execute()
+    with counted_execution() as counted:
+        return counted.record(await JobExecution(ctx, job_id, job).execute())
 
 
 def arq_redis_settings(redis_url: str) -> RedisSettings:

@@ -156,6 +156,10 @@ def test_queue_section_counts_every_job_and_measures_a_worker_process(
     queue = benchmark_run[0]["queue"]
     assert (queue["enqueue"]["count"], queue["enqueue"]["refused"]) == (5, 0)
     assert queue["enqueue"]["milliseconds"]["count"] == 5
+    # every timed enqueue read a user's 74 wallets from a real MongoDB-wire store
+    assert not queue["enqueue"]["store"].startswith("memory://")
+    assert queue["enqueue"]["buyer_wallets_per_user"] == 73
+    assert queue["enqueue"]["store_read_milliseconds"]["count"] == 5
     assert queue["pickup"]["milliseconds"]["count"] == 3
     assert [job["status"] for job in queue["worker_rss"]["jobs"]] == ["completed", "completed"]
     assert queue["worker_rss"]["peak_rss_bytes"] > 0

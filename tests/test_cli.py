@@ -7,6 +7,7 @@ Commands whose state lives in the store (wallets, keys) run in-process through
 
 import asyncio
 import contextlib
+import importlib.metadata
 import json
 import os
 import re
@@ -15,7 +16,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Mapping
+from collections.abc import AsyncIterator, Iterator, Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -41,11 +42,12 @@ from premix.constants import (
 from premix.jobs import PremixFundsJob
 from premix.keys import KeyRing
 from premix.progress import Phase, ProgressEmitter, ProgressEvent, ProgressStatus
+from premix.scheduling import format_run_time
 from premix.settings import Settings
 from premix.store import Store
 from premix.worker import worker_settings
 from tests.fixtures.store import secret_forms
-from tests.worker.helpers import make_settings
+from tests.worker.helpers import create_user, make_settings, open_store
 
 # Variables the commands read; removed from the subprocess environment unless a test sets them.
 _PREMIX_VARIABLES = [name for name in os.environ if name.startswith("PREMIX_")]
@@ -187,6 +189,14 @@ def test_usage_mistakes_exit_2_with_one_line() -> None:
     )
 
 
+def test_version_prints_the_installed_version() -> None:
+    result = premix("--version")
+
+    assert result.status == 0, result
+    assert result.stdout == f"premix {importlib.metadata.version('premix')}\n"
+    assert re.fullmatch(r"premix \d+\.\d+\.\d+\S*\n", result.stdout)
+
+
 def test_help_lists_every_command() -> None:
     result = premix("--help")
 
@@ -198,6 +208,7 @@ def test_help_lists_every_command() -> None:
         "localnet",
         "plan",
         "result",
+        "retry",
         "status",
         "wallets",
         "watch",
@@ -579,11 +590,31 @@ def test_localnet_with_a_bad_fault_spec_is_one_usage_error_line() -> None:
 JOB_ID_PATTERN = re.compile(r"^premix-u1-\d+$")
 
 
-def test_enqueue_queues_a_json_job_and_prints_its_id(redis_url: str) -> None:
+@pytest.fixture
+async def enqueue_env(redis_url: str, mongodb_url: str) -> AsyncIterator[dict[str, str]]:
+    """The environment of `premix enqueue`: the test Redis, and a fresh database on the
+    session's SecantusDB where users u1 and someone have a funding wallet and 5 buyer wallets
+    (enqueue refuses a user without them). No encryption keys: enqueue decrypts nothing."""
+    settings = make_settings(
+        redis_url, mongodb_uri=mongodb_url, mongodb_database=f"premix_cli_{uuid4().hex[:12]}"
+    )
+    async with open_store(settings) as store:
+        for user_id in ("u1", "someone"):
+            await create_user(store, None, user_id, buyers=5)
+        yield {
+            "PREMIX_REDIS_URL": redis_url,
+            "PREMIX_MONGODB_URI": mongodb_url,
+            "PREMIX_MONGODB_DATABASE": settings.mongodb_database,
+        }
+
+
+def test_enqueue_queues_a_json_job_and_prints_its_id(
+    redis_url: str, enqueue_env: dict[str, str]
+) -> None:
     result = premix(
         "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1.5", "--mode", "fast",
         "--max-wallets", "5", "--json",
-        env={"PREMIX_REDIS_URL": redis_url},
+        env=enqueue_env,
     )  # fmt: skip
 
     assert result.status == 0, result
@@ -606,25 +637,29 @@ def test_enqueue_queues_a_json_job_and_prints_its_id(redis_url: str) -> None:
     ]
 
 
-def test_enqueue_top_up_puts_top_up_true_in_the_queued_job(redis_url: str) -> None:
+def test_enqueue_top_up_puts_top_up_true_in_the_queued_job(
+    enqueue_env: dict[str, str],
+) -> None:
     result = premix(
         "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "2.5", "--top-up", "--json",
-        env={"PREMIX_REDIS_URL": redis_url},
+        env=enqueue_env,
     )  # fmt: skip
 
     assert result.status == 0, result
     answer = result.json()
-    client = redis_sync.Redis.from_url(redis_url)
+    client = redis_sync.Redis.from_url(enqueue_env["PREMIX_REDIS_URL"])
     stored = json.loads(client.get(f"arq:job:{answer['jobId']}"))
     client.close()
     assert stored["a"][0]["topUp"] is True
     assert stored["a"][0]["mixAmount"] == "2.5"
 
 
-def test_enqueue_twice_for_one_user_is_refused_with_the_running_job(redis_url: str) -> None:
+def test_enqueue_twice_for_one_user_is_refused_with_the_running_job(
+    enqueue_env: dict[str, str],
+) -> None:
     args = ["enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1"]
-    first = premix(*args, env={"PREMIX_REDIS_URL": redis_url})
-    second = premix(*args, env={"PREMIX_REDIS_URL": redis_url})
+    first = premix(*args, env=enqueue_env)
+    second = premix(*args, env=enqueue_env)
 
     job_id = first.stdout.split()[-1]
     assert first.status == 0 and JOB_ID_PATTERN.match(job_id)
@@ -635,10 +670,12 @@ def test_enqueue_twice_for_one_user_is_refused_with_the_running_job(redis_url: s
     )
 
 
-def test_enqueue_with_redis_down_is_one_line_and_exit_1(unreachable_redis_url: str) -> None:
+def test_enqueue_with_redis_down_is_one_line_and_exit_1(
+    unreachable_redis_url: str, enqueue_env: dict[str, str]
+) -> None:
     result = premix(
         "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1",
-        env={"PREMIX_REDIS_URL": unreachable_redis_url},
+        env={**enqueue_env, "PREMIX_REDIS_URL": unreachable_redis_url},
     )  # fmt: skip
 
     assert_one_error_line(result, "Queue unavailable: could not reach Redis; nothing was enqueued")
@@ -663,6 +700,49 @@ def test_enqueue_of_more_than_the_wallets_hold_is_refused_before_redis(
     assert result.json() == {"success": False, "message": message, "jobId": None}
 
 
+@pytest.mark.parametrize(
+    ("user_id", "amount", "message"),
+    [
+        (
+            "nobody",
+            "1",
+            "Funding wallet not found: user nobody has no funding wallet; create a funding "
+            "wallet first; nothing was enqueued",
+        ),
+        (
+            "u1",
+            "3",
+            "Invalid parameters: mixAmount: 3 SOL needs at least 6 buyer wallets; user u1 has 5 "
+            "buyer wallets, which can hold at most 2.5 SOL; nothing was enqueued",
+        ),
+    ],
+)
+async def test_enqueue_refused_for_the_users_stored_wallets_is_one_line_and_exit_1(
+    enqueue_env: dict[str, str], redis_client: Redis, user_id: str, amount: str, message: str
+) -> None:
+    args = ["enqueue", "--user", user_id, "--chat-id", "42", "--amount", amount]
+    human = await asyncio.to_thread(premix, *args, env=enqueue_env)
+    machine = await asyncio.to_thread(premix, *args, "--json", env=enqueue_env)
+
+    assert_one_error_line(human, message)
+    assert human.stdout == ""
+    assert_one_error_line(machine, message)
+    assert machine.json() == {"success": False, "message": message, "jobId": None}
+    assert await redis_client.dbsize() == 0  # no job, no queue entry, no user lock
+
+
+def test_enqueue_with_the_store_down_is_one_line_and_exit_1(redis_url: str) -> None:
+    result = premix(
+        "enqueue", "--user", "u1", "--chat-id", "42", "--amount", "1",
+        env={"PREMIX_REDIS_URL": redis_url, "PREMIX_MONGODB_URI": "mongodb://127.0.0.1:9"},
+    )  # fmt: skip
+
+    assert_one_error_line(
+        result, "Queue unavailable: could not reach the wallet store; nothing was enqueued"
+    )
+    assert result.stdout == ""
+
+
 def test_status_of_an_unknown_job_is_one_line_and_exit_1(redis_url: str) -> None:
     result = premix("status", "premix-nobody-1", env={"PREMIX_REDIS_URL": redis_url})
 
@@ -682,8 +762,8 @@ def test_status_with_redis_down_names_redis(unreachable_redis_url: str) -> None:
     assert result.error_lines[0].endswith("(check PREMIX_REDIS_URL)")
 
 
-def test_status_of_a_queued_job_without_progress_says_so(redis_url: str) -> None:
-    env = {"PREMIX_REDIS_URL": redis_url}
+def test_status_of_a_queued_job_without_progress_says_so(enqueue_env: dict[str, str]) -> None:
+    env = enqueue_env
     job_id = premix("enqueue", "--user", "u1", "--chat-id", "1", "--amount", "1", env=env)
     job_id_text = job_id.stdout.split()[-1]
 
@@ -692,6 +772,55 @@ def test_status_of_a_queued_job_without_progress_says_so(redis_url: str) -> None
 
     assert human.stdout == f"job {job_id_text}: queued, no progress yet (is a worker running?)\n"
     assert machine.json() == {"jobId": job_id_text, "status": "queued"}
+
+
+def test_enqueue_with_a_delay_and_status_says_when_the_job_is_scheduled(
+    redis_url: str, enqueue_env: dict[str, str]
+) -> None:
+    env = enqueue_env
+    before_ms = int(time.time() * 1000)
+    queued = premix(
+        "enqueue", "--user", "u1", "--chat-id", "1", "--amount", "2.5", "--delay", "60", "--json",
+        env=env,
+    )  # fmt: skip
+
+    assert queued.status == 0, queued
+    job_id = queued.json()["jobId"]
+    client = redis_sync.Redis.from_url(redis_url)
+    score = int(client.zscore("premix:queue", job_id))
+    stored = json.loads(client.get(f"arq:job:{job_id}"))
+    client.close()
+    assert before_ms + 60_000 <= score <= int(time.time() * 1000) + 60_000
+    assert stored["a"][0]["delaySeconds"] == 60  # an int, as given
+    due = format_run_time(score)
+    assert queued.json()["message"] == f"Premix of 2.5 SOL scheduled for {due} as job {job_id}"
+
+    human = premix("status", job_id, env=env)
+    machine = premix("status", job_id, "--json", env=env)
+
+    assert human.stdout == f"job {job_id}: scheduled for {due}, no progress yet\n"
+    assert machine.json() == {"jobId": job_id, "status": "deferred", "scheduledFor": due}
+
+
+def test_enqueue_run_at_and_idempotency_key_options(enqueue_env: dict[str, str]) -> None:
+    args = (
+        "enqueue", "--user", "u1", "--chat-id", "1", "--amount", "1",
+        "--run-at", "2099-12-24T18:00:00Z", "--idempotency-key", "cli-1",
+    )  # fmt: skip
+    too_late = premix(*args, env=enqueue_env)
+    assert too_late.status == 1, too_late
+    assert too_late.error_lines[0].startswith(
+        "premix: error: Invalid parameters: runAt: must be at most 30 days ahead ("
+    )
+
+    soon = (datetime.now(UTC) + timedelta(days=2)).strftime("%Y-%m-%dT%H:%M:%S+00:00")
+    first = premix(*args[:-3], soon, *args[-2:], env=enqueue_env)
+    again = premix(*args[:-3], soon, *args[-2:], env=enqueue_env)
+
+    assert first.status == 0 and again.status == 0, (first, again)
+    job_id = first.stdout.split()[-1]
+    assert first.stdout.startswith(f"Premix of 1 SOL scheduled for {soon[:19]}Z as job")
+    assert again.stdout == f"Premix already accepted as job {job_id}; nothing new was queued\n"
 
 
 @pytest.fixture
@@ -714,6 +843,22 @@ async def test_status_prints_the_latest_progress_event(
     )
     assert ProgressEvent.model_validate(machine.json()) == latest
     assert machine.json()["socketUserId"] == "sock-9"
+
+
+async def test_status_of_a_failed_job_prints_it_and_exits_1(
+    redis_url: str, redis_client: Redis, progress_job: PremixFundsJob
+) -> None:
+    emitter = ProgressEmitter(redis_client, Settings(redis_url=redis_url), "job-8", progress_job)
+    await emitter.started()
+    await emitter.failed(Phase.CHECKING_BALANCES, "Insufficient balance: needs 2 SOL")
+
+    human = premix("status", "job-8", env={"PREMIX_REDIS_URL": redis_url})
+    machine = premix("status", "job-8", "--json", env={"PREMIX_REDIS_URL": redis_url})
+
+    assert human.stdout.startswith("job job-8: phase 4/6 Checking Balances: ")
+    assert "(failed) - Insufficient balance: needs 2 SOL" in human.stdout
+    assert_one_error_line(human, "job job-8 failed: Insufficient balance: needs 2 SOL")
+    assert machine.status == 1 and machine.json()["status"] == "failed"
 
 
 async def start_watch(redis_url: str, *args: str) -> asyncio.subprocess.Process:
@@ -989,11 +1134,11 @@ def test_demo_with_redis_url_down_is_one_line(unreachable_redis_url: str) -> Non
 
 
 async def test_demo_with_redis_url_leaves_jobs_queued_by_others_alone(
-    redis_url: str, redis_client: Redis
+    redis_url: str, redis_client: Redis, enqueue_env: dict[str, str]
 ) -> None:
     queued = premix(
         "enqueue", "--user", "someone", "--chat-id", "7", "--amount", "1", "--json",
-        env={"PREMIX_REDIS_URL": redis_url},
+        env=enqueue_env,
     )  # fmt: skip
     assert queued.status == 0, queued
     job_id = queued.json()["jobId"]

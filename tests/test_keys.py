@@ -200,6 +200,10 @@ def test_old_envelope_fails_clearly_once_its_key_is_removed() -> None:
         "'k1', which is not configured in PREMIX_ENCRYPTION_KEYS (configured: k2)"
     )
     assert_no_secret_material(message, old_key_b64, new_key_b64, envelope["ct"])
+    # that detail is the operator's (the log); the user hears only that premix is misconfigured
+    assert caught.value.user_message == (
+        "Wallet key could not be decrypted: premix is misconfigured; nothing was sent"
+    )
 
 
 # --- configuration ---

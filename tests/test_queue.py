@@ -24,6 +24,7 @@ from premix.queue import (
 from premix.serialization import DeserializationError, job_deserializer, job_serializer
 from premix.settings import Settings, get_settings
 from premix.user_lock import refresh_user_lock, release_user_lock, user_lock_holder
+from tests.worker.helpers import create_user, make_settings, open_store
 
 ARQ_JOB_PREFIX = "arq:job:"
 
@@ -34,9 +35,19 @@ async def close_pools() -> AsyncIterator[None]:
     await close_queue()
 
 
+# Users these tests enqueue for; each has a funding wallet and 20 buyer wallets in the store.
+USERS = ("u1", "u2", "user_7", "123456")
+
+
 @pytest.fixture
-def settings(redis_url: str) -> Settings:
-    return Settings(redis_url=redis_url, user_lock_ttl_seconds=600, job_timeout_seconds=300)
+async def settings(redis_url: str) -> AsyncIterator[Settings]:
+    """Settings on the test Redis and a fresh `memory://` store holding `USERS`' wallets
+    (enqueue refuses a user without them; tests/test_queue_wallets.py)."""
+    settings = make_settings(redis_url, user_lock_ttl_seconds=600, job_timeout_seconds=300)
+    async with open_store(settings) as store:
+        for user_id in USERS:
+            await create_user(store, None, user_id, buyers=20)
+        yield settings
 
 
 async def queued_job(redis: Redis, job_id: str) -> dict[str, Any]:
@@ -203,9 +214,9 @@ async def test_refresh_extends_the_holders_lock_retakes_an_expired_one_refuses_o
 
 
 async def test_unreachable_redis_returns_a_clear_failure_without_raising(
-    unreachable_redis_url: str,
+    unreachable_redis_url: str, settings: Settings
 ) -> None:
-    settings = Settings(redis_url=unreachable_redis_url)
+    settings = settings.model_copy(update={"redis_url": unreachable_redis_url})
     result = await enqueue_premix_funds("u1", 42, 0.5, settings=settings)
     assert result.success is False
     assert result.job_id is None
@@ -258,8 +269,10 @@ async def test_failed_enqueue_after_taking_the_lock_releases_it(
     assert await redis_client.keys(ARQ_JOB_PREFIX + "*") == []  # no half-written job left
 
 
-async def test_a_plain_redis_client_still_enqueues_json(redis_client: Redis) -> None:
-    result = await enqueue_premix_funds("u1", 42, 0.5, redis=redis_client)
+async def test_a_plain_redis_client_still_enqueues_json(
+    settings: Settings, redis_client: Redis
+) -> None:
+    result = await enqueue_premix_funds("u1", 42, 0.5, settings=settings, redis=redis_client)
     assert result.job_id is not None
     assert (await queued_job(redis_client, result.job_id))["a"][0]["mixAmount"] == "0.5"
 

@@ -61,3 +61,22 @@ def test_a_completed_top_up_is_not_retried_and_a_failed_one_keeps_its_plan() -> 
     assert retry_refusal("premix-u1-6", done) == (
         "Top-up premix-u1-6 completed: all 1 wallet(s) hold their planned amounts; nothing to retry"
     )
+
+
+def test_a_retry_of_a_scheduled_idempotent_premix_is_due_now_and_carries_no_key() -> None:
+    scheduled = {**REQUEST, "runAt": "2026-12-24T18:00:00Z", "idempotencyKey": "tg-update-1"}
+    delayed = {**REQUEST, "delaySeconds": 600}
+
+    for request in (scheduled, delayed):
+        job = retry_job(failed_run(request=request))
+
+        assert (job.run_at, job.delay_seconds, job.idempotency_key) == (None, None, None)
+        assert job.to_wire() == {
+            "userId": "u1",
+            "userChatId": 42,
+            "mixAmount": "0.3",
+            "maxWallets": 3,
+            "mode": "fast",
+            "socketUserId": None,
+            "runId": "premix-u1-5",
+        }

@@ -2,6 +2,7 @@
 naming the variables, never in the middle of a job."""
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from pydantic import ValidationError
@@ -92,3 +93,21 @@ def test_a_percent_encoded_redis_password_reaches_redis_decoded() -> None:
     from premix.worker import arq_redis_settings
 
     assert arq_redis_settings("redis://:p%2Fw%231@cache.example:6380/2").password == "p/w#1"
+
+
+def test_settings_read_a_dot_env_file_in_the_working_directory_below_the_environment(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / ".env").write_text(
+        "# what docker compose also reads\n"
+        "PREMIX_REDIS_URL=redis://cache.internal:6380/2\n"
+        "PREMIX_WORKER_MAX_JOBS=4\n"
+    )
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("PREMIX_REDIS_URL", raising=False)
+    monkeypatch.setenv("PREMIX_WORKER_MAX_JOBS", "2")  # the environment wins over the file
+
+    settings = Settings()
+
+    assert settings.redis_url == "redis://cache.internal:6380/2"
+    assert settings.worker_max_jobs == 2

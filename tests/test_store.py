@@ -4,6 +4,7 @@ Tests taking the `store` fixture run once per backend; the rest are about `memor
 or about opening a store.
 """
 
+import sys
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -524,3 +525,20 @@ async def test_ping_reports_an_unreachable_mongodb_as_transient() -> None:
 async def test_ping_answers_on_every_backend(store: Store) -> None:
     await store.ping()
     assert await store.collection("scratch").count_documents({}) == 0
+
+
+async def test_memory_store_without_the_local_extra_is_a_clear_config_error(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # a production install (the Docker image) leaves mongomock out: memory:// names the extra
+    monkeypatch.setitem(sys.modules, "mongomock", None)  # import mongomock -> ImportError
+    settings = Settings(mongodb_uri="memory://no-extra-here")
+
+    with pytest.raises(StoreConfigError) as raised:
+        await Store.open(settings)
+
+    assert str(raised.value) == (
+        "Store misconfigured: PREMIX_MONGODB_URI=memory:// needs the embedded store, which "
+        "production installs leave "
+        "out: pip install 'premix[local]' (tests and the demo only)"
+    )

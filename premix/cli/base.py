@@ -170,8 +170,11 @@ class LazyGroup(click.Group):
 
 
 COMMANDS: Final = {
+    "cancel": "premix.cli.cancel:cancel",
     "demo": "premix.cli.demo:demo",
+    "dev": "premix.cli.dev:dev",
     "enqueue": "premix.cli.jobs:enqueue",
+    "health": "premix.cli.health:health",
     "keys": "premix.cli.wallets:keys",
     "localnet": "premix.cli.localnet:localnet_command",
     "plan": "premix.cli.plan:plan",
@@ -185,6 +188,7 @@ COMMANDS: Final = {
 
 
 @click.group(cls=LazyGroup, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="premix", message="%(prog)s %(version)s")
 @click.option(
     "--traceback", is_flag=True, help="Show the full traceback of an error (for bug reports)."
 )
@@ -195,7 +199,8 @@ COMMANDS: Final = {
 def cli(ctx: click.Context, traceback: bool, verbose: bool) -> None:
     """premix: pre-fund a user's Solana buyer wallets from their funding wallet.
 
-    Configuration comes from PREMIX_* environment variables (see the README). Start with
+    Configuration comes from PREMIX_* environment variables, then a .env file in the working
+    directory (see the README and .env.example). Start with
     `premix demo`: the whole pipeline on a local chain in a few seconds.
     """
     state = ctx.ensure_object(CliState)

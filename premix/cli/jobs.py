@@ -37,6 +37,7 @@ from premix.cli.base import (
 from premix.jobs import EnqueueResult
 from premix.progress import ProgressEvent, ProgressStatus, latest_progress, subscribe_progress
 from premix.queue import close_queue, enqueue_premix_funds, queue_pool
+from premix.scheduling import format_run_time
 from premix.settings import Settings
 
 
@@ -60,6 +61,17 @@ from premix.settings import Settings
     default=False,
     help="Send each wallet only what it lacks of its planned amount (topUp).",
 )
+@click.option("--run-at", default=None, help="Start no earlier than this ISO-8601 time (runAt).")
+@click.option(
+    "--delay",
+    "delay_seconds",
+    type=click.FloatRange(min=0, min_open=True),
+    default=None,
+    help="Start no earlier than this many seconds from now (delaySeconds).",
+)
+@click.option(
+    "--idempotency-key", default=None, help="Queue nothing new for a key used in the last 24 h."
+)
 @json_option
 @pass_state
 def enqueue(
@@ -71,6 +83,9 @@ def enqueue(
     max_wallets: int | None,
     socket_user_id: str | None,
     top_up: bool,
+    run_at: str | None,
+    delay_seconds: float | None,
+    idempotency_key: str | None,
     as_json: bool,
 ) -> None:
     """Queue a premix for a user, as the bot does (`enqueue_premix_funds`); prints the job id.
@@ -87,6 +102,13 @@ def enqueue(
         options["socketUserId"] = socket_user_id
     if top_up:
         options["topUp"] = True
+    if run_at is not None:
+        options["runAt"] = run_at
+    if delay_seconds is not None:  # "--delay 60" is delaySeconds 60, not 60.0
+        whole = delay_seconds.is_integer()
+        options["delaySeconds"] = int(delay_seconds) if whole else delay_seconds
+    if idempotency_key is not None:
+        options["idempotencyKey"] = idempotency_key
 
     async def submit() -> EnqueueResult:
         try:
@@ -120,6 +142,12 @@ async def queued_job_status(redis: ArqRedis, settings: Settings, job_id: str) ->
     return str(status.value)
 
 
+async def scheduled_for(redis: ArqRedis, settings: Settings, job_id: str) -> str | None:
+    """When a deferred job is due (its queue score, ISO-8601 UTC), or None if not queued."""
+    score = await redis.zscore(settings.queue_name, job_id)
+    return None if score is None else format_run_time(int(score))
+
+
 QUEUED_STATES = {
     "deferred": "queued (deferred), no progress yet",
     "queued": "queued, no progress yet (is a worker running?)",
@@ -141,24 +169,32 @@ def unknown_job(job_id: str, settings: Settings) -> CommandFailed:
 @json_option
 @pass_state
 def status(state: CliState, job_id: str, as_json: bool) -> None:
-    """Show the latest progress of job JOB (its last progress event, kept in Redis)."""
+    """Show the latest progress of job JOB (its last progress event, kept in Redis).
+
+    Exit 0 while the job is queued, running or completed; 1 when it failed, was cancelled or
+    is unknown.
+    """
     settings = state.settings
 
-    async def read() -> tuple[ProgressEvent | None, str]:
+    async def read() -> tuple[ProgressEvent | None, str, str | None]:
         try:
             redis = queue_pool(settings.redis_url)
             event = await latest_progress(redis, job_id)
             queued = "" if event is not None else await queued_job_status(redis, settings, job_id)
-            return event, queued
+            due = await scheduled_for(redis, settings, job_id) if queued == "deferred" else None
+            return event, queued, due
         finally:
             await close_queue()
 
-    event, queued = run_async(read())
+    event, queued, due = run_async(read())
     if event is None:
         if queued in ("", "not_found"):
             raise unknown_job(job_id, settings)
         if as_json:
-            print_json({"jobId": job_id, "status": queued})
+            answer = {"jobId": job_id, "status": queued}
+            print_json(answer if due is None else {**answer, "scheduledFor": due})
+        elif due is not None:
+            click.echo(f"job {job_id}: scheduled for {due}, no progress yet")
         else:
             click.echo(f"job {job_id}: {QUEUED_STATES.get(queued, queued)}")
         return
@@ -166,6 +202,8 @@ def status(state: CliState, job_id: str, as_json: bool) -> None:
         print_json(event.model_dump(mode="json", by_alias=True))
     else:
         click.echo(f"job {job_id}: {describe_event(event)}")
+    if event.status in (ProgressStatus.FAILED, ProgressStatus.CANCELLED):  # like `watch`: exit 1
+        raise CommandFailed(f"job {job_id} {event.status.value}: {event.description}")
 
 
 class JobElapsedColumn(ProgressColumn):
@@ -232,7 +270,8 @@ def update_bar(bar: Progress, task: TaskID, event: ProgressEvent) -> None:
 @click.option("--json", "as_json", is_flag=True, help="Print each progress event as a JSON line.")
 @pass_state
 def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) -> None:
-    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed.
+    """Follow job JOB live until it ends: exit 0 when it completed, 1 when it failed or was
+    cancelled.
 
     With --json, prints each progress event as one JSON line instead of a progress bar.
     """
@@ -267,6 +306,8 @@ def watch(state: CliState, job_id: str, timeout: float | None, as_json: bool) ->
         return last
 
     final = run_async(follow())
+    if final is not None and final.status is ProgressStatus.CANCELLED:
+        raise CommandFailed(f"job {job_id} cancelled: {final.description}")
     if final is None or final.status is not ProgressStatus.COMPLETED:
         reason = final.description if final is not None else "no final event"
         raise CommandFailed(f"job {job_id} failed: {reason}")

@@ -7,7 +7,7 @@ fee each attempt carries, `result` the report.
 Everything but the names below is private to this package.
 """
 
-from premix.mixer.engine import ProgressCallback
+from premix.mixer.engine import ProgressCallback, StopCheck
 from premix.mixer.fees import PriorityFees
 from premix.mixer.packing import FeePolicy
 from premix.mixer.payout import (
@@ -30,6 +30,7 @@ __all__ = [
     "Payout",
     "PriorityFees",
     "ProgressCallback",
+    "StopCheck",
     "WalletOutcome",
     "WalletStatus",
     "balance_needed",

@@ -17,7 +17,7 @@ import base64
 from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, NoReturn
 
 import structlog
 from solana.rpc.commitment import Finalized
@@ -26,7 +26,8 @@ from solders.keypair import Keypair
 from solders.signature import Signature
 from solders.transaction import Transaction
 
-from premix.errors import TransientError
+from premix import metrics
+from premix.errors import Cancelled, TransientError
 from premix.ledger import (
     Attempt,
     AttemptState,
@@ -48,6 +49,7 @@ from premix.rpc import SendOutcome, SendResult, SignatureStatus, SolanaRpc
 log = structlog.get_logger(__name__)
 
 ProgressCallback = Callable[[MixerProgress], Awaitable[None]]
+StopCheck = Callable[[], Awaitable[bool]]  # True once the run is to stop (a cancel request)
 
 BALANCE_EVIDENCE: Final = "balances"  # how a landing unseen by any node was proven
 EXPIRY_CHECK_ROUNDS: Final = 8  # poll rounds between block-height checks while a tx is unseen
@@ -91,6 +93,7 @@ class Sender(BalanceChecks):
         self.sent_at: dict[str, float] = {}  # signature -> when its bytes were last sent
         self.last_sent_at: float | None = None
         self.on_progress: ProgressCallback | None = None
+        self.should_stop: StopCheck | None = None  # asked before each new attempt is signed
         self.funded_here: list[int] = []  # plan positions funded by this execution
         self.verified: dict[int, int] = {}  # plan position -> its balance, checked on chain
         self.spent_since: dict[int, int] = {}  # funded earlier, now holding less than received
@@ -105,6 +108,16 @@ class Sender(BalanceChecks):
         self.record = await self.ledger.save(self.record)
 
     # --- sign and send ---
+
+    async def stop_requested(self) -> bool:
+        """True once the run is to stop (`should_stop`): asked right before signing."""
+        return self.should_stop is not None and await self.should_stop()
+
+    def stop(self) -> NoReturn:
+        """Raise `Cancelled`; call it only where every attempt signed so far is settled
+        (landed or expired): nothing of the run can land unaccounted after it."""
+        self.log.info("payout_stopped", funded_here=len(self.funded_here))
+        raise Cancelled(self.record.run_id)
 
     async def sign_attempts(
         self, work: Sequence[tuple[LedgerTransaction | None, list[int]]]
@@ -175,8 +188,7 @@ class Sender(BalanceChecks):
     def signed_transaction(
         self, funding: Keypair, positions: Sequence[int], blockhash: Hash, fees: FeePolicy
     ) -> tuple[Transaction, int]:
-        """The transaction paying plan `positions` from `funding`, signed, and its exact fee
-        (one signature); a sweep's sender signs with each source too (`mixer.sweeping`)."""
+        """`positions` paid from `funding`, signed, and its fee (`sweeping` overrides it)."""
         transfers = [(self._recipient(p), self.record.plan[p].lamports) for p in positions]
         message = build_message(funding.pubkey(), transfers, blockhash, fees)
         return sign(message, funding), fees.fee_lamports(len(positions))
@@ -310,6 +322,7 @@ class Sender(BalanceChecks):
         """Record what `statuses` (read after `height`, if given) prove; save once."""
         now = utc_now()
         landed_ok: list[LedgerTransaction] = []
+        landed_now: list[tuple[LedgerTransaction, Attempt]] = []  # ok or failed: fee paid
         unseen_past_validity: list[Attempt] = []
         changed = False
         done_before = len(self.record.funded_positions())
@@ -320,7 +333,7 @@ class Sender(BalanceChecks):
                 state = (
                     AttemptState.LANDED_OK if status.error is None else AttemptState.LANDED_FAILED
                 )
-                self.record.settle(
+                settled = self.record.settle(
                     attempt.signature,
                     state,
                     now=now,
@@ -328,6 +341,7 @@ class Sender(BalanceChecks):
                     fee_lamports=attempt.fee_lamports,
                     slot=status.slot,
                 )
+                landed_now.append((tx, settled))
                 changed = True
                 if state is AttemptState.LANDED_OK:
                     landed_ok.append(tx)
@@ -350,13 +364,14 @@ class Sender(BalanceChecks):
             self.log.info("transaction_expired", transaction=tx.index, signature=attempt.signature)
         for attempt in arrived:  # no node knew the signature, but the balances show it landed
             tx, _ = self.record.find_attempt(attempt.signature)
-            self.record.settle(
+            settled = self.record.settle(
                 attempt.signature,
                 AttemptState.LANDED_OK,
                 now=now,
                 fee_lamports=attempt.fee_lamports,
                 evidence=BALANCE_EVIDENCE,
             )
+            landed_now.append((tx, settled))
             changed = True
             landed_ok.append(tx)
             self.log.warning(
@@ -367,6 +382,7 @@ class Sender(BalanceChecks):
             )
         if changed:
             await self.save()
+            metrics.settled(self.record, landed_now, expired)
         if any(count >= MAX_EXPIRIES_PER_EXECUTION for count in self.expiries.values()):
             raise TransientError(
                 f"transactions keep expiring without landing ({max(self.expiries.values())} "

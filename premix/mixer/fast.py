@@ -12,8 +12,10 @@ from premix.mixer.packing import pack
 
 async def send_fast(sender: Sender) -> None:
     """Fund every plan position not funded yet; raises `MixerFailed` after the round in which
-    a transaction failed on chain or was refused (the others of that round are settled). The
-    recipients funded here have their balances checked once every transaction landed."""
+    a transaction failed on chain or was refused (the others of that round are settled), and
+    `Cancelled` once `sender.should_stop` says so and the rounds in flight settled. The
+    recipients funded here have their balances checked once every transaction landed (or
+    before the stop)."""
     while True:
         record = sender.record
         reopen = [(tx, a) for tx, a in record.open_attempts()]
@@ -23,6 +25,11 @@ async def send_fast(sender: Sender) -> None:
         work += [(None, group) for group in pack(record.uncovered_positions(), sender.fees.packing)]
         if not reopen and not work:
             break
+        if work and await sender.stop_requested():
+            work = []  # a cancel: sign nothing more; what is open is settled first
+            if not reopen:
+                await sender.verify_balances(sender.funded_here)
+                sender.stop()
         fresh = await sender.sign_attempts(work) if work else []
         sends = reopen + fresh
         refusals = await sender.send(sends)

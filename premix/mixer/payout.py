@@ -23,7 +23,7 @@ from solders.system_program import ID as SYSTEM_PROGRAM_ID
 from premix.amounts import format_sol
 from premix.errors import InvalidParameters
 from premix.ledger import Ledger, LedgerError, RunRecord, RunStatus, TransactionState
-from premix.mixer.engine import ProgressCallback, Sender
+from premix.mixer.engine import ProgressCallback, Sender, StopCheck
 from premix.mixer.fast import send_fast
 from premix.mixer.fees import PriorityFees
 from premix.mixer.packing import transaction_count
@@ -207,9 +207,18 @@ class Payout:
             landed_ok=self._seen_landing,
         )
 
-    async def pay(self, funding: Keypair, *, on_progress: ProgressCallback | None = None) -> None:
+    async def pay(
+        self,
+        funding: Keypair,
+        *,
+        on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
+    ) -> None:
         """Send every transfer not funded yet from `funding`, in the run's mode, and check the
         balance of each recipient it funded; `on_progress` is awaited per confirmed transaction.
+        `should_stop` is awaited before each new attempt is signed (standard: per transfer,
+        fast: per round): once True, `pay` raises `Cancelled` as soon as every attempt signed
+        so far has landed or expired (standard: the transfer in flight; fast: the round).
 
         Raises `MixerFailed` (with the per-wallet report, recorded in the ledger) when a
         transfer fails on chain or is refused, `TransientError` when the RPC or another worker
@@ -231,10 +240,19 @@ class Payout:
             return
         self._sender.funding = funding
         self._sender.on_progress = on_progress
+        self._sender.should_stop = should_stop
         if record.mode == "fast":
             await send_fast(self._sender)
         else:
             await send_standard(self._sender)
+
+    async def settle_open(self) -> None:
+        """Wait until every attempt of the run that may still land has landed or expired
+        (re-sending the same bytes, never signing), recording each outcome. For a run that
+        stops early (a cancel) with attempts an earlier execution left open."""
+        open_attempts = [attempt for _, attempt in self.record.open_attempts()]
+        if open_attempts:
+            await self._sender.await_outcomes(open_attempts, backoff=True)
 
     async def verify(self) -> list[int]:
         """Return every planned recipient's balance on chain, in plan order, reading only those

@@ -11,7 +11,8 @@ from premix.mixer.engine import Sender
 
 async def send_standard(sender: Sender) -> None:
     """Fund every plan position not funded yet, one confirmed transfer at a time; raises
-    `MixerFailed` at the first transfer that fails on chain or is refused."""
+    `MixerFailed` at the first transfer that fails on chain or is refused, `Cancelled` before
+    signing a transfer once `sender.should_stop` says so (the one in flight settled)."""
     for entry in sender.record.plan:
         position = entry.position
         while True:
@@ -21,6 +22,8 @@ async def send_standard(sender: Sender) -> None:
             if tx is not None and (attempt := tx.open_attempt) is not None:
                 pair = (tx, attempt)
             else:
+                if await sender.stop_requested():  # a safe point: nothing of the run is open
+                    sender.stop()
                 # a transaction recorded by fast mode keeps its group of transfers
                 [pair] = await sender.sign_attempts([(tx, tx.transfers if tx else [position])])
             refusals = await sender.send([pair])

@@ -32,7 +32,7 @@ from premix.ledger import (
     RunStatus,
     TransactionState,
 )
-from premix.mixer.engine import ProgressCallback, Sender
+from premix.mixer.engine import ProgressCallback, Sender, StopCheck
 from premix.mixer.fees import PriorityFees
 from premix.mixer.packing import LAMPORTS_PER_SIGNATURE, FeePolicy
 from premix.mixer.payout import Payout
@@ -119,6 +119,11 @@ async def send_sweep(sender: SweepSender) -> None:
         work += [(None, g) for g in sweep_groups(record, record.uncovered_positions(), packing)]
         if not reopen and not work:
             break
+        if work and await sender.stop_requested():
+            work = []  # a cancel: sign nothing more; what is open is settled first
+            if not reopen:
+                await sender.verify_balances(sender.funded_here)
+                sender.stop()
         fresh = await sender.sign_attempts(work) if work else []
         sends = reopen + fresh
         refusals = await sender.send(sends)
@@ -191,13 +196,15 @@ class SweepPayout(Payout):
         funding: Keypair,
         *,
         on_progress: ProgressCallback | None = None,
+        should_stop: StopCheck | None = None,
         sources: Sequence[Keypair] = (),
     ) -> None:
         """Sweep every planned wallet not swept yet into `funding`, signing with `sources` (the
         buyer wallets' keypairs), and check each swept wallet's balance. Raises `MixerFailed`
         (the per-wallet report, in the ledger) when a transfer fails on chain or is refused,
-        `TransientError` when the RPC or another worker stands in the way,
-        `InvalidParameters` when the run is not a sweep into `funding`."""
+        `TransientError` when the RPC or another worker stands in the way, `Cancelled` once
+        `should_stop` says so (asked before each round is signed; what is in flight settles
+        first), `InvalidParameters` when the run is not a sweep into `funding`."""
         record = self.record
         funding_key = str(funding.pubkey())
         if record.kind != SWEEP or not record.plan:
@@ -221,6 +228,7 @@ class SweepPayout(Payout):
         sender.funding = funding
         sender.sources = keypairs
         sender.on_progress = on_progress
+        sender.should_stop = should_stop
         await send_sweep(sender)
 
 

@@ -129,6 +129,15 @@ async def create_user(
     return user
 
 
+async def delete_wallets(store: Store, user_id: str, role: str, *, keep: int = 0) -> None:
+    """Delete the user's `role` ("funding" | "buyer") wallets but the first `keep`, as the user
+    may between enqueue and run (enqueue refuses a user without enough; the worker checks
+    again)."""
+    await store.wallets.collection.delete_many(
+        {"user_id": user_id, "role": role, "position": {"$gte": keep}}
+    )
+
+
 def drain(net: Localnet, funding: Keypair, keep_lamports: int) -> None:
     """Move all but `keep_lamports` out of `funding`, as the user's own wallet app might."""
     lamports = net.balance(funding.pubkey()) - keep_lamports - 5_000

@@ -12,6 +12,7 @@ import redis as redis_sync
 from arq.connections import ArqRedis
 from redis.asyncio import Redis
 from solders.account import Account
+from solders.keypair import Keypair
 from solders.pubkey import Pubkey
 
 from premix.amounts import format_sol
@@ -39,6 +40,7 @@ from tests.worker.helpers import (
     TestRpc,
     collect_events,
     create_user,
+    delete_wallets,
     drain,
     give_funding_a_buyers_ciphertext,
     job_result,
@@ -113,7 +115,9 @@ async def test_startup_learns_when_the_node_slots_begin_and_starts_without_the_n
 async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
     settings: Settings, store: Store, redis_client: Redis
 ) -> None:
+    await create_user(store, None, "u1", buyers=2)
     job_id = await enqueue(settings, "u1", 0.5)
+    await delete_wallets(store, "u1", "funding")  # after enqueue, which would refuse the job
 
     await run_worker(settings)
 
@@ -138,6 +142,7 @@ async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
     assert run is not None
     assert (run.status, run.error, run.plan) == (RunStatus.FAILED, result["message"], [])
     assert await user_lock_holder(redis_client, "u1") is None
+    await store.wallets.set_funding_wallet("u1", Keypair())
     again = await enqueue_premix_funds("u1", 42, 0.5, settings=settings)
     assert again.success is True
 
@@ -145,8 +150,9 @@ async def test_job_without_a_funding_wallet_fails_in_phase_2_and_frees_the_user(
 async def test_job_without_buyer_wallets_fails_with_the_spec_message(
     settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
-    await create_user(store, net, "u1", buyers=0)
+    await create_user(store, net, "u1", buyers=1)
     job_id = await enqueue(settings, "u1", 0.5)
+    await delete_wallets(store, "u1", "buyer")  # after enqueue, which would refuse the job
 
     await run_worker(settings)
 
@@ -162,8 +168,9 @@ async def test_job_without_buyer_wallets_fails_with_the_spec_message(
 async def test_amount_larger_than_the_users_wallets_hold_is_invalid_in_phase_3(
     settings: Settings, store: Store, redis_client: Redis, net: Localnet
 ) -> None:
-    await create_user(store, net, "u1", buyers=2)
+    await create_user(store, net, "u1", buyers=4)
     job_id = await enqueue(settings, "u1", 2)
+    await delete_wallets(store, "u1", "buyer", keep=2)  # enqueue saw 4, which hold 2 SOL
 
     await run_worker(settings)
 

@@ -386,10 +386,12 @@ async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot
             ledger = await store.collection(RUNS_COLLECTION).find({}).to_list()
             captured = capsys.readouterr()
 
-    assert results[broken_job]["message"].startswith("Wallet key could not be decrypted")
+    # the user is told premix is misconfigured; which key or variable is wrong is the log's
+    misconfigured = "Wallet key could not be decrypted: premix is misconfigured; nothing was sent"
+    assert results[broken_job]["message"] == misconfigured
     assert results[drained_job]["message"].startswith("Mixer operation failed")
     assert results[HAND_JOB_ID]["message"].startswith("Invalid parameters")
-    assert results[wrong_job]["message"].startswith("Wallet key could not be decrypted")
+    assert results[wrong_job]["message"] == misconfigured
     events = [await latest_progress(redis_client, job_id) for job_id in results]
     places = {
         "logs": captured.err + captured.out,
@@ -399,6 +401,10 @@ async def test_no_failure_path_leaks_a_private_key_the_encryption_key_or_the_bot
         "ledger": "\n".join(str(document) for document in ledger),
     }
     assert "job_failed" in places["logs"] and len(telegram.requests) == 4
+    for place in ("results", "events", "telegram", "ledger"):
+        for operator_detail in ("PREMIX_ENCRYPTION_KEYS", "'k1'", "authentication failed"):
+            assert operator_detail not in places[place], f"{operator_detail} reached {place}"
+    assert "authentication failed under key" in places["logs"]
     assert len(events) == 4 and all(event is not None for event in events)
     # premix repeats no part of a secret pasted into a payload (arq itself keeps the payload
     # it was given in its result record, as it stored it in the job record)

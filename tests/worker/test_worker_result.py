@@ -14,7 +14,7 @@ from premix.queue import enqueue_premix_funds, get_premix_result
 from premix.receipts import JobRecordUnreadable
 from premix.settings import Settings
 from premix.store import Store
-from tests.worker.helpers import TestRpc, create_user, run_worker
+from tests.worker.helpers import TestRpc, create_user, delete_wallets, run_worker
 
 SOL = 10**9
 FEE = 5_000
@@ -78,9 +78,10 @@ async def test_result_of_an_unknown_job_is_none(settings: Settings, store: Store
 async def test_result_of_a_job_that_failed_before_sending_names_the_reason(
     settings: Settings, store: Store, net: Localnet
 ) -> None:
-    await create_user(store, net, "u1", buyers=0)
+    await create_user(store, net, "u1", buyers=2)
     queued = await enqueue_premix_funds("u1", 42, 1, settings=settings)
     assert queued.job_id is not None
+    await delete_wallets(store, "u1", "buyer")  # after enqueue, which would refuse the job
     await run_worker(settings)
 
     result = await get_premix_result(queued.job_id, settings=settings)

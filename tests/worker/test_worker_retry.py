@@ -133,7 +133,7 @@ async def test_a_retry_is_refused_for_an_unknown_or_completed_premix_with_nothin
 async def test_a_retry_is_refused_while_a_premix_of_the_user_is_queued(
     settings: Settings, store: Store, net: Localnet, redis_client: Redis
 ) -> None:
-    await create_user(store, net, "u1", buyers=3, funding_lamports=SOL // 2)
+    await create_user(store, net, "u1", buyers=5, funding_lamports=SOL // 2)
     queued = await enqueue_premix_funds("u1", 42, 2, settings=settings)
     assert queued.job_id is not None
     await run_worker(settings)  # fails: the funding wallet is short

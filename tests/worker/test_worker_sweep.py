@@ -195,6 +195,7 @@ async def test_keep_sol_below_rent_exempt_is_refused_at_enqueue(
         assert queued.success is False and "keepSol" in queued.message, queued.message
     assert await redis_client.zcard(QUEUE_NAME) == 0
     assert await user_lock_holder(redis_client, "u1") is None
+    await create_user(store, None, "u1", buyers=1)
     assert (await enqueue_sweep("u1", 42, {"keepSol": "0.00089088"}, settings=settings)).success
 
 
@@ -354,13 +355,14 @@ async def test_a_sweep_of_empty_wallets_sends_nothing_and_completes(
     assert (run.plan, run.transactions) == ([], [])
 
 
-async def test_a_sweep_without_buyer_wallets_fails_with_the_premix_message(
+async def test_a_sweep_is_refused_at_enqueue_without_funding_or_buyer_wallets(
     settings: Settings, store: Store, redis_client: Redis
 ) -> None:
+    queued = await enqueue_sweep("u1", 42, settings=settings)
+    assert queued.success is False and queued.message.startswith("Funding wallet not found")
     await create_user(store, None, "u1", buyers=0)
-    job_id = await sweep(settings, "u1")
-    assert await run_worker(settings)
-    result = (await job_result(settings, job_id)).result
-    assert result["success"] is False and result["kind"] == "sweep"
-    assert result["message"].startswith("No buyer wallets found")
+    queued = await enqueue_sweep("u1", 42, settings=settings)
+    assert queued.success is False and queued.message.startswith("No buyer wallets found")
+    assert queued.message.endswith("nothing was enqueued")
+    assert await redis_client.zcard(QUEUE_NAME) == 0
     assert await user_lock_holder(redis_client, "u1") is None
