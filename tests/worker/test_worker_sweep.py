@@ -211,6 +211,8 @@ async def test_a_sweep_and_a_premix_of_one_user_never_overlap(
     assert await run_worker(settings)
 
     swept = await sweep(settings, "u1")
+    queued_receipt = await get_premix_result(swept, settings)
+    assert queued_receipt is not None and queued_receipt["status"] == "queued"
     refused = await enqueue_premix_funds("u1", 42, 1, settings=settings)
     assert refused.success is False and swept in refused.message
     assert (await enqueue_sweep("u1", 42, settings=settings)).success is False
