@@ -81,8 +81,9 @@ async def startup(ctx: dict[str, Any]) -> None:
             budget.start_heartbeat()  # counted as live even while idle
         ctx["rpc"] = SolanaRpc.from_settings(settings, budget)
     await _sync_slot_clock(ctx["rpc"], settings)
-    beacon = ctx["beacon"] = WorkerBeacon(ctx["redis"], settings)  # `premix health` counts it
-    beacon.start()
+    if ctx.get("redis") is not None:  # arq's pool (absent when a tool calls `startup` alone)
+        beacon = ctx["beacon"] = WorkerBeacon(ctx["redis"], settings)  # `premix health` counts it
+        beacon.start()
     try:
         ctx["metrics_server"] = serve_metrics(settings.metrics_port)
     except OSError as e:

@@ -226,14 +226,15 @@ async def test_a_retry_on_a_hostile_node_still_pays_each_wallet_once(
             net.faults.inject("drop_send")
 
     # the first transaction lands; the rest are signed and lost in flight; the worker dies and
-    # the next delivery gives up: a failed run with attempts that may still land
+    # the next delivery gives up: a failed run, part-sent, whose attempts may still land (on a
+    # loaded machine its lookups may also find them expired, or the first not yet confirmed)
     dying = TestRpc(net.url, kill_on="send", kill_at=2, on_call=drop_every_send_after_the_first)
     assert await run_worker(stopping, rpc=dying) is False
     await expire_in_progress_marker(redis_client, queued.job_id)
     await run_worker(stopping)
     failed = await Ledger(store).require(queued.job_id)
-    assert failed.status is RunStatus.FAILED and failed.open_attempts()
-    assert 0 < len(failed.funded_positions()) < len(failed.plan)
+    assert failed.status is RunStatus.FAILED and len(failed.transactions) >= 2
+    assert len(failed.funded_positions()) < len(failed.plan)
     net.faults.clear()
     retried = await retry_premix(queued.job_id, settings=settings)
     assert retried.job_id is not None, retried.message
