@@ -52,11 +52,13 @@ from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer
 from premix.settings import Settings
 from premix.store import Store
+from premix.sweep import SweepJob
 from premix.user_lock import user_lock_key
 
 log = get_logger(__name__)
 
-JOB_USER_PATTERN: Final = re.compile(r"^premix-(.+)-[0-9]+$")  # `premix.queue.new_job_id`
+# `premix.queue.new_job_id`, `premix.sweep.new_sweep_job_id`
+JOB_USER_PATTERN: Final = re.compile(r"^(?:premix|sweep)-(.+)-[0-9]+$")
 DECISION_TRIES: Final = 3  # a job that starts a try while it is being cancelled: read again
 
 
@@ -320,6 +322,10 @@ def _job_of(info: JobDef | None) -> PremixFundsJob | None:
         return None
     try:
         return PremixFundsJob.model_validate(info.args[0])
+    except ValidationError:
+        pass
+    try:  # a sweep: what its progress events need of it
+        return SweepJob.model_validate(info.args[0]).as_premix_job()
     except ValidationError:
         return None
 

@@ -59,6 +59,7 @@ from premix.retry import retry_job, retry_queued_message, retry_refusal
 from premix.scheduling import format_run_time, run_time_ms, schedule_refusal
 from premix.settings import Settings, SettingsInvalid, describe_settings_error, get_settings
 from premix.store import Store, StoreConfigError
+from premix.sweep import SWEEP_JOB_ID_PATTERN
 from premix.sweep import enqueue_sweep as enqueue_sweep
 from premix.user_lock import user_lock_holder
 from premix.wallet_check import STORE_UNAVAILABLE as STORE_UNAVAILABLE
@@ -275,7 +276,7 @@ async def _retry_run(
 async def cancel_premix(
     job_id: str, *, settings: Settings | None = None, redis: Redis | None = None
 ) -> CancelResult:
-    """Cancel premix `job_id`; report the outcome (`CancelResult(success, message, state)`),
+    """Cancel premix (or sweep) `job_id`; report the outcome (`CancelResult(success, message, state)`),
     never raise (`premix.cancellation` has the rules).
 
     A queued or deferred job is taken out of the queue (state `cancelled`; its user may enqueue
@@ -290,7 +291,9 @@ async def cancel_premix(
     except SettingsInvalid as e:
         log.error("cancel_settings_invalid", error=describe_settings_error(e))
         return CancelResult(False, CANCEL_MISCONFIGURED, CancelState.UNAVAILABLE)
-    if not isinstance(job_id, str) or not re.fullmatch(JOB_ID_PATTERN, job_id):
+    if not isinstance(job_id, str) or not (
+        re.fullmatch(JOB_ID_PATTERN, job_id) or re.fullmatch(SWEEP_JOB_ID_PATTERN, job_id)
+    ):
         return CancelResult(
             False,
             "Invalid job id: expected premix-<userId>-<unix ms>; nothing was cancelled",

@@ -16,7 +16,7 @@ from premix.ledger import Ledger, RunRecord, RunStatus
 from premix.localnet import Localnet
 from premix.mixer.packing import PACKET_DATA_SIZE, FeePolicy
 from premix.mixer.sweep_packing import pack_sweep, sweep_size
-from premix.queue import enqueue_premix_funds, enqueue_sweep, get_premix_result
+from premix.queue import cancel_premix, enqueue_premix_funds, enqueue_sweep, get_premix_result
 from premix.settings import Settings
 from premix.store import Store
 from premix.user_lock import user_lock_holder
@@ -33,6 +33,7 @@ from tests.worker.helpers import (
     job_result,
     run_worker,
 )
+from tests.worker.test_worker_cancel import CancellingRpc
 
 SOL = 10**9
 RENT_EXEMPT = 890_880
@@ -367,4 +368,41 @@ async def test_a_sweep_is_refused_at_enqueue_without_funding_or_buyer_wallets(
     assert queued.success is False and queued.message.startswith("No buyer wallets found")
     assert queued.message.endswith("nothing was enqueued")
     assert await redis_client.zcard(QUEUE_NAME) == 0
+    assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_queued_sweep_is_cancelled_and_nothing_moves(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=3)
+    for buyer in user.buyers:
+        net.airdrop(buyer.pubkey(), SOL)
+    job_id = await sweep(settings, "u1")
+    cancelled = await cancel_premix(job_id, settings=settings)
+    assert (cancelled.success, cancelled.state) == (True, "cancelled"), cancelled.message
+    assert await user_lock_holder(redis_client, "u1") is None
+    assert await redis_client.zcard(QUEUE_NAME) == 0
+    assert await run_worker(settings)
+    assert user.buyer_balances(net) == [SOL] * 3
+
+
+async def test_a_sweep_cancelled_while_it_plans_stops_before_signing_anything(
+    settings: Settings, store: Store, redis_client: Redis, net: Localnet
+) -> None:
+    user = await create_user(store, net, "u1", buyers=3)
+    for buyer in user.buyers:
+        net.airdrop(buyer.pubkey(), SOL)
+    funding_before = net.balance(user.funding.pubkey())
+    job_id = await sweep(settings, "u1")
+    rpc = CancellingRpc(net.url, "accounts", 1, lambda: cancel_premix(job_id, settings=settings))
+    assert await run_worker(settings, rpc=rpc)
+
+    [answer] = rpc.outcomes
+    assert answer.state == "cancelling"
+    result = (await job_result(settings, job_id)).result
+    assert (result["success"], result["status"]) == (False, "cancelled")
+    assert user.buyer_balances(net) == [SOL] * 3
+    assert net.balance(user.funding.pubkey()) == funding_before
+    run = await Ledger(store).get(job_id)
+    assert run is not None and run.status is RunStatus.CANCELLED and run.transactions == []
     assert await user_lock_holder(redis_client, "u1") is None
