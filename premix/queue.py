@@ -276,8 +276,8 @@ async def _retry_run(
 async def cancel_premix(
     job_id: str, *, settings: Settings | None = None, redis: Redis | None = None
 ) -> CancelResult:
-    """Cancel premix (or sweep) `job_id`; report the outcome (`CancelResult(success, message, state)`),
-    never raise (`premix.cancellation` has the rules).
+    """Cancel premix (or sweep) `job_id`; report the outcome (`CancelResult(success, message,
+    state)`), never raise (`premix.cancellation` has the rules).
 
     A queued or deferred job is taken out of the queue (state `cancelled`; its user may enqueue
     at once); a running one is asked to stop at its next safe point and this returns at once

@@ -11,6 +11,7 @@ Balances: the funding wallet, every transaction's fee payer, holds their fees an
 wallet's balance verified on chain, the user told.
 """
 
+from collections.abc import Sequence
 from typing import Any
 
 from pydantic import ValidationError
@@ -60,8 +61,8 @@ class SweepNotifier(Notifier):
         job_id: str,
         reason: str,
         amount_lamports: int | None = None,
-        funded: Any = (),
-        pending: Any = (),
+        funded: Sequence[tuple[str, int]] = (),
+        pending: Sequence[tuple[str, int]] = (),
     ) -> bool:
         text = failure_message(job_id=job_id, reason=reason, funded=funded, pending=pending)
         text = text.replace("❌ Premix failed", "❌ Sweep failed", 1)
@@ -126,7 +127,7 @@ class SweepExecution(JobExecution):
         if not run.planned:  # a re-run keeps the plan it started with
             run = await self._record_plan(funding)
 
-        wallets, transactions = len(run.plan), 0
+        wallets = len(run.plan)
         await self._enter(
             Phase.CHECKING_BALANCES,
             f"Checking the funding wallet holds the fees of sweeping {wallets} wallet(s)",
