@@ -43,7 +43,12 @@ TRANSFERS: Final = Counter(
 )
 LAMPORTS_SENT: Final = Counter(
     "premix_lamports_sent_total",
-    "Lamports of transfers that landed ok",
+    "Lamports of premix transfers (funding wallet to buyer wallets) that landed ok",
+    registry=REGISTRY,
+)
+LAMPORTS_SWEPT: Final = Counter(
+    "premix_lamports_swept_total",
+    "Lamports of sweep transfers (buyer wallets back to the funding wallet) that landed ok",
     registry=REGISTRY,
 )
 FEES: Final = Counter(
@@ -90,7 +95,7 @@ def settled(
         if count:
             TRANSFERS.labels(mode=run.mode, status=status).inc(count)
     if lamports:
-        LAMPORTS_SENT.inc(lamports)
+        (LAMPORTS_SWEPT if run.kind == "sweep" else LAMPORTS_SENT).inc(lamports)
     fees = sum(attempt.fee_lamports for _, attempt in landed)
     if fees:
         FEES.inc(fees)

@@ -14,6 +14,7 @@ from solders.transaction import Transaction
 from premix.constants import QUEUE_NAME, RUNS_COLLECTION
 from premix.ledger import Ledger, RunRecord, RunStatus
 from premix.localnet import Localnet
+from premix.metrics import REGISTRY
 from premix.mixer.packing import PACKET_DATA_SIZE, FeePolicy
 from premix.mixer.sweep_packing import pack_sweep, sweep_size
 from premix.queue import cancel_premix, enqueue_premix_funds, enqueue_sweep, get_premix_result
@@ -35,6 +36,11 @@ from tests.worker.helpers import (
 )
 from tests.worker.test_worker_cancel import CancellingRpc
 
+METRICS = (
+    "premix_lamports_swept_total",
+    "premix_lamports_sent_total",
+    "premix_fees_lamports_total",
+)
 SOL = 10**9
 RENT_EXEMPT = 890_880
 
@@ -105,10 +111,12 @@ async def test_a_sweep_after_a_premix_empties_73_wallets_in_9_transactions(
     held = user.buyer_balances(net)
     assert sum(held) == 85 * SOL and all(held)
     funding_before = net.balance(user.funding.pubkey())
+    counted = {name: REGISTRY.get_sample_value(name) or 0.0 for name in METRICS}
 
     job_id = await sweep(settings, "u1")
     events = await collect_events(redis_client, job_id)
     assert await run_worker(settings)
+    moved = {name: (REGISTRY.get_sample_value(name) or 0.0) - counted[name] for name in METRICS}
 
     assert user.buyer_balances(net) == [0] * 73  # emptied to exactly zero
     groups = pack_sweep(user.funding.pubkey(), [(b.pubkey(), 1) for b in user.buyers])
@@ -116,6 +124,12 @@ async def test_a_sweep_after_a_premix_empties_73_wallets_in_9_transactions(
     fees = sweep_fees(groups)
     assert fees == 8 * 50_000 + 10_000
     assert net.balance(user.funding.pubkey()) == funding_before + 85 * SOL - fees
+    # the metrics count a sweep's lamports as swept, never as sent (premix_lamports_sent_total)
+    assert moved == {
+        "premix_lamports_swept_total": 85 * SOL,
+        "premix_lamports_sent_total": 0,
+        "premix_fees_lamports_total": fees,
+    }
     run = await completed_sweep(store, job_id)
     assert (run.totals.sent_lamports, run.totals.fee_lamports) == (85 * SOL, fees)
     assert len(run.transactions) == 9 == run.totals.transactions
