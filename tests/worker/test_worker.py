@@ -33,6 +33,7 @@ from premix.rpc import SolanaRpc
 from premix.serialization import job_deserializer, job_serializer
 from premix.settings import Settings
 from premix.store import Store
+from premix.sweep import SWEEP_FUNCTION
 from premix.user_lock import user_lock_holder
 from premix.worker import WorkerSettings, shutdown, startup, worker_settings
 from tests.test_mixer_helpers import run_with_plan, signed_attempt
@@ -71,7 +72,7 @@ def test_worker_settings_run_one_json_job_at_a_time_on_the_premix_queue() -> Non
     assert options["queue_name"] == QUEUE_NAME
     assert options["job_serializer"] is job_serializer
     assert options["job_deserializer"] is job_deserializer
-    assert [f.name for f in options["functions"]] == [JOB_FUNCTION]
+    assert [f.name for f in options["functions"]] == [JOB_FUNCTION, SWEEP_FUNCTION]
     assert options["poll_delay"] <= 0.1
     # deliveries beyond premix's own limit: the first only reports and fails the job
     assert options["max_tries"] == Settings().job_max_tries + 3
