@@ -8,16 +8,19 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
+import pytest
 from arq.constants import in_progress_key_prefix, job_key_prefix, retry_key_prefix
 from arq.utils import timestamp_ms
 from pydantic import SecretStr
 from redis.asyncio import Redis
 from solders.pubkey import Pubkey
 
+from premix import execution
 from premix.amounts import format_sol
 from premix.cancellation import CancelResult, cancel_request_key
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
+from premix.mixer import Payout
 from premix.progress import ProgressStatus, latest_progress
 from premix.queue import cancel_premix, enqueue_premix_funds, get_premix_result, retry_premix
 from premix.rpc import AccountInfo, SendResult
@@ -615,3 +618,67 @@ async def test_a_job_queued_again_with_nothing_open_is_removed_and_its_run_marke
     assert receipt is not None
     assert (receipt["status"], receipt["message"]) == ("cancelled", message)
     assert await user_lock_holder(redis_client, "u1") is None
+
+
+async def test_a_cancel_in_phase_two_stops_at_phase_three_and_reads_nothing_on_chain(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = await create_user(store, net, "u1", buyers=4)
+    queued = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    answers: list[CancelResult] = []
+    real_load_wallets = execution.load_wallets
+
+    async def cancelled_while_loading(*args: Any) -> Any:  # phase 2: the wallets are read
+        answers.append(await cancel_premix(job_id, settings=settings))
+        return await real_load_wallets(*args)
+
+    monkeypatch.setattr(execution, "load_wallets", cancelled_while_loading)
+    rpc = TestRpc(net.url)
+
+    await run_worker(settings, rpc=rpc)
+
+    [answer] = answers
+    assert (answer.success, answer.state) == (True, "cancelling")
+    await assert_cancelled_after(
+        settings, store, redis_client, net, user, job_id, [], 0, 0,
+        "Premix cancelled: nothing was sent",
+    )  # fmt: skip
+    latest = await latest_progress(redis_client, job_id)
+    assert latest is not None and latest.phase == 2
+    assert rpc.seen.get("accounts", 0) == 0  # phase 3 never read the recipients
+
+
+async def test_a_cancel_in_phase_six_is_too_late_the_premix_completes(
+    settings: Settings,
+    store: Store,
+    redis_client: Redis,
+    net: Localnet,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    user = await create_user(store, net, "u1", buyers=3)
+    queued = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+    job_id = queued.job_id
+    assert job_id is not None
+    answers: list[CancelResult] = []
+    real_verify = Payout.verify
+
+    async def cancelled_while_verifying(payout: Payout) -> list[int]:  # phase 6
+        answers.append(await cancel_premix(job_id, settings=settings))
+        return await real_verify(payout)
+
+    monkeypatch.setattr(Payout, "verify", cancelled_while_verifying)
+
+    await run_worker(settings)
+
+    [answer] = answers
+    assert answer.state == "cancelling"  # asked in time for no safe point: every transfer landed
+    assert (await job_result(settings, job_id)).result["success"] is True
+    await assert_paid_exactly_once(store, net, user, job_id, SOL, len(user.plan(SOL)))
+    latest = await latest_progress(redis_client, job_id)
+    assert latest is not None and latest.status is ProgressStatus.COMPLETED
