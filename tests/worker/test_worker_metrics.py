@@ -10,12 +10,14 @@ from collections.abc import AsyncIterator
 
 import httpx
 import pytest
+from arq.jobs import Job
 from arq.worker import Worker
 from prometheus_client.parser import text_string_to_metric_families
 from redis.asyncio import Redis
 
 from premix.localnet import Localnet
-from premix.queue import enqueue_premix_funds, get_premix_result
+from premix.queue import enqueue_premix_funds, queue_pool
+from premix.serialization import job_deserializer
 from premix.servers import free_port
 from premix.settings import Settings
 from premix.store import Store
@@ -99,8 +101,10 @@ async def test_a_scrape_after_a_demo_sized_premix_shows_what_the_chain_shows(
 
 
 async def job_result_or_none(settings: Settings, job_id: str) -> object:
-    receipt = await get_premix_result(job_id, settings=settings)
-    return receipt if receipt is not None and receipt["status"] == "completed" else None
+    """arq's stored result of the job (stored after the ledger run completed: the worker must
+    not be closed before it, or the job's ending is cancelled), or None while there is none."""
+    job = Job(job_id, queue_pool(settings.redis_url), _deserializer=job_deserializer)
+    return await job.result_info()
 
 
 async def test_metrics_are_off_by_default_and_a_busy_port_refuses_the_start(
