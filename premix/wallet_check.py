@@ -5,7 +5,8 @@ projects each wallet's role only: no key is loaded, none is decrypted. The worke
 (phases 2 and 3): wallets may be deleted between enqueue and run.
 
 The MongoDB store is opened once per URI, database and event loop and reused, like the Redis
-pool in `premix.queue`; `close_wallet_stores()` (called by `close_queue()`) closes them. An
+pool in `premix.queue`, and concurrent enqueues share their reads (`CountsBatch`: one query for
+the users asking at once); `close_wallet_stores()` (called by `close_queue()`) closes them. An
 embedded `memory://` store holds no client, so it is opened per call: it always sees the
 in-process store as it is now, even after a test or the demo reset it.
 
@@ -45,10 +46,49 @@ STORE_UNAVAILABLE: Final = (
 STORE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothing was enqueued"
 
 
+class CountsBatch:
+    """The wallet counts of concurrent enqueues in one query: the callers that ask while no
+    read is being gathered wait for the next one, which reads all of their users at once
+    (`WalletStore.wallet_counts_of`). A lone caller's read is a query of its own, as before;
+    50 callers at once cost a few queries, not 50. Each caller still reads the store once."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+        self._waiting: dict[str, list[asyncio.Future[WalletCounts]]] = {}
+        self._gathering: asyncio.Task[None] | None = None
+
+    async def counts(self, user_id: str) -> WalletCounts:
+        """The user's counts, read with those of every user asking meanwhile."""
+        future: asyncio.Future[WalletCounts] = asyncio.get_running_loop().create_future()
+        self._waiting.setdefault(user_id, []).append(future)
+        if self._gathering is None:
+            self._gathering = asyncio.create_task(self._read())
+        return await future
+
+    async def _read(self) -> None:
+        await asyncio.sleep(0)  # the callers already running in this loop turn join the read
+        waiting, self._waiting, self._gathering = self._waiting, {}, None
+        try:
+            counts = await self._store.wallets.wallet_counts_of(list(waiting))
+        except BaseException as e:  # every caller hears it (and answers its own way)
+            for futures in waiting.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(e)
+            if not isinstance(e, Exception):
+                raise
+            return
+        for user_id, futures in waiting.items():
+            for future in futures:
+                if not future.done():  # a caller whose own deadline passed is gone
+                    future.set_result(counts[user_id])
+
+
 @dataclass
 class _OpenStore:
     loop: asyncio.AbstractEventLoop
     store: Store
+    batch: CountsBatch
 
 
 _stores: dict[tuple[str, str], _OpenStore] = {}
@@ -73,9 +113,19 @@ async def enqueue_store(settings: Settings) -> Store:
         if opened is not None and opened.loop is loop:  # another enqueue opened one meanwhile
             await store.close()
         else:
-            opened = _OpenStore(loop, store)
+            opened = _OpenStore(loop, store, CountsBatch(store))
             _stores[key] = opened
     return opened.store
+
+
+async def _wallet_counts(settings: Settings, user_id: str) -> WalletCounts:
+    """The user's wallet counts: through the shared store's batch (MongoDB), or one query of
+    its own on an embedded store (opened per call)."""
+    store = await enqueue_store(settings)
+    opened = _stores.get((settings.mongodb_uri, settings.mongodb_database))
+    if opened is not None and opened.store is store:
+        return await opened.batch.counts(user_id)
+    return await store.wallets.wallet_counts(user_id)
 
 
 async def close_wallet_stores() -> None:
@@ -94,9 +144,8 @@ async def wallet_check_refusal(job: PremixFundsJob, settings: Settings) -> str |
     unreachable or misconfigured (the message says so and the log has the detail)."""
     bound_log = log.bind(user_id=job.user_id)
     try:
-        store = await enqueue_store(settings)
         async with asyncio.timeout(_READ_DEADLINE_SECONDS):
-            counts = await store.wallets.wallet_counts(job.user_id)
+            counts = await _wallet_counts(settings, job.user_id)
     except StoreConfigError as e:  # its message never repeats the URI
         bound_log.error("enqueue_store_misconfigured", error=str(e))
         return STORE_MISCONFIGURED

@@ -1,7 +1,7 @@
 """`WalletStore`: each user's funding wallet and ordered buyer wallets, private keys encrypted
 (`premix.keys`), in the store's `wallets` collection."""
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any, Final
@@ -38,6 +38,7 @@ BUYER: Final = "buyer"
 ENCRYPTED_KEY_FIELD: Final = "encrypted_secret_key"
 _PUBLIC_KEY_ONLY: Final = {"_id": 0, "public_key": 1}
 _ROLE_ONLY: Final = {"_id": 0, "role": 1}
+_ROLE_AND_OWNER: Final = {"_id": 0, "role": 1, "user_id": 1}
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,6 +202,20 @@ class WalletStore:
         cursor = self.collection.find({"user_id": user_id}, _ROLE_ONLY)
         roles = [document.get("role") for document in await cursor.to_list()]
         return WalletCounts(has_funding=FUNDING in roles, buyer_count=roles.count(BUYER))
+
+    async def wallet_counts_of(self, user_ids: Sequence[str]) -> dict[str, WalletCounts]:
+        """`wallet_counts` of several users in one query (roles and owners only); a user with
+        no wallet counts as none of either."""
+        ids = sorted({checked_user_id(user_id) for user_id in user_ids})
+        query = {"user_id": ids[0]} if len(ids) == 1 else {"user_id": {"$in": ids}}
+        cursor = self.collection.find(query, _ROLE_AND_OWNER)
+        roles: dict[str, list[object]] = {user_id: [] for user_id in ids}
+        for document in await cursor.to_list():
+            roles.setdefault(str(document.get("user_id")), []).append(document.get("role"))
+        return {
+            user_id: WalletCounts(has_funding=FUNDING in found, buyer_count=found.count(BUYER))
+            for user_id, found in roles.items()
+        }
 
     async def delete_user(self, user_id: str) -> int:
         """Delete every wallet of the user; returns how many were deleted."""

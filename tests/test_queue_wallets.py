@@ -4,6 +4,7 @@ store opened once; an unreachable store is a quick, user-safe refusal.
 
 Each store test runs on `memory://` and on the session's MongoDB-wire server (SecantusDB)."""
 
+import asyncio
 import time
 import uuid
 from collections.abc import AsyncIterator, Iterator
@@ -243,7 +244,51 @@ async def test_each_enqueue_is_one_store_round_trip_on_one_client(
     for event, user in zip(finds, ("u1", "u2", "u3", "u4", "nobody"), strict=True):
         assert event.command["find"] == "wallets"
         assert event.command["filter"] == {"user_id": user}
-        assert event.command["projection"] == {"_id": 0, "role": 1}  # no key material read
+        # roles and owners only: no key material read
+        assert event.command["projection"] == {"_id": 0, "role": 1, "user_id": 1}
+
+
+async def test_concurrent_enqueues_share_their_wallet_reads_and_each_gets_its_own_answer(
+    mongodb_url: str, redis_url: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = make_settings(
+        redis_url, mongodb_uri=mongodb_url, mongodb_database=f"premix_rt_{uuid.uuid4().hex[:12]}"
+    )
+    ready = [f"ready{n}" for n in range(16)]
+    async with open_store(settings) as store:
+        for user in ready:
+            await create_user(store, None, user, buyers=3)
+        await create_user(store, None, "few", buyers=1)  # 1 wallet holds at most 0.5 SOL
+        commands = CommandLog()
+
+        def client(*args: Any, **kwargs: Any) -> AsyncMongoClient[Any]:
+            return AsyncMongoClient(*args, event_listeners=[commands], **kwargs)
+
+        monkeypatch.setattr(premix.store, "AsyncMongoClient", client)
+        users = [*ready, "few", "nobody"]
+        results = await asyncio.gather(
+            *(enqueue_premix_funds(user, 42, 1, settings=settings) for user in users)
+        )
+        await close_queue()
+
+    assert [r.success for r in results] == [True] * 16 + [False, False]
+    assert results[16].message == (
+        "Invalid parameters: mixAmount: 1 SOL needs at least 2 buyer wallets; user few has 1 "
+        "buyer wallet, which can hold at most 0.5 SOL; nothing was enqueued"
+    )
+    assert results[17].message.startswith("Funding wallet not found: user nobody has no")
+    finds = [event for event in commands.events if event.command_name == "find"]
+    assert 1 <= len(finds) < len(users)  # shared: not one query per caller
+    asked = [
+        user
+        for event in finds
+        for user in (
+            event.command["filter"]["user_id"]["$in"]
+            if isinstance(event.command["filter"]["user_id"], dict)
+            else [event.command["filter"]["user_id"]]
+        )
+    ]
+    assert sorted(asked) == sorted(users)  # each caller's user read exactly once
 
 
 async def test_each_enqueue_on_the_memory_store_is_one_find(
