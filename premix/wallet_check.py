@@ -47,36 +47,41 @@ STORE_MISCONFIGURED: Final = "Queue unavailable: premix is misconfigured; nothin
 
 
 class CountsBatch:
-    """The wallet counts of concurrent enqueues in one query: the callers that ask while no
-    read is being gathered wait for the next one, which reads all of their users at once
-    (`WalletStore.wallet_counts_of`). A lone caller's read is a query of its own, as before;
-    50 callers at once cost a few queries, not 50. Each caller still reads the store once."""
+    """The wallet counts of concurrent enqueues in few queries: one read is in flight at a
+    time, and the callers that ask meanwhile wait for the next, which reads all of their users
+    at once (`WalletStore.wallet_counts_of`). A lone caller's read is a query of its own, as
+    before; 50 callers at once cost a few queries, not 50. Each caller's user is read once."""
 
     def __init__(self, store: Store) -> None:
         self._store = store
         self._waiting: dict[str, list[asyncio.Future[WalletCounts]]] = {}
-        self._gathering: asyncio.Task[None] | None = None
+        self._reader: asyncio.Task[None] | None = None
 
     async def counts(self, user_id: str) -> WalletCounts:
         """The user's counts, read with those of every user asking meanwhile."""
         future: asyncio.Future[WalletCounts] = asyncio.get_running_loop().create_future()
         self._waiting.setdefault(user_id, []).append(future)
-        if self._gathering is None:
-            self._gathering = asyncio.create_task(self._read())
+        if self._reader is None:
+            self._reader = asyncio.create_task(self._read_while_asked())
         return await future
 
-    async def _read(self) -> None:
-        await asyncio.sleep(0)  # the callers already running in this loop turn join the read
-        waiting, self._waiting, self._gathering = self._waiting, {}, None
+    async def _read_while_asked(self) -> None:
+        try:
+            while self._waiting:
+                await asyncio.sleep(0)  # the callers already running in this turn join
+                waiting, self._waiting = self._waiting, {}
+                await self._read(waiting)
+        finally:
+            self._reader = None
+
+    async def _read(self, waiting: dict[str, list[asyncio.Future[WalletCounts]]]) -> None:
         try:
             counts = await self._store.wallets.wallet_counts_of(list(waiting))
-        except BaseException as e:  # every caller hears it (and answers its own way)
+        except Exception as e:  # every caller hears it (and answers its own way)
             for futures in waiting.values():
                 for future in futures:
                     if not future.done():
                         future.set_exception(e)
-            if not isinstance(e, Exception):
-                raise
             return
         for user_id, futures in waiting.items():
             for future in futures:
