@@ -73,10 +73,18 @@ class CountsBatch:
                 await self._read(waiting)
         finally:
             self._reader = None
+            left, self._waiting = self._waiting, {}  # only if this task was cancelled
+            for futures in left.values():
+                for future in futures:
+                    if not future.done():
+                        future.set_exception(TimeoutError("the wallet read was cancelled"))
 
     async def _read(self, waiting: dict[str, list[asyncio.Future[WalletCounts]]]) -> None:
         try:
-            counts = await self._store.wallets.wallet_counts_of(list(waiting))
+            # bounded itself: a read stuck past the callers' deadline (a URI with long socket
+            # timeouts, a link dropping packets) must not hold up every later enqueue
+            async with asyncio.timeout(_READ_DEADLINE_SECONDS):
+                counts = await self._store.wallets.wallet_counts_of(list(waiting))
         except Exception as e:  # every caller hears it (and answers its own way)
             for futures in waiting.values():
                 for future in futures:
