@@ -7,7 +7,12 @@ messages of its outcomes. Used by `premix.queue` and `premix.sweep`.
 from collections.abc import Awaitable
 from typing import Any, Final, cast
 
-from arq.constants import job_key_prefix, result_key_prefix
+from arq.constants import (
+    in_progress_key_prefix,
+    job_key_prefix,
+    result_key_prefix,
+    retry_key_prefix,
+)
 from arq.jobs import serialize_job
 from arq.utils import timestamp_ms
 from redis.asyncio import Redis
@@ -15,10 +20,10 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from premix.idempotency import IdempotencyClaim, release_in
+from premix.idempotency import IdempotencyClaim
 from premix.logs import get_logger
 from premix.serialization import job_serializer
-from premix.user_lock import release_user_lock_quietly, user_lock_key
+from premix.user_lock import user_lock_key
 
 log = get_logger(__name__)
 
@@ -115,23 +120,54 @@ def queue_error_message(error: BaseException) -> str:
     )
 
 
+# Undo an enqueue whose outcome is unknown (its reply was lost, or the call was cancelled), in
+# one script: if a worker has already taken the job (arq's in-progress key or try counter), it
+# was queued and is running: nothing is removed. Otherwise its record, queue entry, the user
+# lock and the idempotency key are removed where they name this job. KEYS: job record, queue,
+# in-progress, try counter, user lock, idempotency key ("" for none); ARGV: job id, the key's
+# value for this job ("" for none). Returns 1 when undone, 0 when a worker has the job.
+_UNDO_SCRIPT: Final = """
+if redis.call('EXISTS', KEYS[3], KEYS[4]) > 0 then
+    return 0
+end
+redis.call('DEL', KEYS[1])
+redis.call('ZREM', KEYS[2], ARGV[1])
+if redis.call('GET', KEYS[5]) == ARGV[1] then
+    redis.call('DEL', KEYS[5])
+end
+if ARGV[2] ~= '' and redis.call('GET', KEYS[6]) == ARGV[2] then
+    redis.call('DEL', KEYS[6])
+end
+return 1
+"""
+
+
 async def undo_enqueue(
     redis: Redis,
     queue_name: str,
     user_id: str,
     job_id: str,
     claim: IdempotencyClaim | None = None,
-) -> None:
-    # A Redis MULTI is not rolled back when one command fails: arq's job record may have been
-    # written without its queue entry. Remove both, then the lock (and the idempotency key, if
-    # it names this job), so nothing is left behind.
+) -> bool:
+    """Undo an enqueue whose outcome is unknown; False when a worker has already taken the job
+    (it was queued, and is left alone: its lock and idempotency key stay, so a retried call
+    cannot queue it twice). Best effort: with Redis unreachable it logs and returns True."""
+    keys = (
+        job_key_prefix + job_id,
+        queue_name,
+        in_progress_key_prefix + job_id,
+        retry_key_prefix + job_id,
+        user_lock_key(user_id),
+        claim.redis_key if claim is not None else "",
+    )
+    value = claim.value(job_id) if claim is not None else ""
     try:
-        async with redis.pipeline(transaction=True) as pipe:
-            pipe.delete(job_key_prefix + job_id)
-            pipe.zrem(queue_name, job_id)
-            if claim is not None:
-                release_in(pipe, claim, job_id)
-            await pipe.execute()
+        undone = await cast(
+            Awaitable[int], redis.eval(_UNDO_SCRIPT, len(keys), *keys, job_id, value)
+        )
     except (RedisError, OSError) as e:
         log.warning("enqueue_not_undone", job_id=job_id, error=type(e).__name__)
-    await release_user_lock_quietly(redis, user_id, job_id)
+        return True
+    if not int(undone):
+        log.warning("enqueue_outcome_was_queued", job_id=job_id)  # a worker already runs it
+    return bool(int(undone))

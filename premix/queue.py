@@ -30,6 +30,7 @@ from premix.cancellation import CancelResult, CancelState, request_cancel
 from premix.constants import JOB_FUNCTION
 from premix.distribution import DistributionError, wallets_needed
 from premix.enqueueing import (
+    ENQUEUED,
     JOB_EXISTS,
     KEY_USED,
     USER_BUSY,
@@ -158,8 +159,9 @@ async def enqueue_premix_funds(
         )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
-        return EnqueueResult(False, queue_error_message(e))
+        if await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim):
+            return EnqueueResult(False, queue_error_message(e))
+        outcome, holder = ENQUEUED, None  # its reply was lost, but a worker already runs it
     except BaseException:
         await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id, claim)
         raise
@@ -262,6 +264,10 @@ async def _retry_run(
     await ledger.add_retry_job(run.run_id, retry_id)  # before the job can start
     try:
         outcome, holder = await _lock_and_enqueue(redis, settings.queue_name, job, retry_id)
+    except (RedisError, OSError):
+        if await undo_enqueue(redis, settings.queue_name, job.user_id, retry_id):
+            raise
+        outcome, holder = ENQUEUED, None  # its reply was lost, but a worker already runs it
     except BaseException:
         await undo_enqueue(redis, settings.queue_name, job.user_id, retry_id)
         raise

@@ -32,6 +32,7 @@ from redis.exceptions import RedisError
 from premix.amounts import format_sol, lamports_to_sol, sol_to_lamports
 from premix.distribution import RENT_EXEMPT_MINIMUM_LAMPORTS
 from premix.enqueueing import (
+    ENQUEUED,
     JOB_EXISTS,
     QUEUE_MISCONFIGURED,
     USER_BUSY,
@@ -239,8 +240,9 @@ async def enqueue_sweep(
         )
     except (RedisError, OSError) as e:
         bound_log.warning("enqueue_failed", error=type(e).__name__)
-        await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
-        return EnqueueResult(False, queue_error_message(e))
+        if await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id):
+            return EnqueueResult(False, queue_error_message(e))
+        outcome, holder = ENQUEUED, None  # its reply was lost, but a worker already runs it
     except BaseException:
         await undo_enqueue(arq_redis, settings.queue_name, job.user_id, job_id)
         raise

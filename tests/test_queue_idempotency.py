@@ -13,6 +13,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
+from arq.constants import in_progress_key_prefix
 from redis.asyncio import ConnectionPool, Redis
 from redis.exceptions import ConnectionError as RedisConnectionError
 
@@ -258,6 +259,36 @@ async def test_an_enqueue_undone_after_a_lost_reply_frees_its_key_for_the_retry(
     assert retried.success is True
     assert retried.message == f"Premix of 2.5 SOL queued as job {retried.job_id}"
     assert await queued_jobs(redis_client) == [retried.job_id]
+
+
+async def test_a_lost_reply_of_a_job_a_worker_already_took_is_answered_queued_not_undone(
+    settings: Settings, store: Store, redis_client: Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # the script ran and a worker took the job before the undo (arq polls every 50 ms): undoing
+    # would free the lock and the key, and the bot's retried call would queue a second premix
+    real = premix.queue._lock_and_enqueue
+    taken: list[str] = []
+
+    async def reply_lost_after_pickup(*args: Any, **kwargs: Any) -> tuple[int, str | None]:
+        await real(*args, **kwargs)
+        job_id = args[3]
+        await redis_client.set(in_progress_key_prefix + job_id, b"1", px=60_000)  # a worker
+        taken.append(job_id)
+        raise RedisConnectionError("connection lost")
+
+    monkeypatch.setattr(premix.queue, "_lock_and_enqueue", reply_lost_after_pickup)
+    first = await enqueue_premix_funds("u1", 42, 2.5, {"idempotencyKey": "k"}, settings=settings)
+    monkeypatch.undo()
+    retried = await enqueue_premix_funds("u1", 42, 2.5, {"idempotencyKey": "k"}, settings=settings)
+    other = await enqueue_premix_funds("u1", 42, 1, settings=settings)
+
+    [job_id] = taken
+    assert (first.success, first.job_id) == (True, job_id)
+    assert first.message == f"Premix of 2.5 SOL queued as job {job_id}"
+    assert await redis_client.get(f"arq:job:{job_id}") is not None  # left for its worker
+    assert await redis_client.get(USER_LOCK_PREFIX + "u1") == job_id.encode()
+    assert (retried.success, retried.job_id) == (True, job_id)  # the same premix, not a second
+    assert other.success is False and other.message.startswith("A premix is already queued")
 
 
 async def test_an_idempotent_enqueue_costs_one_read_more_and_a_repeat_only_that_read(
