@@ -19,6 +19,7 @@ import time
 from typing import Any, Final
 
 from arq.connections import ArqRedis
+from arq.constants import in_progress_key_prefix, job_key_prefix
 from arq.utils import timestamp_ms
 from pydantic import ValidationError
 from pymongo.errors import PyMongoError
@@ -260,6 +261,13 @@ async def _retry_run(
     holder = await user_lock_holder(redis, job.user_id)
     if holder is not None:
         return EnqueueResult(False, _user_busy_message(holder))
+    for earlier in (run.run_id, *run.retry_jobs):  # its lock may have expired while it waits
+        if await redis.exists(job_key_prefix + earlier, in_progress_key_prefix + earlier):
+            return EnqueueResult(
+                False,
+                f"Premix {run.run_id} is still queued or running as job {earlier}; nothing "
+                "was enqueued",
+            )
     retry_id = new_job_id(job.user_id)
     await ledger.add_retry_job(run.run_id, retry_id)  # before the job can start
     try:

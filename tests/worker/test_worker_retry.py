@@ -7,6 +7,7 @@ stores."""
 import pytest
 from redis.asyncio import Redis
 
+from premix.constants import USER_LOCK_PREFIX
 from premix.jobs import EnqueueResult
 from premix.ledger import Ledger, RunStatus
 from premix.localnet import Localnet
@@ -284,3 +285,28 @@ async def test_a_retry_of_a_top_up_keeps_its_plan_and_tops_each_wallet_up_once(
         f"Top-up {queued.job_id} completed: all 4 wallet(s) hold their planned amounts; "
         "nothing to retry",
     )
+
+
+async def test_a_retry_is_refused_while_the_premix_waits_in_arq_after_its_lock_expired(
+    settings: Settings, store: Store, net: Localnet, redis_client: Redis
+) -> None:
+    # its worker died and none came back before the user lock expired: the job is still arq's
+    # to deliver again, so a retry would run beside it on the same ledger run
+    await create_user(store, net, "u1", buyers=6)
+    queued = await enqueue_premix_funds("u1", 42, 3, settings=settings)
+    assert queued.job_id is not None
+    assert await run_worker(settings, rpc=TestRpc(net.url, kill_on="send", kill_at=2)) is False
+    await expire_in_progress_marker(redis_client, queued.job_id)
+    await redis_client.delete(USER_LOCK_PREFIX + "u1")  # expired
+
+    refused = await retry_premix(queued.job_id, settings=settings)
+
+    assert (refused.success, refused.job_id) == (False, None)
+    assert refused.message == (
+        f"Premix {queued.job_id} is still queued or running as job {queued.job_id}; nothing "
+        "was enqueued"
+    )
+    run = await Ledger(store).get(queued.job_id)
+    assert run is not None and run.retry_jobs == []
+    await run_worker(settings)  # arq delivers it again: it finishes the run, paid once
+    assert (await job_result(settings, queued.job_id)).result["success"] is True
