@@ -88,14 +88,22 @@ class FeePolicy:
         return -(-micro // MICRO_LAMPORTS_PER_LAMPORT)  # the runtime rounds up
 
 
+def budget_instructions(fees: FeePolicy, transfer_count: int) -> list[Instruction]:
+    """The ComputeBudget instructions a transaction of `transfer_count` transfers starts with
+    (its limit and price) when `fees` prices it; none otherwise."""
+    if not fees.has_priority_fee:
+        return []
+    return [
+        set_compute_unit_limit(fees.compute_units(transfer_count)),
+        set_compute_unit_price(fees.compute_unit_price),
+    ]
+
+
 def transfer_instructions(
     funding: Pubkey, transfers: Sequence[tuple[Pubkey, int]], fees: FeePolicy
 ) -> list[Instruction]:
     """Return the instructions of one transaction: ComputeBudget (if priced), then transfers."""
-    instructions: list[Instruction] = []
-    if fees.has_priority_fee:
-        instructions.append(set_compute_unit_limit(fees.compute_units(len(transfers))))
-        instructions.append(set_compute_unit_price(fees.compute_unit_price))
+    instructions = budget_instructions(fees, len(transfers))
     for recipient, lamports in transfers:
         if not 0 < lamports <= _MAX_U64:
             raise PackingError(f"transfer of {lamports} lamports to {recipient} is not a u64 > 0")

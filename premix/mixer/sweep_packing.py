@@ -11,7 +11,6 @@ ComputeBudget instructions a priority fee needs.
 
 from collections.abc import Sequence
 
-from solders.compute_budget import set_compute_unit_limit, set_compute_unit_price
 from solders.hash import Hash
 from solders.instruction import Instruction
 from solders.keypair import Keypair
@@ -25,6 +24,7 @@ from premix.mixer.packing import (
     PACKET_DATA_SIZE,
     FeePolicy,
     PackingError,
+    budget_instructions,
     serialized_size,
 )
 
@@ -37,10 +37,7 @@ def sweep_instructions(
 ) -> list[Instruction]:
     """The instructions of one sweep transaction: ComputeBudget (if priced), then one transfer
     per (buyer wallet, lamports) to `funding`."""
-    instructions: list[Instruction] = []
-    if fees.has_priority_fee:
-        instructions.append(set_compute_unit_limit(fees.compute_units(len(transfers))))
-        instructions.append(set_compute_unit_price(fees.compute_unit_price))
+    instructions = budget_instructions(fees, len(transfers))
     for source, lamports in transfers:
         if not 0 < lamports <= _MAX_U64:
             raise PackingError(f"sweep of {lamports} lamports from {source} is not a u64 > 0")
