@@ -3,12 +3,14 @@ once), parameter types, output helpers, and how an error becomes the one `premix
 and an exit status (`run`, `main`)."""
 
 import asyncio
+import contextlib
 import importlib
 import json
 import re
 import signal
 import sys
-from collections.abc import Callable, Coroutine, Sequence
+import threading
+from collections.abc import Callable, Coroutine, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Final, TypeVar, get_args
 
@@ -128,6 +130,23 @@ def print_json(value: object) -> None:
 def note(message: str) -> None:
     """Print an informational line on stderr (never mixed into stdout's JSON)."""
     click.echo(f"{PROG}: {message}", err=True)
+
+
+@contextlib.contextmanager
+def stop_on_signals() -> Iterator[threading.Event]:
+    """An event SIGINT or SIGTERM sets during the block, for a command running in the
+    foreground until stopped (wait on it in short steps: signals are handled between them);
+    the previous handlers are put back after."""
+    stop = threading.Event()
+    previous = {
+        signum: signal.signal(signum, lambda *_: stop.set())
+        for signum in (signal.SIGINT, signal.SIGTERM)
+    }
+    try:
+        yield stop
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
 
 
 def run_async(coroutine: Coroutine[Any, Any, T]) -> T:

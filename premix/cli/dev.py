@@ -1,12 +1,9 @@
 """`premix dev [--workers N] [--port P]`: the service as separate processes on this machine
 (`premix.dev`): a localnet, a Valkey, a SecantusDB and N workers, until Ctrl-C."""
 
-import signal
-import threading
-
 import click
 
-from premix.cli.base import CommandFailed, note
+from premix.cli.base import CommandFailed, note, stop_on_signals
 from premix.constants import LOCALNET_SLOT_MS
 from premix.dev import DevError, dev_stack
 
@@ -37,13 +34,11 @@ def dev(workers: int, port: int, slot_ms: int) -> None:
     `premix enqueue` and a bot script reach the same services. Ctrl-C stops everything it
     started and nothing else; the data lives in a temporary directory and goes with it.
     """
-    stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
     try:
-        with dev_stack(workers=workers, port=port, slot_ms=slot_ms) as stack:
+        with (
+            stop_on_signals() as stop,
+            dev_stack(workers=workers, port=port, slot_ms=slot_ms) as stack,
+        ):
             click.echo(
                 f"premix dev: localnet {stack.localnet.url} ({slot_ms} ms slots), Valkey "
                 f"{stack.valkey.url}, SecantusDB {stack.secantus.url}, {workers} worker(s) "
@@ -62,7 +57,4 @@ def dev(workers: int, port: int, slot_ms: int) -> None:
                         )
     except DevError as e:
         raise CommandFailed(str(e)) from None
-    finally:
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
     note("dev: stopped everything it started")

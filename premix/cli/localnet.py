@@ -1,12 +1,10 @@
 """`premix localnet`: a local Solana JSON-RPC node in the foreground, optionally with faults."""
 
-import signal
-import threading
 from typing import Any
 
 import click
 
-from premix.cli.base import CommandFailed, note
+from premix.cli.base import CommandFailed, note, stop_on_signals
 from premix.constants import LOCALNET_SLOT_MS
 from premix.localnet import FaultRule, Localnet, make_rule
 
@@ -124,26 +122,20 @@ def localnet_command(
 
     Point PREMIX_RPC_URL at the URL it prints. Airdrops go through `requestAirdrop`.
     """
-    stop = threading.Event()
-    previous = {
-        signum: signal.signal(signum, lambda *_: stop.set())
-        for signum in (signal.SIGINT, signal.SIGTERM)
-    }
     net = Localnet(slot_ms=slot_ms, seed=seed, host=host, port=port)
     for rule in faults:
         net.faults.add(rule)
-    try:
+    with stop_on_signals() as stop:
         try:
-            net.start()
-        except OSError as e:
-            raise CommandFailed(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
-        click.echo(f"localnet listening on {net.url} ({slot_ms} ms slots); Ctrl-C to stop")
-        for rule in faults:
-            note(f"fault on: {describe_rule(rule)}")
-        while not stop.wait(0.2):  # short waits: signals are handled between them
-            pass
-    finally:
-        net.stop()
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+            try:
+                net.start()
+            except OSError as e:
+                raise CommandFailed(f"cannot listen on {host}:{port}: {e.strerror or e}") from e
+            click.echo(f"localnet listening on {net.url} ({slot_ms} ms slots); Ctrl-C to stop")
+            for rule in faults:
+                note(f"fault on: {describe_rule(rule)}")
+            while not stop.wait(0.2):  # short waits: signals are handled between them
+                pass
+        finally:
+            net.stop()
     note("localnet stopped")
