@@ -3,47 +3,21 @@ chain against its last premix (one a real worker ran on localnet, stored in the 
 MongoDB-wire server), read without the encryption keys (no private key is decrypted); an
 unknown user is one error line and exit 1."""
 
-import uuid
-from collections.abc import AsyncIterator
-
-import pytest
-
 from premix.localnet import Localnet
 from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
 from tests.test_cli import assert_one_error_line, premix
-from tests.test_cli_result import assert_no_secret
-from tests.worker.helpers import create_user, drain, make_settings, open_store, restored_logging
+from tests.test_cli_result import (  # noqa: F401 (settings, store: fixtures)
+    assert_no_secret,
+    env_of,
+    settings,
+    store,
+)
+from tests.worker.helpers import create_user, drain
 from tests.worker.helpers import run_worker as run_arq_worker
 
 SOL = 10**9
-
-
-@pytest.fixture
-def settings(redis_url: str, mongodb_url: str, fast_localnet: Localnet) -> Settings:
-    return make_settings(
-        redis_url,
-        fast_localnet.url,
-        mongodb_uri=mongodb_url,
-        mongodb_database=f"premix_status_{uuid.uuid4().hex[:12]}",
-    )
-
-
-@pytest.fixture
-async def store(settings: Settings) -> AsyncIterator[Store]:
-    async with restored_logging(), open_store(settings) as opened:
-        yield opened
-
-
-def env_of(settings: Settings) -> dict[str, str]:
-    """No PREMIX_ENCRYPTION_KEYS: the status reads public keys only."""
-    return {
-        "PREMIX_REDIS_URL": settings.redis_url,
-        "PREMIX_MONGODB_URI": settings.mongodb_uri,
-        "PREMIX_MONGODB_DATABASE": settings.mongodb_database,
-        "PREMIX_RPC_URL": settings.rpc_url,
-    }
 
 
 async def test_status_json_holds_each_wallets_balance_on_chain_and_its_last_premix(

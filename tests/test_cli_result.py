@@ -61,10 +61,13 @@ async def store(settings: Settings) -> AsyncIterator[Store]:
 
 
 def env_of(settings: Settings) -> dict[str, str]:
+    """The CLI's environment on the test's services; no PREMIX_ENCRYPTION_KEYS: a receipt and a
+    wallet status read public keys only."""
     return {
         "PREMIX_REDIS_URL": settings.redis_url,
         "PREMIX_MONGODB_URI": settings.mongodb_uri,
         "PREMIX_MONGODB_DATABASE": settings.mongodb_database,
+        "PREMIX_RPC_URL": settings.rpc_url,
     }
 
 

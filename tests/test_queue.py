@@ -17,7 +17,6 @@ from premix.queue import (
     QUEUE_MISCONFIGURED,
     QUEUE_UNAVAILABLE,
     QUEUED_JOB_EXPIRY_SECONDS,
-    close_queue,
     enqueue_premix_funds,
     queue_pool,
 )
@@ -29,10 +28,7 @@ from tests.worker.helpers import create_user, make_settings, open_store
 ARQ_JOB_PREFIX = "arq:job:"
 
 
-@pytest.fixture(autouse=True)
-async def close_pools() -> AsyncIterator[None]:
-    yield
-    await close_queue()
+pytestmark = pytest.mark.usefixtures("closed_queue_pools")
 
 
 # Users these tests enqueue for; each has a funding wallet and 20 buyer wallets in the store.

@@ -8,7 +8,6 @@ A call retried after the premix completed: tests/worker/test_worker_schedule.py 
 import asyncio
 import hashlib
 import json
-import uuid
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -21,28 +20,23 @@ import premix.queue
 from premix.constants import QUEUE_NAME, USER_LOCK_PREFIX
 from premix.idempotency import IDEMPOTENCY_KEY_SECONDS, IdempotencyClaim
 from premix.jobs import EnqueueResult
-from premix.queue import close_queue, enqueue_premix_funds
+from premix.queue import enqueue_premix_funds
 from premix.settings import Settings
 from premix.store import Store
 from tests.test_queue import CountingConnection
-from tests.worker.helpers import create_user, delete_wallets, make_settings, open_store
+from tests.worker.helpers import (
+    create_user,
+    delete_wallets,
+    open_store,
+    settings_on_store,
+)
 
-
-@pytest.fixture(autouse=True)
-async def close_pools() -> AsyncIterator[None]:
-    yield
-    await close_queue()
+pytestmark = pytest.mark.usefixtures("closed_queue_pools")
 
 
 @pytest.fixture(params=["memory", "mongodb"])
 def settings(request: pytest.FixtureRequest, redis_url: str) -> Settings:
-    if request.param == "memory":
-        return make_settings(redis_url)
-    return make_settings(
-        redis_url,
-        mongodb_uri=request.getfixturevalue("mongodb_url"),
-        mongodb_database=f"premix_idempotency_{uuid.uuid4().hex[:12]}",
-    )
+    return settings_on_store(request, redis_url, database_prefix="premix_idempotency")
 
 
 @pytest.fixture

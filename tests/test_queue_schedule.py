@@ -8,7 +8,6 @@ That a worker does not start it early: tests/worker/test_worker_schedule.py."""
 import json
 import re
 import time
-import uuid
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -19,33 +18,23 @@ from redis.asyncio import Redis
 from premix.constants import QUEUE_NAME, USER_LOCK_PREFIX
 from premix.queue import (
     QUEUED_JOB_EXPIRY_SECONDS,
-    close_queue,
     enqueue_premix_funds,
     get_premix_result,
 )
 from premix.scheduling import format_run_time
 from premix.settings import Settings
 from premix.store import Store
-from tests.worker.helpers import create_user, make_settings, open_store
+from tests.worker.helpers import create_user, open_store, settings_on_store
 
 DAY_MS = 86_400_000
 
 
-@pytest.fixture(autouse=True)
-async def close_pools() -> AsyncIterator[None]:
-    yield
-    await close_queue()
+pytestmark = pytest.mark.usefixtures("closed_queue_pools")
 
 
 @pytest.fixture(params=["memory", "mongodb"])
 def settings(request: pytest.FixtureRequest, redis_url: str) -> Settings:
-    if request.param == "memory":
-        return make_settings(redis_url)
-    return make_settings(
-        redis_url,
-        mongodb_uri=request.getfixturevalue("mongodb_url"),
-        mongodb_database=f"premix_schedule_{uuid.uuid4().hex[:12]}",
-    )
+    return settings_on_store(request, redis_url, database_prefix="premix_schedule")
 
 
 @pytest.fixture

@@ -30,24 +30,14 @@ from premix.settings import Settings
 from premix.store import Store
 from tests.fixtures import missing_tool
 from tests.test_store_faults import FailPoints, Fault, store_uri
-from tests.worker.helpers import create_user, make_settings, open_store
+from tests.worker.helpers import create_user, make_settings, open_store, settings_on_store
 
-
-@pytest.fixture(autouse=True)
-async def close_pools() -> AsyncIterator[None]:
-    yield
-    await close_queue()
+pytestmark = pytest.mark.usefixtures("closed_queue_pools")
 
 
 @pytest.fixture(params=["memory", "mongodb"])
 def settings(request: pytest.FixtureRequest, redis_url: str) -> Settings:
-    if request.param == "memory":
-        return make_settings(redis_url)
-    return make_settings(
-        redis_url,
-        mongodb_uri=request.getfixturevalue("mongodb_url"),
-        mongodb_database=f"premix_enqueue_{uuid.uuid4().hex[:12]}",
-    )
+    return settings_on_store(request, redis_url, database_prefix="premix_enqueue")
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@ that localnet and a fresh store (each test using them runs twice: on a memory://
 fresh database of the session's MongoDB-wire server), the store opened on them, and logging
 restored after each test (the worker configures structlog)."""
 
-import uuid
 from collections.abc import AsyncIterator
 
 import pytest
@@ -11,7 +10,7 @@ import pytest
 from premix.localnet import Localnet
 from premix.settings import Settings
 from premix.store import Store
-from tests.worker.helpers import make_settings, open_store, restored_logging
+from tests.worker.helpers import open_store, restored_logging, settings_on_store
 
 
 @pytest.fixture
@@ -21,14 +20,7 @@ def net(fast_localnet: Localnet) -> Localnet:
 
 @pytest.fixture(params=["memory", "mongodb"])
 def settings(request: pytest.FixtureRequest, redis_url: str, net: Localnet) -> Settings:
-    if request.param == "memory":
-        return make_settings(redis_url, net.url)
-    return make_settings(
-        redis_url,
-        net.url,
-        mongodb_uri=request.getfixturevalue("mongodb_url"),
-        mongodb_database=f"premix_worker_{uuid.uuid4().hex[:12]}",
-    )
+    return settings_on_store(request, redis_url, net.url, database_prefix="premix_worker")
 
 
 @pytest.fixture

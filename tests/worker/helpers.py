@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
+import pytest
 from arq.constants import in_progress_key_prefix
 from arq.jobs import Job, JobResult
 from arq.worker import Worker
@@ -64,6 +65,26 @@ def make_settings(
         **overrides,
     }
     return Settings(**values)
+
+
+def settings_on_store(
+    request: pytest.FixtureRequest,
+    redis_url: str,
+    rpc_url: str = "http://127.0.0.1:1",
+    *,
+    database_prefix: str,
+) -> Settings:
+    """`make_settings` on the store a fixture parametrized with ["memory", "mongodb"] names: a
+    fresh memory:// one, or a fresh database `<database_prefix>_<hex>` on the session's
+    MongoDB-wire server."""
+    if request.param == "memory":
+        return make_settings(redis_url, rpc_url)
+    return make_settings(
+        redis_url,
+        rpc_url,
+        mongodb_uri=request.getfixturevalue("mongodb_url"),
+        mongodb_database=f"{database_prefix}_{uuid.uuid4().hex[:12]}",
+    )
 
 
 @contextlib.asynccontextmanager
